@@ -1,1 +1,134 @@
-//! placeholder
+//! Anytime server logic: accounts, devices, conversations and the MLS delivery service.
+//!
+//! The shell (`anytime-server`) authenticates HTTP calls and WebSocket connections, decodes
+//! nothing itself and hands bytes to a [`Session`] per connection. Everything durable goes
+//! through the [`ServerStore`] trait and the current time and randomness through [`Env`], so
+//! this crate never depends on axum, a database driver or the system clock.
+//!
+//! Architecture invariant: the server never interprets message payloads. They are MLS
+//! ciphertext, stored and forwarded as opaque bytes and never logged.
+
+pub mod auth;
+pub mod env;
+pub mod hub;
+pub mod metrics;
+pub mod ratelimit;
+mod requests;
+pub mod session;
+pub mod store;
+
+use std::sync::Arc;
+
+use anytime_proto::frame::ConvKind;
+use anytime_proto::{ConvId, ErrorCode};
+
+pub use env::Env;
+pub use hub::Hub;
+pub use metrics::Metrics;
+pub use ratelimit::{Rate, RateLimits};
+pub use session::{Flow, Session};
+pub use store::{ServerStore, StoreError};
+
+use crate::auth::store_code;
+use crate::hub::Route;
+use crate::ratelimit::RateLimiter;
+
+/// Operator settings the core needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long a session token is valid after login.
+    pub session_ttl_ms: u64,
+    /// How long a message is kept for a device that never acknowledges it.
+    pub retention_ms: u64,
+    pub rate_limits: RateLimits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            session_ttl_ms: 90 * 24 * 3_600_000,
+            retention_ms: 30 * 24 * 3_600_000,
+            rate_limits: RateLimits::default(),
+        }
+    }
+}
+
+/// Shared state of one server node.
+pub struct ServerCore {
+    pub(crate) store: Arc<dyn ServerStore>,
+    pub(crate) env: Arc<dyn Env>,
+    pub(crate) hub: Hub,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) config: Config,
+    pub metrics: Arc<Metrics>,
+}
+
+impl ServerCore {
+    pub fn new(store: Arc<dyn ServerStore>, env: Arc<dyn Env>, metrics: Arc<Metrics>, config: Config) -> ServerCore {
+        ServerCore {
+            store,
+            env,
+            hub: Hub::default(),
+            limiter: RateLimiter::new(config.rate_limits.clone()),
+            config,
+            metrics,
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.env.now_ms()
+    }
+
+    /// One garbage-collection pass; the shell runs it periodically.
+    pub async fn collect_garbage(&self) -> Result<store::Collected, ErrorCode> {
+        let collected = self
+            .store
+            .collect_garbage(self.env.now_ms(), self.config.retention_ms)
+            .await
+            .map_err(store_code)?;
+        self.metrics
+            .gc_deleted_messages
+            .fetch_add(collected.messages, std::sync::atomic::Ordering::Relaxed);
+        Ok(collected)
+    }
+
+    /// Makes all acknowledged writes durable; call on shutdown after connections closed.
+    pub async fn flush(&self) -> Result<(), ErrorCode> {
+        self.store.flush().await.map_err(store_code)
+    }
+
+    /// Routing facts of a conversation, from the cache or loaded from storage.
+    pub(crate) async fn route(&self, conv: ConvId) -> Result<Option<Arc<Route>>, ErrorCode> {
+        if let Some(route) = self.hub.route(conv) {
+            return Ok(Some(route));
+        }
+        let generation = self.hub.cache_generation();
+        let Some(conversation) = self.store.conversation(conv).await.map_err(store_code)? else {
+            return Ok(None);
+        };
+        let recipients = self.store.member_devices(conv).await.map_err(store_code)?;
+        let route = Arc::new(Route { kind: conversation.kind, recipients });
+        self.hub.insert_route(conv, route.clone(), generation);
+        Ok(Some(route))
+    }
+
+    /// Whether `blocker` has blocked `blocked`, from the cache or storage.
+    pub(crate) async fn is_blocked(
+        &self,
+        blocker: anytime_proto::UserId,
+        blocked: anytime_proto::UserId,
+    ) -> Result<bool, ErrorCode> {
+        if let Some(set) = self.hub.blocked_by(blocker) {
+            return Ok(set.contains(&blocked));
+        }
+        let list = self.store.blocked_by(blocker).await.map_err(store_code)?;
+        let set: std::collections::HashSet<_> = list.into_iter().collect();
+        let answer = set.contains(&blocked);
+        self.hub.set_blocked_by(blocker, set);
+        Ok(answer)
+    }
+}
+
+pub(crate) fn is_group(kind: ConvKind) -> bool {
+    kind == ConvKind::Group
+}

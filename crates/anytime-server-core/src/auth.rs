@@ -1,0 +1,202 @@
+//! Accounts and sessions: registration, login, token checks. Passwords are hashed with
+//! argon2id (default parameters of the `argon2` crate, OWASP's recommendation); session tokens
+//! are 256-bit random strings of which the server stores only the SHA-256.
+
+use std::net::IpAddr;
+
+use anytime_proto::http::{LoginRequest, RegisterRequest, SessionResponse};
+use anytime_proto::limits::{
+    DEVICES_PER_USER_MAX, NAME_BYTES_MAX, PASSWORD_BYTES_MAX, PASSWORD_BYTES_MIN, USERNAME_BYTES_MAX,
+    USERNAME_BYTES_MIN,
+};
+use anytime_proto::{frame::PresencePrivacy, DeviceId, ErrorCode, UserId};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::env::EnvExt;
+use crate::ratelimit::{LimitKey, LimitKind};
+use crate::store::{DeviceRecord, StoreError, UserRecord};
+use crate::ServerCore;
+
+const TOKEN_PREFIX: &str = "at1.";
+
+impl ServerCore {
+    pub async fn register(&self, ip: IpAddr, request: RegisterRequest) -> Result<SessionResponse, ErrorCode> {
+        let now_ms = self.env.now_ms();
+        if !self.limiter.check(LimitKind::RegisterPerIp, LimitKey::Ip(ip), now_ms) {
+            return Err(ErrorCode::RateLimited);
+        }
+        validate_username(&request.username)?;
+        validate_password(&request.password)?;
+        let device_name = validate_name(&request.device_name)?;
+        if self.store.user_by_username(&request.username).await.map_err(store_code)?.is_some() {
+            return Err(ErrorCode::UsernameTaken);
+        }
+        let salt: [u8; 16] = self.env.random_array();
+        let password_hash = hash_password(request.password, salt).await?;
+        let user = UserRecord {
+            id: UserId(self.env.random_u64()),
+            username: request.username.clone(),
+            password_hash,
+            display_name: request.username,
+            avatar: None,
+            presence_privacy: PresencePrivacy::Contacts,
+            created_at_ms: now_ms,
+        };
+        let (device, token) = self.new_device(user.id, device_name, now_ms);
+        let response = session_response(&device, token);
+        self.store.create_user(user, device).await.map_err(store_code)?;
+        Ok(response)
+    }
+
+    pub async fn login(&self, ip: IpAddr, request: LoginRequest) -> Result<SessionResponse, ErrorCode> {
+        let now_ms = self.env.now_ms();
+        if !self.limiter.check(LimitKind::LoginPerIp, LimitKey::Ip(ip), now_ms)
+            || !self.limiter.check(LimitKind::LoginPerUsername, LimitKey::Username(request.username.clone()), now_ms)
+        {
+            return Err(ErrorCode::RateLimited);
+        }
+        let device_name = validate_name(&request.device_name)?;
+        if request.password.len() > PASSWORD_BYTES_MAX as usize {
+            return Err(ErrorCode::InvalidCredentials);
+        }
+        let user = self.store.user_by_username(&request.username).await.map_err(store_code)?;
+        // Verify against a fixed hash when the user does not exist, so the answer takes as long
+        // either way and does not reveal which usernames exist.
+        let stored_hash = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| DUMMY_HASH.to_owned());
+        let verified = verify_password(request.password, stored_hash).await?;
+        let Some(user) = user.filter(|_| verified) else {
+            return Err(ErrorCode::InvalidCredentials);
+        };
+        let (device, token) = self.new_device(user.id, device_name, now_ms);
+        let response = session_response(&device, token);
+        self.store.create_device(device, DEVICES_PER_USER_MAX).await.map_err(store_code)?;
+        // The account's conversations gained a recipient device.
+        self.hub.invalidate_all_recipients();
+        Ok(response)
+    }
+
+    /// The device a session token belongs to, if the token is valid now.
+    pub async fn authenticate(&self, token: &str) -> Result<DeviceRecord, ErrorCode> {
+        if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
+            return Err(ErrorCode::InvalidToken);
+        }
+        let device = self.store.device_by_token_hash(token_hash(token)).await.map_err(store_code)?;
+        let Some(device) = device else {
+            return Err(ErrorCode::InvalidToken);
+        };
+        if device.expires_at_ms <= self.env.now_ms() {
+            return Err(ErrorCode::TokenExpired);
+        }
+        Ok(device)
+    }
+
+    fn new_device(&self, user: UserId, name: String, now_ms: u64) -> (DeviceRecord, String) {
+        let secret: [u8; 32] = self.env.random_array();
+        let token = format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
+        let device = DeviceRecord {
+            id: DeviceId(self.env.random_u64()),
+            user,
+            name,
+            token_hash: token_hash(&token),
+            created_at_ms: now_ms,
+            expires_at_ms: now_ms.saturating_add(self.config.session_ttl_ms),
+            last_seen_ms: now_ms,
+        };
+        (device, token)
+    }
+}
+
+fn session_response(device: &DeviceRecord, token: String) -> SessionResponse {
+    SessionResponse { user_id: device.user, device_id: device.id, token, expires_at_ms: device.expires_at_ms }
+}
+
+pub(crate) fn store_code(error: StoreError) -> ErrorCode {
+    match error {
+        StoreError::Rejected(code) => code,
+        StoreError::EpochMismatch { .. } => ErrorCode::EpochMismatch,
+        StoreError::Backend(detail) => {
+            tracing::error!(%detail, "storage failed");
+            ErrorCode::Internal
+        }
+    }
+}
+
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+pub fn validate_username(username: &str) -> Result<(), ErrorCode> {
+    let len_ok = (USERNAME_BYTES_MIN as usize..=USERNAME_BYTES_MAX as usize).contains(&username.len());
+    let chars_ok = username.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
+    if len_ok && chars_ok {
+        Ok(())
+    } else {
+        Err(ErrorCode::InvalidUsername)
+    }
+}
+
+fn validate_password(password: &str) -> Result<(), ErrorCode> {
+    if (PASSWORD_BYTES_MIN as usize..=PASSWORD_BYTES_MAX as usize).contains(&password.len()) {
+        Ok(())
+    } else {
+        Err(ErrorCode::WeakPassword)
+    }
+}
+
+/// Display, group and device names: 1..=NAME_BYTES_MAX bytes, no control characters, trimmed.
+pub fn validate_name(name: &str) -> Result<String, ErrorCode> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > NAME_BYTES_MAX as usize || name.chars().any(char::is_control) {
+        return Err(ErrorCode::InvalidArgument);
+    }
+    Ok(name.to_owned())
+}
+
+/// A valid argon2id hash of a random password nobody knows, for constant-time misses.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$5sGdvRkbdhdBIHdpdmOHaH6Pl6Ws0NMCBjDWy/y8WDk";
+
+async fn hash_password(password: String, salt: [u8; 16]) -> Result<String, ErrorCode> {
+    // argon2 takes tens of milliseconds of CPU on purpose: keep it off the async workers.
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::encode_b64(&salt).map_err(|_| ErrorCode::Internal)?;
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+            .map_err(|_| ErrorCode::Internal)
+    })
+    .await
+    .map_err(|_| ErrorCode::Internal)?
+}
+
+async fn verify_password(password: String, hash: String) -> Result<bool, ErrorCode> {
+    tokio::task::spawn_blocking(move || {
+        let parsed = PasswordHash::new(&hash).map_err(|_| ErrorCode::Internal)?;
+        Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    })
+    .await
+    .map_err(|_| ErrorCode::Internal)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_and_names_are_validated() {
+        assert_eq!(validate_username("alice_1.x"), Ok(()));
+        for bad in ["al", "Alice", "al ice", "ålice", &"a".repeat(33)] {
+            assert_eq!(validate_username(bad), Err(ErrorCode::InvalidUsername), "{bad}");
+        }
+        assert_eq!(validate_name("  laptop "), Ok("laptop".to_owned()));
+        assert_eq!(validate_name(""), Err(ErrorCode::InvalidArgument));
+        assert_eq!(validate_name("a\u{7}b"), Err(ErrorCode::InvalidArgument));
+    }
+
+    #[test]
+    fn dummy_hash_parses() {
+        assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+    }
+}
