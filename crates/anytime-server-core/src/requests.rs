@@ -227,7 +227,8 @@ impl Session {
         if users.is_empty() {
             return Err(ErrorCode::AlreadyMember.into());
         }
-        self.core.store.add_members(request.conv, users, GROUP_MEMBERS_MAX).await?;
+        let now_ms = self.core.env.now_ms();
+        self.core.store.add_members(request.conv, users, GROUP_MEMBERS_MAX, now_ms).await?;
         let members: Vec<UserId> =
             self.core.store.members(request.conv).await?.into_iter().map(|m| m.user).collect();
         self.announce_membership(request.conv, &members, false).await?;

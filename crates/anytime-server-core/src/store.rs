@@ -187,7 +187,7 @@ pub trait ServerStore: Send + Sync + 'static {
     async fn conversations_of(&self, user: UserId) -> StoreResult<Vec<ConversationSummary>>;
     async fn rename_conversation(&self, conv: ConvId, name: String) -> StoreResult<()>;
     /// Adds the users; `AlreadyMember` if all already are, `TooManyMembers` past `members_max`.
-    async fn add_members(&self, conv: ConvId, users: Vec<UserId>, members_max: u32) -> StoreResult<()>;
+    async fn add_members(&self, conv: ConvId, users: Vec<UserId>, members_max: u32, at_ms: u64) -> StoreResult<()>;
     /// `NotMember` if the user is not a member. A group left without admins gets its oldest
     /// remaining member as admin; a group left without members is deleted.
     async fn remove_member(&self, conv: ConvId, user: UserId) -> StoreResult<()>;

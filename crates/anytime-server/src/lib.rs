@@ -1,1 +1,136 @@
-//! placeholder
+//! The Anytime server shell: listener, HTTP routes, one task per device WebSocket, periodic
+//! garbage collection and graceful shutdown, around `anytime-server-core`.
+//!
+//! It translates between the network and the core and decides nothing itself: every rule
+//! lives in the core, every byte layout in `anytime-proto`.
+
+mod http;
+mod system_env;
+mod ws;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use anytime_server_core::{Config, Metrics, ServerCore};
+use anytime_store_sqlite::SqliteStore;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+pub use system_env::SystemEnv;
+
+/// Everything `anytime serve` can be told.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Fall back to a free port when `listen`'s port is taken.
+    pub fallback_to_free_port: bool,
+    pub core: Config,
+    /// Simultaneous WebSocket connections this node accepts.
+    pub connections_max: u32,
+    pub gc_interval: Duration,
+}
+
+/// A started server: its address, and a handle to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, closes every connection, flushes storage, and waits for all of it.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.context("server task panicked")?
+    }
+
+    /// Runs until the task ends by itself (it does not, unless it fails).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task panicked")?
+    }
+
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// State shared by every request handler.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub core: Arc<ServerCore>,
+    pub connections: Arc<Semaphore>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("while creating the data directory {}", config.data_dir.display()))?;
+    let metrics = Arc::new(Metrics::default());
+    let db_path = anytime_store_sqlite::database_path(&config.data_dir);
+    let store = SqliteStore::open(&db_path, metrics.clone())
+        .with_context(|| format!("while opening the database in {}", config.data_dir.display()))?;
+    let core = Arc::new(ServerCore::new(Arc::new(store), Arc::new(SystemEnv), metrics, config.core.clone()));
+
+    let listener = match TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(error) if config.fallback_to_free_port && error.kind() == std::io::ErrorKind::AddrInUse => {
+            let free = SocketAddr::new(config.listen.ip(), 0);
+            tracing::info!(wanted = %config.listen, "address in use; taking a free port");
+            TcpListener::bind(free).await.with_context(|| format!("while binding {free}"))?
+        }
+        Err(error) => return Err(error).with_context(|| format!("while binding {}", config.listen)),
+    };
+    let addr = listener.local_addr().context("while reading the bound address")?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let connections = Arc::new(Semaphore::new(config.connections_max as usize));
+    let state = AppState { core: core.clone(), connections: connections.clone(), shutdown: shutdown_rx.clone() };
+    let app = http::router(state);
+
+    let gc_core = core.clone();
+    let mut gc_shutdown = shutdown_rx.clone();
+    let gc_interval = config.gc_interval;
+    let gc = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(gc_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    match gc_core.collect_garbage().await {
+                        Ok(collected) if collected.messages > 0 || collected.expired_devices > 0 => {
+                            tracing::debug!(messages = collected.messages, devices = collected.expired_devices, "garbage collected");
+                        }
+                        Ok(_) => {}
+                        Err(code) => tracing::warn!(%code, "garbage collection failed"),
+                    }
+                }
+                _ = gc_shutdown.changed() => return,
+            }
+        }
+    });
+
+    let connections_max = config.connections_max;
+    let mut serve_shutdown = shutdown_rx;
+    let task = tokio::spawn(async move {
+        let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = serve_shutdown.wait_for(|stop| *stop).await;
+            });
+        server.await.context("while serving HTTP")?;
+        // Upgraded WebSockets outlive the HTTP server: wait until each has closed (they watch
+        // the same shutdown signal) so their last acknowledged writes are flushed below.
+        let all = tokio::time::timeout(Duration::from_secs(10), connections.acquire_many(connections_max)).await;
+        if all.is_err() {
+            tracing::warn!("some connections did not close within 10 s");
+        }
+        gc.abort();
+        core.flush().await.map_err(|code| anyhow::anyhow!("flushing storage failed: {code}"))?;
+        tracing::info!("shut down cleanly");
+        Ok(())
+    });
+    Ok(Running { addr, shutdown: shutdown_tx, task })
+}

@@ -1,1 +1,145 @@
-fn main() {}
+//! `anytime`: the Anytime command. `anytime serve` runs a server node.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use anytime_server::ServeConfig;
+use anytime_server_core::{Config, RateLimits};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "anytime", version, about = "Anytime: an end-to-end encrypted messenger")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a server node (embedded SQLite storage in the data directory).
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Data directory (database). Default: the user's data directory + /anytime.
+    #[arg(long, env = "ANYTIME_DATA")]
+    data: Option<PathBuf>,
+    /// Address to listen on. If its port is taken and --listen was not given, a free port is used.
+    #[arg(long, env = "ANYTIME_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Lifetime of a session token after login, seconds.
+    #[arg(long, default_value_t = 90 * 24 * 3600)]
+    session_ttl_secs: u64,
+    /// How long undelivered messages are kept for devices that never come back, seconds.
+    #[arg(long, default_value_t = 30 * 24 * 3600)]
+    retention_secs: u64,
+    /// Seconds between garbage-collection passes.
+    #[arg(long, default_value_t = 10)]
+    gc_interval_secs: u64,
+    /// Simultaneous device connections this node accepts.
+    #[arg(long, default_value_t = 100_000)]
+    connections_max: u32,
+    /// Turn off rate limits (benchmarks and load tests only).
+    #[arg(long)]
+    no_rate_limits: bool,
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ANYTIME_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let _ = writeln!(std::io::stderr(), "anytime: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let data_dir = match args.data {
+        Some(dir) => dir,
+        None => dirs::data_dir()
+            .context("no user data directory is known on this system; pass --data DIR")?
+            .join("anytime"),
+    };
+    let fallback_to_free_port = args.listen.is_none();
+    let listen = match args.listen {
+        Some(listen) => listen,
+        // A constant that always parses.
+        None => DEFAULT_LISTEN.parse().expect("default listen address parses"),
+    };
+    let rate_limits = if args.no_rate_limits { RateLimits::unlimited() } else { RateLimits::default() };
+    let config = ServeConfig {
+        data_dir: data_dir.clone(),
+        listen,
+        fallback_to_free_port,
+        core: Config {
+            session_ttl_ms: args.session_ttl_secs.saturating_mul(1000),
+            retention_ms: args.retention_secs.saturating_mul(1000),
+            rate_limits,
+        },
+        connections_max: args.connections_max,
+        gc_interval: Duration::from_secs(args.gc_interval_secs.max(1)),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("while starting the async runtime")?;
+    runtime.block_on(async move {
+        let running = anytime_server::start(config).await?;
+        tracing::info!(addr = %running.addr, data = %data_dir.display(), "anytime server started");
+        {
+            // The one line of user-facing output: where to point a browser or client.
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "Anytime is running at http://{}/", running.addr)?;
+            writeln!(stdout, "Data directory: {}", data_dir.display())?;
+            stdout.flush()?;
+        }
+        let stop = running.shutdown_handle();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            let _ = stop.send(true);
+        });
+        running.wait().await
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,95 @@
+//! HTTP routes: account registration and login (JSON), the device WebSocket, health, metrics.
+
+use std::net::SocketAddr;
+
+use anytime_proto::http::{ErrorBody, LoginRequest, RegisterRequest};
+use anytime_proto::limits::{HTTP_BODY_BYTES_MAX, WS_MESSAGE_BYTES_MAX};
+use anytime_proto::ErrorCode;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State, WebSocketUpgrade};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::AppState;
+
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/register", post(register))
+        .route("/v1/login", post(login))
+        .route("/v1/ws", get(websocket))
+        .layer(DefaultBodyLimit::max(HTTP_BODY_BYTES_MAX as usize))
+        .with_state(state)
+}
+
+async fn index() -> Html<&'static str> {
+    Html(include_str!("index.html"))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.core.metrics.render())
+}
+
+fn error_response(code: ErrorCode) -> Response {
+    let status = match code {
+        ErrorCode::InvalidCredentials | ErrorCode::InvalidToken | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
+        ErrorCode::UsernameTaken => StatusCode::CONFLICT,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::TooManyDevices | ErrorCode::TooManyConnections => StatusCode::FORBIDDEN,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    (status, Json(ErrorBody { code, message: code.description().to_owned() })).into_response()
+}
+
+/// Parses a JSON body into our own error shape instead of axum's plain-text rejection.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|_| error_response(ErrorCode::InvalidArgument))
+}
+
+async fn register(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, body: Bytes) -> Response {
+    let request: RegisterRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    match state.core.register(peer.ip(), request).await {
+        Ok(session) => (StatusCode::CREATED, Json(session)).into_response(),
+        Err(code) => error_response(code),
+    }
+}
+
+async fn login(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, body: Bytes) -> Response {
+    let request: LoginRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    match state.core.login(peer.ip(), request).await {
+        Ok(session) => Json(session).into_response(),
+        Err(code) => error_response(code),
+    }
+}
+
+async fn websocket(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if *state.shutdown.borrow() {
+        return error_response(ErrorCode::ShuttingDown);
+    }
+    let Ok(permit) = state.connections.clone().try_acquire_owned() else {
+        return error_response(ErrorCode::TooManyConnections);
+    };
+    upgrade
+        .max_message_size(WS_MESSAGE_BYTES_MAX as usize)
+        .max_frame_size(WS_MESSAGE_BYTES_MAX as usize)
+        .on_upgrade(move |socket| async move {
+            crate::ws::run(socket, state.core, peer.ip(), state.shutdown).await;
+            drop(permit);
+        })
+}

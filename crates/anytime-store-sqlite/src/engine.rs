@@ -1,0 +1,200 @@
+//! Group commit on SQLite, and the pool of readers.
+//!
+//! SQLite has one writer at a time, so all writes go to one thread. It takes every job that is
+//! waiting (up to `BATCH_JOBS_MAX`), runs them in one transaction, each inside its own savepoint
+//! (a rejected job rolls back only itself), commits once — one fsync with `synchronous=FULL` —
+//! and only then answers each caller. Under load, jobs pile up while the previous batch is
+//! being fsynced, so the batch grows with the load and the fsync cost per message shrinks.
+//! Readers use their own connections; WAL lets them run while the writer writes.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anytime_server_core::store::{StoreError, StoreResult};
+use anytime_server_core::Metrics;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+/// Jobs in one transaction. Bounds the latency a huge backlog adds to the first job in it.
+const BATCH_JOBS_MAX: usize = 4_096;
+/// Jobs waiting for the writer; senders wait (backpressure) beyond this.
+const QUEUE_JOBS_MAX: usize = 16_384;
+/// Idle reader connections kept open.
+const READERS_IDLE_MAX: usize = 8;
+/// How long a connection waits for a lock held by another before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A unit of work for the writer thread.
+trait WriteJob: Send {
+    /// Runs inside the batch transaction; returns false if the job failed and its savepoint
+    /// must be rolled back.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Called once the batch committed (Ok) or failed as a whole (Err).
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>);
+}
+
+struct Job<T, F> {
+    work: Option<F>,
+    result: Option<StoreResult<T>>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T, F> WriteJob for Job<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> StoreResult<T> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(work) = self.work.take() else { return false };
+        let result = work(conn);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
+        let answer = match committed {
+            Ok(()) => self.result.unwrap_or_else(|| Err(StoreError::Backend("write job never ran".into()))),
+            Err(error) => Err(error),
+        };
+        // The caller may have gone away (connection closed); the write stands regardless.
+        let _ = self.reply.send(answer);
+    }
+}
+
+pub(crate) struct Engine {
+    jobs: mpsc::Sender<Box<dyn WriteJob>>,
+    readers: Arc<ReaderPool>,
+}
+
+pub(crate) fn backend(error: rusqlite::Error) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+impl Engine {
+    pub(crate) fn open(path: &Path, metrics: Arc<Metrics>) -> Result<Engine, crate::OpenError> {
+        let mut conn = open_connection(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)
+            .map_err(|source| crate::OpenError::Open { path: path.to_owned(), source })?;
+        crate::migrate::migrate(&mut conn)?;
+        let (jobs, rx) = mpsc::channel(QUEUE_JOBS_MAX);
+        std::thread::Builder::new()
+            .name("anytime-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, metrics))
+            .map_err(crate::OpenError::Thread)?;
+        let readers = Arc::new(ReaderPool { path: path.to_owned(), idle: Mutex::new(Vec::new()) });
+        Ok(Engine { jobs, readers })
+    }
+
+    /// Runs `work` in the next group-commit batch; returns once it is durable.
+    pub(crate) async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Box<dyn WriteJob> = Box::new(Job { work: Some(work), result: None, reply });
+        if self.jobs.send(job).await.is_err() {
+            return Err(StoreError::Backend("the database writer has stopped".into()));
+        }
+        answer.await.map_err(|_| StoreError::Backend("the database writer dropped a job".into()))?
+    }
+
+    /// Runs `work` on a reader connection, off the async workers.
+    pub(crate) async fn read<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.take()?;
+            let result = work(&conn);
+            readers.put(conn);
+            result
+        })
+        .await
+        .map_err(|error| StoreError::Backend(format!("reader task failed: {error}")))?
+    }
+}
+
+fn open_connection(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    if !flags.contains(OpenFlags::SQLITE_OPEN_READ_ONLY) {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: the WAL is fsynced at every commit, so a committed batch survives power loss.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    }
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn WriteJob>>, metrics: Arc<Metrics>) {
+    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(BATCH_JOBS_MAX);
+    // Ends when every sender (the store) is dropped and the queue is drained.
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < BATCH_JOBS_MAX {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let committed = run_batch(&conn, &mut batch, &metrics);
+        if let Err(error) = &committed {
+            tracing::error!(%error, jobs = batch.len(), "group commit failed");
+        }
+        metrics.commit_batch_size.observe(batch.len() as f64);
+        for job in batch.drain(..) {
+            job.finish(committed.clone());
+        }
+    }
+    tracing::debug!("database writer stopped");
+}
+
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>], metrics: &Metrics) -> Result<(), StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(backend)?;
+    for job in batch.iter_mut() {
+        let step = conn.execute_batch("SAVEPOINT job").and_then(|()| {
+            if job.run(conn) {
+                conn.execute_batch("RELEASE job")
+            } else {
+                conn.execute_batch("ROLLBACK TO job; RELEASE job")
+            }
+        });
+        if let Err(error) = step {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(backend(error));
+        }
+    }
+    let started = Instant::now();
+    if let Err(error) = conn.execute_batch("COMMIT") {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(backend(error));
+    }
+    metrics.fsync_seconds.observe(started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReaderPool {
+    fn take(&self) -> StoreResult<Connection> {
+        let idle = self.idle.lock().unwrap_or_else(|poison| poison.into_inner()).pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => open_connection(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(backend),
+        }
+    }
+
+    fn put(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|poison| poison.into_inner());
+        if idle.len() < READERS_IDLE_MAX {
+            idle.push(conn);
+        }
+    }
+}

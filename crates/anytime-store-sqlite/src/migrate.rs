@@ -1,0 +1,58 @@
+//! Versioned schema migrations. `PRAGMA user_version` holds the schema version; each step is one
+//! file `migrations/vN_to_vN+1.sql` applied in its own transaction, so a crash mid-upgrade
+//! leaves the previous version intact.
+
+use rusqlite::Connection;
+
+/// Step `i` upgrades from version `i` to `i + 1`.
+const STEPS: &[&str] = &[include_str!("migrations/v0_to_v1.sql")];
+
+pub const SCHEMA_VERSION: u32 = STEPS.len() as u32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("the database has schema version {found}, newer than this build's {SCHEMA_VERSION}; run a newer anytime")]
+    TooNew { found: u32 },
+    #[error("migration to schema version {to} failed: {source}")]
+    Step { to: u32, source: rusqlite::Error },
+    #[error("could not read the schema version: {0}")]
+    Version(rusqlite::Error),
+}
+
+pub fn migrate(conn: &mut Connection) -> Result<u32, MigrateError> {
+    let found: u32 = conn.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(MigrateError::Version)?;
+    if found > SCHEMA_VERSION {
+        return Err(MigrateError::TooNew { found });
+    }
+    for (from, sql) in STEPS.iter().enumerate().skip(found as usize) {
+        let to = from as u32 + 1;
+        let step = |conn: &mut Connection| -> rusqlite::Result<()> {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", to)?;
+            tx.commit()
+        };
+        step(conn).map_err(|source| MigrateError::Step { to, source })?;
+        tracing::info!(version = to, "database schema migrated");
+    }
+    Ok(SCHEMA_VERSION)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_from_empty_once_and_refuses_newer_schemas() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), SCHEMA_VERSION);
+        // Running again is a no-op.
+        assert_eq!(migrate(&mut conn).unwrap(), SCHEMA_VERSION);
+        let tables: u32 = conn
+            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0))
+            .unwrap();
+        assert!(tables >= 12, "{tables}");
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        assert!(matches!(migrate(&mut conn), Err(MigrateError::TooNew { .. })));
+    }
+}
