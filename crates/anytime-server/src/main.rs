@@ -105,13 +105,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let running = anytime_server::start(config).await?;
         tracing::info!(addr = %running.addr, data = %data_dir.display(), "anytime server started");
-        {
-            // The one line of user-facing output: where to point a browser or client.
-            let mut stdout = std::io::stdout().lock();
-            writeln!(stdout, "Anytime is running at http://{}/", running.addr)?;
-            writeln!(stdout, "Data directory: {}", data_dir.display())?;
-            stdout.flush()?;
-        }
+        // The user-facing output: where to point a browser or client. A closed or broken
+        // stdout must not stop a running server, so write errors are ignored.
+        let banner = format!("Anytime is running at http://{}/\nData directory: {}\n", running.addr, data_dir.display());
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(banner.as_bytes()).and_then(|()| stdout.flush());
+        drop(stdout);
         let stop = running.shutdown_handle();
         tokio::spawn(async move {
             wait_for_signal().await;

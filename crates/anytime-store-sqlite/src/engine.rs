@@ -8,6 +8,7 @@
 //! Readers use their own connections; WAL lets them run while the writer writes.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,6 +67,9 @@ where
 pub(crate) struct Engine {
     jobs: mpsc::Sender<Box<dyn WriteJob>>,
     readers: Arc<ReaderPool>,
+    /// Set by a job that deleted message content; the writer then truncates the WAL after the
+    /// batch, so deleted ciphertext does not linger in old WAL frames.
+    truncate_wal: Arc<AtomicBool>,
 }
 
 pub(crate) fn backend(error: rusqlite::Error) -> StoreError {
@@ -78,12 +82,19 @@ impl Engine {
             .map_err(|source| crate::OpenError::Open { path: path.to_owned(), source })?;
         crate::migrate::migrate(&mut conn)?;
         let (jobs, rx) = mpsc::channel(QUEUE_JOBS_MAX);
+        let truncate_wal = Arc::new(AtomicBool::new(false));
+        let writer_truncate_wal = truncate_wal.clone();
         std::thread::Builder::new()
             .name("anytime-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, metrics))
+            .spawn(move || writer_loop(conn, rx, metrics, writer_truncate_wal))
             .map_err(crate::OpenError::Thread)?;
         let readers = Arc::new(ReaderPool { path: path.to_owned(), idle: Mutex::new(Vec::new()) });
-        Ok(Engine { jobs, readers })
+        Ok(Engine { jobs, readers, truncate_wal })
+    }
+
+    /// Asks the writer to checkpoint and truncate the WAL after the current batch.
+    pub(crate) fn request_wal_truncate(&self) {
+        self.truncate_wal.store(true, Ordering::Release);
     }
 
     /// Runs `work` in the next group-commit batch; returns once it is durable.
@@ -125,12 +136,20 @@ fn open_connection(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: the WAL is fsynced at every commit, so a committed batch survives power loss.
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // Deleted rows are overwritten with zeros: a delivered message is gone, not just
+        // unlinked from the b-tree.
+        conn.pragma_update(None, "secure_delete", "ON")?;
     }
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn WriteJob>>, metrics: Arc<Metrics>) {
+fn writer_loop(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Box<dyn WriteJob>>,
+    metrics: Arc<Metrics>,
+    truncate_wal: Arc<AtomicBool>,
+) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(BATCH_JOBS_MAX);
     // Ends when every sender (the store) is dropped and the queue is drained.
     while let Some(first) = rx.blocking_recv() {
@@ -148,6 +167,12 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn WriteJob>>, metr
         metrics.commit_batch_size.observe(batch.len() as f64);
         for job in batch.drain(..) {
             job.finish(committed.clone());
+        }
+        if truncate_wal.swap(false, Ordering::AcqRel) {
+            // Readers may hold the WAL; then the checkpoint is partial and the next GC retries.
+            if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                tracing::warn!(%error, "WAL checkpoint failed");
+            }
         }
     }
     tracing::debug!("database writer stopped");

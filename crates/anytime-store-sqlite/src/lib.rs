@@ -218,7 +218,13 @@ impl ServerStore for SqliteStore {
     }
 
     async fn collect_garbage(&self, now_ms: u64, retention_ms: u64) -> StoreResult<Collected> {
-        self.engine.write(move |c| delivery::collect_garbage(c, now_ms, retention_ms)).await
+        let collected = self.engine.write(move |c| delivery::collect_garbage(c, now_ms, retention_ms)).await?;
+        if collected.messages > 0 {
+            self.engine.request_wal_truncate();
+            // The truncation runs after the batch this no-op lands in.
+            self.engine.write(|_| Ok(())).await?;
+        }
+        Ok(collected)
     }
 
     async fn flush(&self) -> StoreResult<()> {
