@@ -26,7 +26,7 @@ pub use env::Env;
 pub use hub::Hub;
 pub use metrics::Metrics;
 pub use ratelimit::{Rate, RateLimits};
-pub use session::{Flow, Session};
+pub use session::{Completed, Flow, PendingRequest, Session};
 pub use store::{ServerStore, StoreError};
 
 use crate::auth::store_code;

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use anytime_proto::frame::{self, ConvKind, MessageKind};
 use anytime_proto::limits::*;
-use anytime_proto::{encode_server, ConvId, DeviceId, ErrorCode, MsgId, ServerFrame, UserId};
+use anytime_proto::{encode_server, ConvId, DeviceId, ErrorCode, ServerFrame, UserId};
 use base64::Engine;
 use bytes::Bytes;
 
@@ -15,7 +15,7 @@ use crate::auth::validate_name;
 use crate::env::EnvExt;
 use crate::hub::Push;
 use crate::ratelimit::LimitKind;
-use crate::session::{Answer, Reject, Session};
+use crate::session::{Answer, Completed, Outcome, PendingRequest, Reject, Session};
 use crate::store::{InviteRecord, NewCommit, NewConversation, NewMessage, NewWelcome};
 use crate::is_group;
 
@@ -62,7 +62,8 @@ impl Session {
             F::ClaimKeyPackages(r) => self.claim_key_packages(r.user).await,
             F::GetKeyPackageCount(_) => self.key_package_count().await,
             F::Commit(r) => self.commit(r).await,
-            F::Send(r) => self.send_message(r.conv, r.msg_id, r.payload).await,
+            // Sends are pipelined: `Session::on_bytes` routes them to `submit_send`.
+            F::Send(_) => Err(ErrorCode::Internal.into()),
             F::Ack(r) => self.ack(r.conv, r.seq).await,
             F::AckWelcome(r) => {
                 self.core.store.ack_welcome(self.device(), r.welcome).await?;
@@ -452,7 +453,10 @@ impl Session {
         })))
     }
 
-    async fn send_message(&mut self, conv: ConvId, msg_id: MsgId, payload: Vec<u8>) -> Answer {
+    /// Validates a send and queues it for storage; the returned future completes once it is
+    /// durable, and `Session::on_completed` then publishes it and answers.
+    pub(crate) async fn submit_send(&mut self, request_id: u32, request: frame::Send) -> Result<PendingRequest, Reject> {
+        let frame::Send { conv, msg_id, payload } = request;
         check_len(payload.len(), MESSAGE_BYTES_MAX)?;
         let route = self.core.route(conv).await?.ok_or(ErrorCode::ConversationNotFound)?;
         if !route.has_member(self.user()) {
@@ -469,7 +473,7 @@ impl Session {
             }
         }
         let at_ms = self.core.env.now_ms();
-        let message = NewMessage {
+        let stored = NewMessage {
             conv,
             sender: self.user(),
             sender_device: self.device(),
@@ -477,22 +481,41 @@ impl Session {
             payload: payload.clone(),
             at_ms,
         };
-        let appended = self.core.store.append_message(message).await?;
-        if !appended.duplicate {
-            self.core.metrics.messages_in.fetch_add(1, Relaxed);
-            let message = frame::Message {
-                conv,
-                seq: appended.seq,
-                sender: self.user(),
-                sender_device: self.device(),
-                msg_id,
-                kind: MessageKind::Application,
-                sent_at_ms: at_ms,
-                payload,
-            };
-            self.publish(&route.recipients, message);
+        let pending = self.core.store.submit_message(stored).await?;
+        let message = frame::Message {
+            conv,
+            seq: 0, // Known once stored.
+            sender: self.user(),
+            sender_device: self.device(),
+            msg_id,
+            kind: MessageKind::Application,
+            sent_at_ms: at_ms,
+            payload,
+        };
+        Ok(Box::pin(async move {
+            let result = pending.await;
+            Completed { request_id, outcome: Outcome::Sent { route, message, result } }
+        }))
+    }
+
+    /// A pipelined request finished: publish and answer.
+    pub async fn on_completed(&mut self, completed: Completed) -> crate::Flow {
+        let Completed { request_id, outcome } = completed;
+        match outcome {
+            Outcome::Sent { route, mut message, result } => match result {
+                Ok(appended) => {
+                    if !appended.duplicate {
+                        self.core.metrics.messages_in.fetch_add(1, Relaxed);
+                        message.seq = appended.seq;
+                        self.publish(&route.recipients, message);
+                    }
+                    let sent = frame::Sent { seq: appended.seq, duplicate: appended.duplicate };
+                    self.send_frame(request_id, &ServerFrame::Sent(sent)).await;
+                }
+                Err(error) => self.reject(request_id, error.into()).await,
+            },
         }
-        Ok(Some(ServerFrame::Sent(frame::Sent { seq: appended.seq, duplicate: appended.duplicate })))
+        crate::Flow::Continue
     }
 
     /// Encodes the message once and hands it to every recipient device's connections.
@@ -509,7 +532,10 @@ impl Session {
             None => Err(ErrorCode::ConversationNotFound.into()),
             Some(last) if seq > last => Err(ErrorCode::InvalidArgument.into()),
             Some(_) => {
-                self.core.store.ack(self.device(), conv, seq).await?;
+                // Acks need no answer: queue them in order and move on. The latest is awaited
+                // when the connection closes, so a quick reconnect sees it.
+                let pending = self.core.store.submit_ack(self.device(), conv, seq).await?;
+                self.last_ack = Some(pending);
                 Ok(None)
             }
         }

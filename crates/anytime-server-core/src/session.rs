@@ -32,6 +32,9 @@ use crate::ServerCore;
 /// What the shell should do after an event.
 pub enum Flow {
     Continue,
+    /// A request is in flight: poll this (in order with the others) and hand its output to
+    /// `Session::on_completed`.
+    Pending(PendingRequest),
     /// The connection authenticated: select on these from now on.
     Live(Live),
     /// Send what is queued, then close the socket.
@@ -41,6 +44,23 @@ pub enum Flow {
 pub struct Live {
     pub rx: mpsc::Receiver<Push>,
     pub signal: Arc<ConnSignal>,
+}
+
+/// A pipelined request waiting for durable storage.
+pub type PendingRequest = std::pin::Pin<Box<dyn std::future::Future<Output = Completed> + Send>>;
+
+/// The result of a pipelined request, to be handed back to `Session::on_completed`.
+pub struct Completed {
+    pub(crate) request_id: u32,
+    pub(crate) outcome: Outcome,
+}
+
+pub(crate) enum Outcome {
+    Sent {
+        route: Arc<crate::hub::Route>,
+        message: frame::Message,
+        result: Result<crate::store::Appended, StoreError>,
+    },
 }
 
 /// Why a request failed, as answered to the client.
@@ -84,6 +104,8 @@ pub struct Session {
     #[allow(dead_code)] // Kept for per-IP limits on future unauthenticated frames.
     peer_ip: IpAddr,
     pub(crate) auth: Option<Authed>,
+    /// The newest queued cursor move, awaited on close.
+    pub(crate) last_ack: Option<crate::store::PendingWrite<()>>,
 }
 
 impl Session {
@@ -91,7 +113,7 @@ impl Session {
     pub fn new(core: Arc<ServerCore>, out: mpsc::Sender<Bytes>, peer_ip: IpAddr) -> Session {
         core.metrics.connections_open.fetch_add(1, Relaxed);
         core.metrics.connections_total.fetch_add(1, Relaxed);
-        Session { core, out, peer_ip, auth: None }
+        Session { core, out, peer_ip, auth: None, last_ack: None }
     }
 
     pub fn is_authenticated(&self) -> bool {
@@ -115,6 +137,19 @@ impl Session {
         if self.auth.is_none() {
             self.reject(request_id, ErrorCode::NotAuthenticated.into()).await;
             return Flow::Continue;
+        }
+        if let ClientFrame::Send(send) = frame {
+            if !self.allow(LimitKind::SendPerAccount) {
+                self.reject(request_id, ErrorCode::RateLimited.into()).await;
+                return Flow::Continue;
+            }
+            return match self.submit_send(request_id, send).await {
+                Ok(pending) => Flow::Pending(pending),
+                Err(reject) => {
+                    self.reject(request_id, reject).await;
+                    Flow::Continue
+                }
+            };
         }
         let answer = self.dispatch(frame).await;
         match answer {
@@ -157,6 +192,11 @@ impl Session {
     /// The connection ended (either side). Call once.
     pub async fn on_close(&mut self) {
         self.core.metrics.connections_open.fetch_sub(1, Relaxed);
+        if let Some(pending) = self.last_ack.take() {
+            if let Err(error) = pending.await {
+                tracing::warn!(%error, "storing an acknowledgement failed");
+            }
+        }
         let Some(auth) = self.auth.take() else { return };
         let now_ms = self.core.env.now_ms();
         let went_offline = self.core.hub.unregister(auth.user, auth.device, auth.conn_id, now_ms);
@@ -347,7 +387,7 @@ impl Session {
         self.send(Bytes::from(encode_server(request_id, frame))).await;
     }
 
-    async fn reject(&self, request_id: u32, reject: Reject) {
+    pub(crate) async fn reject(&self, request_id: u32, reject: Reject) {
         self.core.metrics.frame_errors.fetch_add(1, Relaxed);
         let error = frame::Error { code: reject.code, message: reject.code.description().to_owned(), epoch: reject.epoch };
         self.send_frame(request_id, &ServerFrame::Error(error)).await;

@@ -14,6 +14,8 @@ use anytime_proto::frame::{
 };
 use anytime_proto::{ConvId, DeviceId, ErrorCode, MsgId, UserId};
 use async_trait::async_trait;
+use std::future::Future;
+use std::pin::Pin;
 
 /// A store failure: either the request broke a rule the store enforces atomically (answered to
 /// the client with the code), or the backend failed (answered as `internal`, logged).
@@ -28,6 +30,10 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A write whose place in the write order is fixed but which is not durable yet; awaiting it
+/// returns once it is. Lets one connection pipeline many sends without giving up their order.
+pub type PendingWrite<T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send + Sync + 'static>>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
@@ -215,15 +221,17 @@ pub trait ServerStore: Send + Sync + 'static {
     async fn key_package_count(&self, device: DeviceId) -> StoreResult<(u32, bool)>;
 
     // ---- delivery
-    async fn append_message(&self, message: NewMessage) -> StoreResult<Appended>;
+    /// Queues the message behind every write submitted before it; the returned future
+    /// resolves once it is durable.
+    async fn submit_message(&self, message: NewMessage) -> StoreResult<PendingWrite<Appended>>;
     /// Accepts the commit only if the group is at `commit.epoch` (`EpochMismatch` otherwise).
     async fn append_commit(&self, commit: NewCommit) -> StoreResult<CommitAccepted>;
     /// Stored messages of `conv` with `seq > after`, in order, at most `limit`.
     async fn messages_after(&self, conv: ConvId, after: Seq, limit: u32) -> StoreResult<Vec<Message>>;
     /// The device's cursor (last acknowledged seq) in each of its conversations.
     async fn cursors(&self, device: DeviceId) -> StoreResult<Vec<(ConvId, Seq)>>;
-    /// Moves the cursor forward (never back).
-    async fn ack(&self, device: DeviceId, conv: ConvId, seq: Seq) -> StoreResult<()>;
+    /// Queues a cursor move (forward only, never back); resolves once durable.
+    async fn submit_ack(&self, device: DeviceId, conv: ConvId, seq: Seq) -> StoreResult<PendingWrite<()>>;
     async fn pending_welcomes(&self, device: DeviceId) -> StoreResult<Vec<PendingWelcome>>;
     /// `UnknownWelcome` if the device has no such welcome.
     async fn ack_welcome(&self, device: DeviceId, welcome: u64) -> StoreResult<()>;

@@ -11,11 +11,16 @@ use anytime_server_core::session::Live;
 use anytime_server_core::{Flow, ServerCore, Session};
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
+use anytime_server_core::Completed;
+use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
 /// Frames queued for the socket writer. Pushes beyond this wait in the hub queue instead.
 const WRITE_QUEUE_LEN_MAX: usize = 256;
+/// Requests of one connection waiting for durable storage at once; beyond this the socket is
+/// not read until some complete (backpressure on a pipelining client).
+const IN_FLIGHT_MAX: usize = 256;
 /// How long a new connection may take to authenticate.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -23,6 +28,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 enum LoopEvent {
     Socket(Option<Result<Message, axum::Error>>),
     Push(Option<Push>),
+    Completed(Completed),
     Signal,
     HelloTimeout,
     Shutdown,
@@ -43,6 +49,7 @@ pub(crate) async fn run(socket: WebSocket, core: Arc<ServerCore>, ip: IpAddr, mu
     let mut session = Session::new(core, out_tx, ip);
     let mut pushes: Option<mpsc::Receiver<Push>> = None;
     let mut signal: Option<Arc<ConnSignal>> = None;
+    let mut in_flight = FuturesOrdered::new();
     let hello_deadline = tokio::time::sleep(HELLO_TIMEOUT);
     tokio::pin!(hello_deadline);
 
@@ -53,7 +60,8 @@ pub(crate) async fn run(socket: WebSocket, core: Arc<ServerCore>, ip: IpAddr, mu
             biased;
             _ = shutdown.wait_for(|stop| *stop) => LoopEvent::Shutdown,
             _ = notified(&signal) => LoopEvent::Signal,
-            message = stream.next() => LoopEvent::Socket(message),
+            Some(completed) = in_flight.next(), if !in_flight.is_empty() => LoopEvent::Completed(completed),
+            message = stream.next(), if in_flight.len() < IN_FLIGHT_MAX => LoopEvent::Socket(message),
             push = recv(&mut pushes) => LoopEvent::Push(push),
             _ = &mut hello_deadline, if !authenticated => LoopEvent::HelloTimeout,
         };
@@ -66,6 +74,7 @@ pub(crate) async fn run(socket: WebSocket, core: Arc<ServerCore>, ip: IpAddr, mu
             LoopEvent::Socket(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => Flow::Continue,
             LoopEvent::Socket(Some(Ok(Message::Close(_))) | Some(Err(_)) | None) => Flow::Close,
             LoopEvent::Push(Some(push)) => session.on_push(push).await,
+            LoopEvent::Completed(completed) => session.on_completed(completed).await,
             LoopEvent::Push(None) => Flow::Close,
             LoopEvent::Signal => match &signal {
                 Some(signal) => session.on_signal(&signal.clone()).await,
@@ -75,12 +84,17 @@ pub(crate) async fn run(socket: WebSocket, core: Arc<ServerCore>, ip: IpAddr, mu
         };
         match flow {
             Flow::Continue => {}
+            Flow::Pending(pending) => in_flight.push_back(pending),
             Flow::Live(Live { rx, signal: live_signal }) => {
                 pushes = Some(rx);
                 signal = Some(live_signal);
             }
             Flow::Close => break,
         }
+    }
+    // Requests already queued for storage are answered if the socket can still take it.
+    while let Some(completed) = in_flight.next().await {
+        session.on_completed(completed).await;
     }
     session.on_close().await;
     // Dropping the session closes the write queue; the writer sends what is queued, then Close.

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anytime_server_core::store::{StoreError, StoreResult};
+use anytime_server_core::store::{PendingWrite, StoreError, StoreResult};
 use anytime_server_core::Metrics;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
@@ -103,12 +103,24 @@ impl Engine {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
+        self.submit(work).await?.await
+    }
+
+    /// Queues `work` (waiting only for queue space) and returns a future for its durable result.
+    /// Jobs run in the order they were queued.
+    pub(crate) async fn submit<T, F>(&self, work: F) -> StoreResult<PendingWrite<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job: Box<dyn WriteJob> = Box::new(Job { work: Some(work), result: None, reply });
         if self.jobs.send(job).await.is_err() {
             return Err(StoreError::Backend("the database writer has stopped".into()));
         }
-        answer.await.map_err(|_| StoreError::Backend("the database writer dropped a job".into()))?
+        Ok(Box::pin(async move {
+            answer.await.map_err(|_| StoreError::Backend("the database writer dropped a job".into()))?
+        }))
     }
 
     /// Runs `work` on a reader connection, off the async workers.

@@ -189,8 +189,8 @@ impl ServerStore for SqliteStore {
         self.engine.read(move |c| keys::count(c, device)).await
     }
 
-    async fn append_message(&self, message: NewMessage) -> StoreResult<Appended> {
-        self.engine.write(move |c| delivery::append_message(c, message)).await
+    async fn submit_message(&self, message: NewMessage) -> StoreResult<PendingWrite<Appended>> {
+        self.engine.submit(move |c| delivery::append_message(c, message)).await
     }
 
     async fn append_commit(&self, commit: NewCommit) -> StoreResult<CommitAccepted> {
@@ -205,8 +205,8 @@ impl ServerStore for SqliteStore {
         self.engine.read(move |c| delivery::cursors(c, device)).await
     }
 
-    async fn ack(&self, device: DeviceId, conv: ConvId, seq: Seq) -> StoreResult<()> {
-        self.engine.write(move |c| delivery::ack(c, device, conv, seq)).await
+    async fn submit_ack(&self, device: DeviceId, conv: ConvId, seq: Seq) -> StoreResult<PendingWrite<()>> {
+        self.engine.submit(move |c| delivery::ack(c, device, conv, seq)).await
     }
 
     async fn pending_welcomes(&self, device: DeviceId) -> StoreResult<Vec<PendingWelcome>> {

@@ -50,19 +50,25 @@ async fn sigkill_during_a_send_storm_loses_no_acknowledged_message_and_retries_d
 
     h.server.restart().unwrap();
     let mut a = h.connect(&alice).await;
-    // The outbox resends everything, acknowledged or not, with the same ids.
+    // The outbox resends everything, acknowledged or not, with the same ids, pipelined.
     let mut seq_of = HashMap::new();
-    for (i, id) in ids.iter().enumerate() {
-        let request = frame::Send { conv, msg_id: *id, payload: format!("m{i}").into_bytes() };
-        match a.request(request.into()).await.unwrap() {
-            ServerFrame::Sent(sent) => {
-                if let Some(before) = acked.get(&i) {
-                    assert!(sent.duplicate, "acknowledged message {i} was stored again");
-                    assert_eq!(sent.seq, *before, "acknowledged message {i} changed seq");
+    for window in (0..TOTAL).collect::<Vec<_>>().chunks(250) {
+        let mut requests = Vec::new();
+        for &i in window {
+            let request = frame::Send { conv, msg_id: ids[i], payload: format!("m{i}").into_bytes() };
+            requests.push((i, a.send(request.into()).await.unwrap()));
+        }
+        for (i, request_id) in requests {
+            match a.answer(request_id).await.unwrap() {
+                ServerFrame::Sent(sent) => {
+                    if let Some(before) = acked.get(&i) {
+                        assert!(sent.duplicate, "acknowledged message {i} was stored again");
+                        assert_eq!(sent.seq, *before, "acknowledged message {i} changed seq");
+                    }
+                    seq_of.insert(i, sent.seq);
                 }
-                seq_of.insert(i, sent.seq);
+                other => panic!("{other:?}"),
             }
-            other => panic!("{other:?}"),
         }
     }
     // Bob, who was offline, reads the whole conversation: each message exactly once.
