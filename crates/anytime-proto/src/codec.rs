@@ -82,10 +82,10 @@ fn header(kind: u16, request_id: u32) -> Vec<u8> {
     out
 }
 
-fn decode<F>(
-    bytes: &[u8],
-    decode_body: fn(u16, &[u8]) -> Option<Result<F, postcard::Error>>,
-) -> Result<(u32, F), DecodeError> {
+/// Decodes the body of one frame kind; `None` when the kind is unknown.
+type BodyDecoder<F> = fn(u16, &[u8]) -> Option<Result<F, postcard::Error>>;
+
+fn decode<F>(bytes: &[u8], decode_body: BodyDecoder<F>) -> Result<(u32, F), DecodeError> {
     if bytes.len() < HEADER_LEN {
         return Err(DecodeError::Truncated);
     }
@@ -113,20 +113,13 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        let frame = ClientFrame::Send(Send {
-            conv: ConvId(7),
-            msg_id: MsgId([9; 16]),
-            payload: b"ciphertext".to_vec(),
-        });
+        let frame =
+            ClientFrame::Send(Send { conv: ConvId(7), msg_id: MsgId([9; 16]), payload: b"ciphertext".to_vec() });
         let bytes = encode_client(42, &frame);
         assert_eq!(&bytes[..3], &[1, 0, 18]);
         assert_eq!(decode_client(&bytes), Ok((42, frame)));
 
-        let frame = ServerFrame::Error(Error {
-            code: ErrorCode::EpochMismatch,
-            message: "x".into(),
-            epoch: Some(3),
-        });
+        let frame = ServerFrame::Error(Error { code: ErrorCode::EpochMismatch, message: "x".into(), epoch: Some(3) });
         assert_eq!(decode_server(&encode_server(5, &frame)), Ok((5, frame)));
     }
 
@@ -142,10 +135,7 @@ mod tests {
             Err(DecodeError::UnknownKind { kind: 0x7f00, request_id: 1 })
         );
         // A Send body that ends in the middle of its fields.
-        assert_eq!(
-            decode_client(&[1, 0, 18, 0, 0, 0, 3, 7]),
-            Err(DecodeError::Malformed { kind: 18, request_id: 3 })
-        );
+        assert_eq!(decode_client(&[1, 0, 18, 0, 0, 0, 3, 7]), Err(DecodeError::Malformed { kind: 18, request_id: 3 }));
         let big = vec![1u8; FRAME_BYTES_MAX as usize + 1];
         assert!(matches!(decode_client(&big), Err(DecodeError::TooLarge { .. })));
         // Every prefix of a valid frame and a byte-flipped copy decode without panicking.

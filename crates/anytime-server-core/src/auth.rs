@@ -156,7 +156,8 @@ pub fn validate_name(name: &str) -> Result<String, ErrorCode> {
 }
 
 /// A valid argon2id hash of a random password nobody knows, for constant-time misses.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$5sGdvRkbdhdBIHdpdmOHaH6Pl6Ws0NMCBjDWy/y8WDk";
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$5sGdvRkbdhdBIHdpdmOHaH6Pl6Ws0NMCBjDWy/y8WDk";
 
 async fn hash_password(password: String, salt: [u8; 16]) -> Result<String, ErrorCode> {
     // argon2 takes tens of milliseconds of CPU on purpose: keep it off the async workers.

@@ -81,14 +81,9 @@ impl ServerCore {
 
     /// One garbage-collection pass; the shell runs it periodically.
     pub async fn collect_garbage(&self) -> Result<store::Collected, ErrorCode> {
-        let collected = self
-            .store
-            .collect_garbage(self.env.now_ms(), self.config.retention_ms)
-            .await
-            .map_err(store_code)?;
-        self.metrics
-            .gc_deleted_messages
-            .fetch_add(collected.messages, std::sync::atomic::Ordering::Relaxed);
+        let collected =
+            self.store.collect_garbage(self.env.now_ms(), self.config.retention_ms).await.map_err(store_code)?;
+        self.metrics.gc_deleted_messages.fetch_add(collected.messages, std::sync::atomic::Ordering::Relaxed);
         Ok(collected)
     }
 

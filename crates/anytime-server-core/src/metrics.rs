@@ -106,8 +106,18 @@ impl Metrics {
             ("anytime_messages_in_total", "counter", "Application messages stored.", &self.messages_in),
             ("anytime_messages_out_total", "counter", "Messages pushed to devices.", &self.messages_out),
             ("anytime_commits_in_total", "counter", "MLS commits accepted.", &self.commits_in),
-            ("anytime_lagged_connections_total", "counter", "Times a slow connection was resynced from storage.", &self.lagged_connections),
-            ("anytime_gc_deleted_messages_total", "counter", "Messages deleted after every device acknowledged them or retention ran out.", &self.gc_deleted_messages),
+            (
+                "anytime_lagged_connections_total",
+                "counter",
+                "Times a slow connection was resynced from storage.",
+                &self.lagged_connections,
+            ),
+            (
+                "anytime_gc_deleted_messages_total",
+                "counter",
+                "Messages deleted after every device acknowledged them or retention ran out.",
+                &self.gc_deleted_messages,
+            ),
         ];
         for (name, kind, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", value.load(Relaxed));

@@ -134,8 +134,7 @@ mod tests {
 
     #[test]
     fn bucket_allows_burst_then_refills_with_time() {
-        let mut limits = RateLimits::default();
-        limits.login_per_ip = Rate { per_second: 1.0, burst: 3.0 };
+        let limits = RateLimits { login_per_ip: Rate { per_second: 1.0, burst: 3.0 }, ..RateLimits::default() };
         let limiter = RateLimiter::new(limits);
         let ip = LimitKey::Ip("127.0.0.1".parse().unwrap());
         for _ in 0..3 {

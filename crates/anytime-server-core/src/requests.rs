@@ -14,10 +14,10 @@ use bytes::Bytes;
 use crate::auth::validate_name;
 use crate::env::EnvExt;
 use crate::hub::Push;
+use crate::is_group;
 use crate::ratelimit::LimitKind;
 use crate::session::{Answer, Completed, Outcome, PendingRequest, Reject, Session};
 use crate::store::{InviteRecord, NewCommit, NewConversation, NewMessage, NewWelcome};
-use crate::is_group;
 
 fn done() -> Answer {
     Ok(Some(ServerFrame::Done(frame::Done {})))
@@ -216,8 +216,7 @@ impl Session {
         let name = validate_name(&request.name)?;
         self.require_group_admin(request.conv).await?;
         self.core.store.rename_conversation(request.conv, name).await?;
-        let members: Vec<UserId> =
-            self.core.store.members(request.conv).await?.into_iter().map(|m| m.user).collect();
+        let members: Vec<UserId> = self.core.store.members(request.conv).await?.into_iter().map(|m| m.user).collect();
         self.announce_membership(request.conv, &members, false).await?;
         done()
     }
@@ -230,8 +229,7 @@ impl Session {
         }
         let now_ms = self.core.env.now_ms();
         self.core.store.add_members(request.conv, users, GROUP_MEMBERS_MAX, now_ms).await?;
-        let members: Vec<UserId> =
-            self.core.store.members(request.conv).await?.into_iter().map(|m| m.user).collect();
+        let members: Vec<UserId> = self.core.store.members(request.conv).await?.into_iter().map(|m| m.user).collect();
         self.announce_membership(request.conv, &members, false).await?;
         self.conversation_info(request.conv).await
     }
@@ -257,8 +255,7 @@ impl Session {
     async fn set_admin(&mut self, request: frame::SetAdmin) -> Answer {
         self.require_group_admin(request.conv).await?;
         self.core.store.set_admin(request.conv, request.user, request.admin).await?;
-        let members: Vec<UserId> =
-            self.core.store.members(request.conv).await?.into_iter().map(|m| m.user).collect();
+        let members: Vec<UserId> = self.core.store.members(request.conv).await?.into_iter().map(|m| m.user).collect();
         self.announce_membership(request.conv, &members, false).await?;
         done()
     }
@@ -309,7 +306,8 @@ impl Session {
 
     async fn create_invite(&mut self, request: frame::CreateInvite) -> Answer {
         self.require_group_admin(request.conv).await?;
-        if !(1..=INVITE_TTL_SECS_MAX).contains(&request.ttl_secs) || !(1..=INVITE_USES_MAX).contains(&request.max_uses) {
+        if !(1..=INVITE_TTL_SECS_MAX).contains(&request.ttl_secs) || !(1..=INVITE_USES_MAX).contains(&request.max_uses)
+        {
             return Err(ErrorCode::InvalidArgument.into());
         }
         let secret: [u8; 16] = self.core.env.random_array();
@@ -325,7 +323,12 @@ impl Session {
             revoked: false,
         };
         self.core.store.create_invite(invite).await?;
-        Ok(Some(ServerFrame::Invite(frame::Invite { code, conv: request.conv, expires_at_ms, max_uses: request.max_uses })))
+        Ok(Some(ServerFrame::Invite(frame::Invite {
+            code,
+            conv: request.conv,
+            expires_at_ms,
+            max_uses: request.max_uses,
+        })))
     }
 
     async fn revoke_invite(&mut self, code: String) -> Answer {
@@ -455,7 +458,11 @@ impl Session {
 
     /// Validates a send and queues it for storage; the returned future completes once it is
     /// durable, and `Session::on_completed` then publishes it and answers.
-    pub(crate) async fn submit_send(&mut self, request_id: u32, request: frame::Send) -> Result<PendingRequest, Reject> {
+    pub(crate) async fn submit_send(
+        &mut self,
+        request_id: u32,
+        request: frame::Send,
+    ) -> Result<PendingRequest, Reject> {
         let frame::Send { conv, msg_id, payload } = request;
         check_len(payload.len(), MESSAGE_BYTES_MAX)?;
         let route = self.core.route(conv).await?.ok_or(ErrorCode::ConversationNotFound)?;

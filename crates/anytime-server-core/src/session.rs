@@ -56,11 +56,7 @@ pub struct Completed {
 }
 
 pub(crate) enum Outcome {
-    Sent {
-        route: Arc<crate::hub::Route>,
-        message: frame::Message,
-        result: Result<crate::store::Appended, StoreError>,
-    },
+    Sent { route: Arc<crate::hub::Route>, message: frame::Message, result: Result<crate::store::Appended, StoreError> },
 }
 
 /// Why a request failed, as answered to the client.
@@ -389,7 +385,8 @@ impl Session {
 
     pub(crate) async fn reject(&self, request_id: u32, reject: Reject) {
         self.core.metrics.frame_errors.fetch_add(1, Relaxed);
-        let error = frame::Error { code: reject.code, message: reject.code.description().to_owned(), epoch: reject.epoch };
+        let error =
+            frame::Error { code: reject.code, message: reject.code.description().to_owned(), epoch: reject.epoch };
         self.send_frame(request_id, &ServerFrame::Error(error)).await;
     }
 

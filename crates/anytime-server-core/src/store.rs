@@ -9,9 +9,7 @@
 //! Implementations: `anytime-store-sqlite` (embedded, default) and, later, PostgreSQL.
 //! A method returns only after its writes are durable on disk.
 
-use anytime_proto::frame::{
-    ClaimedKeyPackage, ConvKind, ConversationSummary, Epoch, Message, PresencePrivacy, Seq,
-};
+use anytime_proto::frame::{ClaimedKeyPackage, ConvKind, ConversationSummary, Epoch, Message, PresencePrivacy, Seq};
 use anytime_proto::{ConvId, DeviceId, ErrorCode, MsgId, UserId};
 use async_trait::async_trait;
 use std::future::Future;

@@ -47,15 +47,16 @@ fn error_response(code: ErrorCode) -> Response {
     (status, Json(ErrorBody { code, message: code.description().to_owned() })).into_response()
 }
 
-/// Parses a JSON body into our own error shape instead of axum's plain-text rejection.
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|_| error_response(ErrorCode::InvalidArgument))
+/// Parses a JSON body; a bad body is answered with our own error shape (`invalid_argument`)
+/// instead of axum's plain-text rejection.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ErrorCode> {
+    serde_json::from_slice(body).map_err(|_| ErrorCode::InvalidArgument)
 }
 
 async fn register(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, body: Bytes) -> Response {
     let request: RegisterRequest = match parse(&body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(code) => return error_response(code),
     };
     match state.core.register(peer.ip(), request).await {
         Ok(session) => (StatusCode::CREATED, Json(session)).into_response(),
@@ -66,7 +67,7 @@ async fn register(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<
 async fn login(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, body: Bytes) -> Response {
     let request: LoginRequest = match parse(&body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(code) => return error_response(code),
     };
     match state.core.login(peer.ip(), request).await {
         Ok(session) => Json(session).into_response(),
@@ -85,11 +86,10 @@ async fn websocket(
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
         return error_response(ErrorCode::TooManyConnections);
     };
-    upgrade
-        .max_message_size(WS_MESSAGE_BYTES_MAX as usize)
-        .max_frame_size(WS_MESSAGE_BYTES_MAX as usize)
-        .on_upgrade(move |socket| async move {
+    upgrade.max_message_size(WS_MESSAGE_BYTES_MAX as usize).max_frame_size(WS_MESSAGE_BYTES_MAX as usize).on_upgrade(
+        move |socket| async move {
             crate::ws::run(socket, state.core, peer.ip(), state.shutdown).await;
             drop(permit);
-        })
+        },
+    )
 }

@@ -75,9 +75,9 @@ fn main() -> ExitCode {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let data_dir = match args.data {
         Some(dir) => dir,
-        None => dirs::data_dir()
-            .context("no user data directory is known on this system; pass --data DIR")?
-            .join("anytime"),
+        None => {
+            dirs::data_dir().context("no user data directory is known on this system; pass --data DIR")?.join("anytime")
+        }
     };
     let fallback_to_free_port = args.listen.is_none();
     let listen = match args.listen {
@@ -98,16 +98,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         connections_max: args.connections_max,
         gc_interval: Duration::from_secs(args.gc_interval_secs.max(1)),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("while starting the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("while starting the async runtime")?;
     runtime.block_on(async move {
         let running = anytime_server::start(config).await?;
         tracing::info!(addr = %running.addr, data = %data_dir.display(), "anytime server started");
         // The user-facing output: where to point a browser or client. A closed or broken
         // stdout must not stop a running server, so write errors are ignored.
-        let banner = format!("Anytime is running at http://{}/\nData directory: {}\n", running.addr, data_dir.display());
+        let banner =
+            format!("Anytime is running at http://{}/\nData directory: {}\n", running.addr, data_dir.display());
         let mut stdout = std::io::stdout().lock();
         let _ = stdout.write_all(banner.as_bytes()).and_then(|()| stdout.flush());
         drop(stdout);

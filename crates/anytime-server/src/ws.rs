@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anytime_server_core::hub::{ConnSignal, Push};
 use anytime_server_core::session::Live;
+use anytime_server_core::Completed;
 use anytime_server_core::{Flow, ServerCore, Session};
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
-use anytime_server_core::Completed;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};

@@ -98,8 +98,7 @@ pub(crate) fn members(conn: &Connection, conv: ConvId) -> StoreResult<Vec<Member
 pub(crate) fn member(conn: &Connection, conv: ConvId, user: UserId) -> StoreResult<Option<MemberRecord>> {
     conn.prepare_cached("SELECT admin FROM members WHERE conv_id = ? AND user_id = ?")
         .and_then(|mut stmt| {
-            stmt.query_row(params![id(conv.0), id(user.0)], |r| Ok(MemberRecord { user, admin: r.get(0)? }))
-                .optional()
+            stmt.query_row(params![id(conv.0), id(user.0)], |r| Ok(MemberRecord { user, admin: r.get(0)? })).optional()
         })
         .map_err(backend)
 }
@@ -145,7 +144,13 @@ fn member_count(conn: &Connection, conv: ConvId) -> StoreResult<u32> {
     conn.query_row("SELECT COUNT(*) FROM members WHERE conv_id = ?", [id(conv.0)], |r| r.get(0)).map_err(backend)
 }
 
-pub(crate) fn add_members(conn: &Connection, conv: ConvId, users: Vec<UserId>, max: u32, at_ms: u64) -> StoreResult<()> {
+pub(crate) fn add_members(
+    conn: &Connection,
+    conv: ConvId,
+    users: Vec<UserId>,
+    max: u32,
+    at_ms: u64,
+) -> StoreResult<()> {
     let mut new = Vec::with_capacity(users.len());
     for user in users {
         if member(conn, conv, user)?.is_none() {
@@ -200,7 +205,10 @@ pub(crate) fn remove_member(conn: &Connection, conv: ConvId, user: UserId) -> St
 
 pub(crate) fn set_admin(conn: &Connection, conv: ConvId, user: UserId, admin: bool) -> StoreResult<()> {
     let changed = conn
-        .execute("UPDATE members SET admin = ? WHERE conv_id = ? AND user_id = ?", params![admin, id(conv.0), id(user.0)])
+        .execute(
+            "UPDATE members SET admin = ? WHERE conv_id = ? AND user_id = ?",
+            params![admin, id(conv.0), id(user.0)],
+        )
         .map_err(backend)?;
     if changed == 0 {
         return Err(StoreError::Rejected(ErrorCode::NotMember));
@@ -225,22 +233,24 @@ pub(crate) fn create_invite(conn: &Connection, invite: InviteRecord) -> StoreRes
 }
 
 pub(crate) fn invite(conn: &Connection, code: &str) -> StoreResult<Option<InviteRecord>> {
-    conn.prepare_cached("SELECT conv_id, created_by, expires_at_ms, max_uses, uses, revoked FROM invites WHERE code = ?")
-        .and_then(|mut stmt| {
-            stmt.query_row([code], |r| {
-                Ok(InviteRecord {
-                    code: code.to_owned(),
-                    conv: ConvId(uid(r.get(0)?)),
-                    created_by: UserId(uid(r.get(1)?)),
-                    expires_at_ms: uid(r.get(2)?),
-                    max_uses: r.get(3)?,
-                    uses: r.get(4)?,
-                    revoked: r.get(5)?,
-                })
+    conn.prepare_cached(
+        "SELECT conv_id, created_by, expires_at_ms, max_uses, uses, revoked FROM invites WHERE code = ?",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row([code], |r| {
+            Ok(InviteRecord {
+                code: code.to_owned(),
+                conv: ConvId(uid(r.get(0)?)),
+                created_by: UserId(uid(r.get(1)?)),
+                expires_at_ms: uid(r.get(2)?),
+                max_uses: r.get(3)?,
+                uses: r.get(4)?,
+                revoked: r.get(5)?,
             })
-            .optional()
         })
-        .map_err(backend)
+        .optional()
+    })
+    .map_err(backend)
 }
 
 pub(crate) fn revoke_invite(conn: &Connection, code: &str) -> StoreResult<()> {

@@ -117,9 +117,7 @@ pub(crate) fn append_message(conn: &Connection, message: NewMessage) -> StoreRes
 pub(crate) fn append_commit(conn: &Connection, commit: NewCommit) -> StoreResult<CommitAccepted> {
     if let Some(before) = sent_before(conn, commit.sender_device, &commit.msg_id)? {
         return match before.epoch_after {
-            Some(epoch) if before.conv == commit.conv => {
-                Ok(CommitAccepted { seq: before.seq, epoch, duplicate: true })
-            }
+            Some(epoch) if before.conv == commit.conv => Ok(CommitAccepted { seq: before.seq, epoch, duplicate: true }),
             _ => Err(StoreError::Rejected(ErrorCode::MessageIdReused)),
         };
     }
@@ -205,7 +203,9 @@ pub(crate) fn messages_after(conn: &Connection, conv: ConvId, after: Seq, limit:
 
 pub(crate) fn cursors(conn: &Connection, device: DeviceId) -> StoreResult<Vec<(ConvId, Seq)>> {
     conn.prepare_cached("SELECT conv_id, acked_seq FROM cursors WHERE device_id = ?")
-        .and_then(|mut stmt| stmt.query_map([id(device.0)], |r| Ok((ConvId(uid(r.get(0)?)), uid(r.get(1)?))))?.collect())
+        .and_then(|mut stmt| {
+            stmt.query_map([id(device.0)], |r| Ok((ConvId(uid(r.get(0)?)), uid(r.get(1)?))))?.collect()
+        })
         .map_err(backend)
 }
 
@@ -236,7 +236,10 @@ pub(crate) fn pending_welcomes(conn: &Connection, device: DeviceId) -> StoreResu
 
 pub(crate) fn ack_welcome(conn: &Connection, device: DeviceId, welcome: u64) -> StoreResult<()> {
     let removed = conn
-        .execute("DELETE FROM welcome_targets WHERE device_id = ? AND welcome_id = ?", params![id(device.0), id(welcome)])
+        .execute(
+            "DELETE FROM welcome_targets WHERE device_id = ? AND welcome_id = ?",
+            params![id(device.0), id(welcome)],
+        )
         .map_err(backend)?;
     if removed == 0 {
         return Err(StoreError::Rejected(ErrorCode::UnknownWelcome));
@@ -269,7 +272,10 @@ pub(crate) fn collect_garbage(conn: &Connection, now_ms: u64, retention_ms: u64)
         )
         .map_err(backend)? as u64;
     collected.messages += conn
-        .execute("DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages WHERE sent_at_ms < ? LIMIT ?)", params![cutoff, GC_ROWS_MAX])
+        .execute(
+            "DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages WHERE sent_at_ms < ? LIMIT ?)",
+            params![cutoff, GC_ROWS_MAX],
+        )
         .map_err(backend)? as u64;
     conn.execute("DELETE FROM sent_ids WHERE at_ms < ?", [cutoff]).map_err(backend)?;
     conn.execute("DELETE FROM welcomes WHERE created_at_ms < ?", [cutoff]).map_err(backend)?;

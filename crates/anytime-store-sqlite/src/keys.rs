@@ -27,8 +27,11 @@ pub(crate) fn upload(
     if let Some(package) = last_resort {
         conn.execute("DELETE FROM key_packages WHERE device_id = ? AND last_resort = 1", [id(device.0)])
             .map_err(backend)?;
-        conn.execute("INSERT INTO key_packages (device_id, last_resort, data) VALUES (?, 1, ?)", params![id(device.0), package])
-            .map_err(backend)?;
+        conn.execute(
+            "INSERT INTO key_packages (device_id, last_resort, data) VALUES (?, 1, ?)",
+            params![id(device.0), package],
+        )
+        .map_err(backend)?;
     }
     Ok(count(conn, device)?.0)
 }
@@ -43,7 +46,9 @@ pub(crate) fn claim(conn: &Connection, user: UserId) -> StoreResult<Vec<ClaimedK
         // The writer runs one job at a time, so select-then-delete cannot hand a package out
         // twice; a rejected claim (some device has nothing) rolls back with its savepoint.
         let one_time: Option<(i64, Vec<u8>)> = conn
-            .prepare_cached("SELECT id, data FROM key_packages WHERE device_id = ? AND last_resort = 0 ORDER BY id LIMIT 1")
+            .prepare_cached(
+                "SELECT id, data FROM key_packages WHERE device_id = ? AND last_resort = 0 ORDER BY id LIMIT 1",
+            )
             .and_then(|mut stmt| stmt.query_row([device], |r| Ok((r.get(0)?, r.get(1)?))).optional())
             .map_err(backend)?;
         if let Some((row, package)) = one_time {
@@ -56,7 +61,9 @@ pub(crate) fn claim(conn: &Connection, user: UserId) -> StoreResult<Vec<ClaimedK
             .and_then(|mut stmt| stmt.query_row([device], |r| r.get(0)).optional())
             .map_err(backend)?;
         match last_resort {
-            Some(package) => claimed.push(ClaimedKeyPackage { device: DeviceId(uid(device)), package, last_resort: true }),
+            Some(package) => {
+                claimed.push(ClaimedKeyPackage { device: DeviceId(uid(device)), package, last_resort: true })
+            }
             None => return Err(StoreError::Rejected(ErrorCode::NoKeyPackage)),
         }
     }

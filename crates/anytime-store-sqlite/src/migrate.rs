@@ -48,9 +48,8 @@ mod tests {
         assert_eq!(migrate(&mut conn).unwrap(), SCHEMA_VERSION);
         // Running again is a no-op.
         assert_eq!(migrate(&mut conn).unwrap(), SCHEMA_VERSION);
-        let tables: u32 = conn
-            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0))
-            .unwrap();
+        let tables: u32 =
+            conn.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0)).unwrap();
         assert!(tables >= 12, "{tables}");
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         assert!(matches!(migrate(&mut conn), Err(MigrateError::TooNew { .. })));

@@ -77,7 +77,8 @@ impl RawClient {
             return Ok(self.answers.remove(pos).expect("position is valid").1);
         }
         loop {
-            let (request_id, frame) = self.read().await?.with_context(|| format!("socket closed awaiting answer {id}"))?;
+            let (request_id, frame) =
+                self.read().await?.with_context(|| format!("socket closed awaiting answer {id}"))?;
             if request_id == id {
                 return Ok(frame);
             }
@@ -142,9 +143,8 @@ impl RawClient {
     /// Reads one frame; `None` when the socket closed.
     async fn read(&mut self) -> anyhow::Result<Option<(u32, ServerFrame)>> {
         loop {
-            let message = tokio::time::timeout(FRAME_WAIT, self.socket.next())
-                .await
-                .context("no frame arrived in time")?;
+            let message =
+                tokio::time::timeout(FRAME_WAIT, self.socket.next()).await.context("no frame arrived in time")?;
             match message {
                 None | Some(Ok(WsMessage::Close(_))) => return Ok(None),
                 Some(Err(error)) => return Err(error).context("while reading the socket"),

@@ -40,42 +40,209 @@ fn raw(version: u8, kind: u16, request_id: u32, body: &[u8]) -> Vec<u8> {
     bytes
 }
 
-fn rows(group: ConvId, other_group: ConvId, direct_with_dave: ConvId, dave: UserId, replayed: frame::Send, epoch_now: u64) -> Vec<Row> {
+fn rows(
+    group: ConvId,
+    other_group: ConvId,
+    direct_with_dave: ConvId,
+    dave: UserId,
+    replayed: frame::Send,
+    epoch_now: u64,
+) -> Vec<Row> {
     let send = |conv, payload: Vec<u8>| ClientFrame::Send(frame::Send { conv, msg_id: msg_id(), payload });
     let mut oversized = raw(1, 18, 900, &[]);
     oversized.resize(FRAME_BYTES_MAX as usize + 16, 0);
     let mut reused_elsewhere = replayed.clone();
     reused_elsewhere.conv = other_group;
     vec![
-        Row { name: "truncated header", who: Who::Alice, input: Input::Bytes(vec![1, 0]), expect: ErrorCode::MalformedFrame },
-        Row { name: "malformed body", who: Who::Alice, input: Input::Bytes(raw(1, 18, 901, &[0xff, 0xff, 0xff])), expect: ErrorCode::MalformedFrame },
-        Row { name: "text instead of binary", who: Who::Alice, input: Input::Text("{\"hello\":1}"), expect: ErrorCode::MalformedFrame },
-        Row { name: "unknown frame type", who: Who::Alice, input: Input::Bytes(raw(1, 999, 902, &[])), expect: ErrorCode::UnknownFrameType },
-        Row { name: "unsupported version", who: Who::Alice, input: Input::Bytes(raw(7, 18, 903, &[])), expect: ErrorCode::UnsupportedVersion },
-        Row { name: "oversized frame", who: Who::Alice, input: Input::Bytes(oversized), expect: ErrorCode::FrameTooLarge },
-        Row { name: "oversized payload", who: Who::Alice, input: Input::Frame(send(group, vec![7; MESSAGE_BYTES_MAX as usize + 1])), expect: ErrorCode::PayloadTooLarge },
-        Row { name: "unknown conversation", who: Who::Alice, input: Input::Frame(send(ConvId(0xdead_beef), b"x".to_vec())), expect: ErrorCode::ConversationNotFound },
-        Row { name: "another user's conversation: send", who: Who::Carol, input: Input::Frame(send(group, b"x".to_vec())), expect: ErrorCode::ConversationNotFound },
-        Row { name: "another user's conversation: read", who: Who::Carol, input: Input::Frame(frame::GetConversation { conv: group }.into()), expect: ErrorCode::ConversationNotFound },
-        Row { name: "another user's conversation: commit", who: Who::Carol, input: Input::Frame(frame::Commit { conv: group, epoch: epoch_now, msg_id: msg_id(), commit: vec![1], welcome: None }.into()), expect: ErrorCode::ConversationNotFound },
-        Row { name: "another user's conversation: join as admin action", who: Who::Carol, input: Input::Frame(frame::AddMembers { conv: group, users: vec![] }.into()), expect: ErrorCode::ConversationNotFound },
-        Row { name: "non-admin renames", who: Who::Bob, input: Input::Frame(frame::RenameGroup { conv: group, name: "mine".into() }.into()), expect: ErrorCode::NotAdmin },
-        Row { name: "non-admin removes the admin", who: Who::Bob, input: Input::Frame(frame::RemoveMember { conv: group, user: UserId(1) }.into()), expect: ErrorCode::NotAdmin },
-        Row { name: "non-admin creates an invite", who: Who::Bob, input: Input::Frame(frame::CreateInvite { conv: group, ttl_secs: 60, max_uses: 1 }.into()), expect: ErrorCode::NotAdmin },
-        Row { name: "non-admin promotes themself", who: Who::Bob, input: Input::Frame(frame::SetAdmin { conv: group, user: UserId(2), admin: true }.into()), expect: ErrorCode::NotAdmin },
-        Row { name: "stale epoch commit", who: Who::Alice, input: Input::Frame(frame::Commit { conv: group, epoch: epoch_now + 5, msg_id: msg_id(), commit: vec![1], welcome: None }.into()), expect: ErrorCode::EpochMismatch },
-        Row { name: "replayed message id in another conversation", who: Who::Alice, input: Input::Frame(reused_elsewhere.into()), expect: ErrorCode::MessageIdReused },
-        Row { name: "blocked by the recipient: send", who: Who::Alice, input: Input::Frame(send(direct_with_dave, b"hi".to_vec())), expect: ErrorCode::Blocked },
-        Row { name: "blocked by the recipient: add to group", who: Who::Alice, input: Input::Frame(frame::AddMembers { conv: group, users: vec![dave] }.into()), expect: ErrorCode::Blocked },
-        Row { name: "blocked by the recipient: claim key packages", who: Who::Alice, input: Input::Frame(frame::ClaimKeyPackages { user: dave }.into()), expect: ErrorCode::Blocked },
-        Row { name: "ack beyond what was delivered", who: Who::Bob, input: Input::Frame(frame::Ack { conv: group, seq: 1_000 }.into()), expect: ErrorCode::InvalidArgument },
-        Row { name: "unknown invite", who: Who::Carol, input: Input::Frame(frame::JoinInvite { code: "nope".into() }.into()), expect: ErrorCode::InviteNotFound },
-        Row { name: "unknown user", who: Who::Alice, input: Input::Frame(frame::LookupUser { username: "nobody".into() }.into()), expect: ErrorCode::UserNotFound },
-        Row { name: "revoke someone else's device", who: Who::Alice, input: Input::Frame(frame::RevokeDevice { device: anytime_proto::DeviceId(42) }.into()), expect: ErrorCode::DeviceNotFound },
-        Row { name: "welcome to a non-member device", who: Who::Alice, input: Input::Frame(frame::Commit { conv: group, epoch: epoch_now, msg_id: msg_id(), commit: vec![1], welcome: Some(frame::WelcomeOut { devices: vec![anytime_proto::DeviceId(42)], payload: vec![1] }) }.into()), expect: ErrorCode::InvalidArgument },
-        Row { name: "frame before Hello", who: Who::Unauthenticated, input: Input::Frame(frame::ListConversations {}.into()), expect: ErrorCode::NotAuthenticated },
-        Row { name: "invalid token", who: Who::Unauthenticated, input: Input::Frame(frame::Hello { token: "at1.forged".into() }.into()), expect: ErrorCode::InvalidToken },
-        Row { name: "second Hello", who: Who::Alice, input: Input::Frame(frame::Hello { token: "at1.x".into() }.into()), expect: ErrorCode::AlreadyAuthenticated },
+        Row {
+            name: "truncated header",
+            who: Who::Alice,
+            input: Input::Bytes(vec![1, 0]),
+            expect: ErrorCode::MalformedFrame,
+        },
+        Row {
+            name: "malformed body",
+            who: Who::Alice,
+            input: Input::Bytes(raw(1, 18, 901, &[0xff, 0xff, 0xff])),
+            expect: ErrorCode::MalformedFrame,
+        },
+        Row {
+            name: "text instead of binary",
+            who: Who::Alice,
+            input: Input::Text("{\"hello\":1}"),
+            expect: ErrorCode::MalformedFrame,
+        },
+        Row {
+            name: "unknown frame type",
+            who: Who::Alice,
+            input: Input::Bytes(raw(1, 999, 902, &[])),
+            expect: ErrorCode::UnknownFrameType,
+        },
+        Row {
+            name: "unsupported version",
+            who: Who::Alice,
+            input: Input::Bytes(raw(7, 18, 903, &[])),
+            expect: ErrorCode::UnsupportedVersion,
+        },
+        Row {
+            name: "oversized frame",
+            who: Who::Alice,
+            input: Input::Bytes(oversized),
+            expect: ErrorCode::FrameTooLarge,
+        },
+        Row {
+            name: "oversized payload",
+            who: Who::Alice,
+            input: Input::Frame(send(group, vec![7; MESSAGE_BYTES_MAX as usize + 1])),
+            expect: ErrorCode::PayloadTooLarge,
+        },
+        Row {
+            name: "unknown conversation",
+            who: Who::Alice,
+            input: Input::Frame(send(ConvId(0xdead_beef), b"x".to_vec())),
+            expect: ErrorCode::ConversationNotFound,
+        },
+        Row {
+            name: "another user's conversation: send",
+            who: Who::Carol,
+            input: Input::Frame(send(group, b"x".to_vec())),
+            expect: ErrorCode::ConversationNotFound,
+        },
+        Row {
+            name: "another user's conversation: read",
+            who: Who::Carol,
+            input: Input::Frame(frame::GetConversation { conv: group }.into()),
+            expect: ErrorCode::ConversationNotFound,
+        },
+        Row {
+            name: "another user's conversation: commit",
+            who: Who::Carol,
+            input: Input::Frame(
+                frame::Commit { conv: group, epoch: epoch_now, msg_id: msg_id(), commit: vec![1], welcome: None }
+                    .into(),
+            ),
+            expect: ErrorCode::ConversationNotFound,
+        },
+        Row {
+            name: "another user's conversation: join as admin action",
+            who: Who::Carol,
+            input: Input::Frame(frame::AddMembers { conv: group, users: vec![] }.into()),
+            expect: ErrorCode::ConversationNotFound,
+        },
+        Row {
+            name: "non-admin renames",
+            who: Who::Bob,
+            input: Input::Frame(frame::RenameGroup { conv: group, name: "mine".into() }.into()),
+            expect: ErrorCode::NotAdmin,
+        },
+        Row {
+            name: "non-admin removes the admin",
+            who: Who::Bob,
+            input: Input::Frame(frame::RemoveMember { conv: group, user: UserId(1) }.into()),
+            expect: ErrorCode::NotAdmin,
+        },
+        Row {
+            name: "non-admin creates an invite",
+            who: Who::Bob,
+            input: Input::Frame(frame::CreateInvite { conv: group, ttl_secs: 60, max_uses: 1 }.into()),
+            expect: ErrorCode::NotAdmin,
+        },
+        Row {
+            name: "non-admin promotes themself",
+            who: Who::Bob,
+            input: Input::Frame(frame::SetAdmin { conv: group, user: UserId(2), admin: true }.into()),
+            expect: ErrorCode::NotAdmin,
+        },
+        Row {
+            name: "stale epoch commit",
+            who: Who::Alice,
+            input: Input::Frame(
+                frame::Commit { conv: group, epoch: epoch_now + 5, msg_id: msg_id(), commit: vec![1], welcome: None }
+                    .into(),
+            ),
+            expect: ErrorCode::EpochMismatch,
+        },
+        Row {
+            name: "replayed message id in another conversation",
+            who: Who::Alice,
+            input: Input::Frame(reused_elsewhere.into()),
+            expect: ErrorCode::MessageIdReused,
+        },
+        Row {
+            name: "blocked by the recipient: send",
+            who: Who::Alice,
+            input: Input::Frame(send(direct_with_dave, b"hi".to_vec())),
+            expect: ErrorCode::Blocked,
+        },
+        Row {
+            name: "blocked by the recipient: add to group",
+            who: Who::Alice,
+            input: Input::Frame(frame::AddMembers { conv: group, users: vec![dave] }.into()),
+            expect: ErrorCode::Blocked,
+        },
+        Row {
+            name: "blocked by the recipient: claim key packages",
+            who: Who::Alice,
+            input: Input::Frame(frame::ClaimKeyPackages { user: dave }.into()),
+            expect: ErrorCode::Blocked,
+        },
+        Row {
+            name: "ack beyond what was delivered",
+            who: Who::Bob,
+            input: Input::Frame(frame::Ack { conv: group, seq: 1_000 }.into()),
+            expect: ErrorCode::InvalidArgument,
+        },
+        Row {
+            name: "unknown invite",
+            who: Who::Carol,
+            input: Input::Frame(frame::JoinInvite { code: "nope".into() }.into()),
+            expect: ErrorCode::InviteNotFound,
+        },
+        Row {
+            name: "unknown user",
+            who: Who::Alice,
+            input: Input::Frame(frame::LookupUser { username: "nobody".into() }.into()),
+            expect: ErrorCode::UserNotFound,
+        },
+        Row {
+            name: "revoke someone else's device",
+            who: Who::Alice,
+            input: Input::Frame(frame::RevokeDevice { device: anytime_proto::DeviceId(42) }.into()),
+            expect: ErrorCode::DeviceNotFound,
+        },
+        Row {
+            name: "welcome to a non-member device",
+            who: Who::Alice,
+            input: Input::Frame(
+                frame::Commit {
+                    conv: group,
+                    epoch: epoch_now,
+                    msg_id: msg_id(),
+                    commit: vec![1],
+                    welcome: Some(frame::WelcomeOut { devices: vec![anytime_proto::DeviceId(42)], payload: vec![1] }),
+                }
+                .into(),
+            ),
+            expect: ErrorCode::InvalidArgument,
+        },
+        Row {
+            name: "frame before Hello",
+            who: Who::Unauthenticated,
+            input: Input::Frame(frame::ListConversations {}.into()),
+            expect: ErrorCode::NotAuthenticated,
+        },
+        Row {
+            name: "invalid token",
+            who: Who::Unauthenticated,
+            input: Input::Frame(frame::Hello { token: "at1.forged".into() }.into()),
+            expect: ErrorCode::InvalidToken,
+        },
+        Row {
+            name: "second Hello",
+            who: Who::Alice,
+            input: Input::Frame(frame::Hello { token: "at1.x".into() }.into()),
+            expect: ErrorCode::AlreadyAuthenticated,
+        },
     ]
 }
 
@@ -132,9 +299,14 @@ async fn bad_input_gets_its_error_code_and_changes_nothing() {
             Input::Frame(frame) => client.request(frame).await,
             Input::Bytes(bytes) => {
                 // Request id as written in the raw header, or 0 when the header is unreadable.
-                let id = if bytes.len() >= 7 { u32::from_be_bytes([bytes[3], bytes[4], bytes[5], bytes[6]]) } else { 0 };
+                let id =
+                    if bytes.len() >= 7 { u32::from_be_bytes([bytes[3], bytes[4], bytes[5], bytes[6]]) } else { 0 };
                 client.send_bytes(bytes).await.unwrap();
-                if id == 0 { next_error(client).await } else { client.answer(id).await }
+                if id == 0 {
+                    next_error(client).await
+                } else {
+                    client.answer(id).await
+                }
             }
             Input::Text(text) => {
                 client.send_text(text).await.unwrap();
@@ -199,12 +371,9 @@ async fn http_api_rejects_bad_requests_with_codes_and_rate_limits_logins() {
     // Goal: JSON errors carry stable codes; repeated logins hit the per-username limit.
     let dir = tempfile::tempdir().unwrap();
     let options = anytime_testkit::ServerOptions { extra_args: vec![], log_filter: "info".into() };
-    let server = anytime_testkit::ServerProcess::start(
-        std::path::Path::new(env!("CARGO_BIN_EXE_anytime")),
-        dir.path(),
-        options,
-    )
-    .unwrap();
+    let server =
+        anytime_testkit::ServerProcess::start(std::path::Path::new(env!("CARGO_BIN_EXE_anytime")), dir.path(), options)
+            .unwrap();
     let base = server.base_url();
     let http = reqwest::Client::new();
     let post = |path: &str, body: &str| http.post(format!("{base}{path}")).body(body.to_owned()).send();

@@ -56,14 +56,12 @@ async fn concurrent_commits_for_one_epoch_exactly_one_wins() {
     assert_eq!(winners, 1);
     assert_eq!(losers.len(), 4);
     // Retrying one at a time at the group's current epoch succeeds.
-    let mut epoch = 1;
-    for client in &mut losers {
+    for (epoch, client) in (1..).zip(losers.iter_mut()) {
         let commit = frame::Commit { conv, epoch, msg_id: msg_id(), commit: vec![9; 8], welcome: None };
         match client.request(commit.into()).await.unwrap() {
             ServerFrame::Committed(c) => assert_eq!(c.epoch, epoch + 1),
             other => panic!("{other:?}"),
         }
-        epoch += 1;
     }
     // Everyone sees the five commits in one order, each from the epoch before it.
     let received = receive(&mut losers[0], conv, 5).await;

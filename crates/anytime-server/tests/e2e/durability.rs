@@ -40,8 +40,8 @@ async fn sigkill_during_a_send_storm_loses_no_acknowledged_message_and_retries_d
         }
     }
     // More sends are in flight right now; some may be on disk without an answer.
-    for i in next..(next + 300).min(TOTAL) {
-        let request = frame::Send { conv, msg_id: ids[i], payload: format!("m{i}").into_bytes() };
+    for (i, id) in ids.iter().enumerate().take((next + 300).min(TOTAL)).skip(next) {
+        let request = frame::Send { conv, msg_id: *id, payload: format!("m{i}").into_bytes() };
         a.send(request.into()).await.unwrap();
     }
     h.server.kill().unwrap();

@@ -133,7 +133,8 @@ async fn removed_member_receives_nothing_sent_after_removal() {
     assert!(removed.is_ok());
     send(&mut a, conv, b"after").await;
     assert_no_more_messages(&mut b, conv).await;
-    let answer = b.request(frame::Send { conv, msg_id: anytime_testkit::msg_id(), payload: b"x".to_vec() }.into()).await;
+    let answer =
+        b.request(frame::Send { conv, msg_id: anytime_testkit::msg_id(), payload: b"x".to_vec() }.into()).await;
     assert!(matches!(answer.unwrap(), ServerFrame::Error(e) if e.code == ErrorCode::ConversationNotFound));
     // Bob reconnecting does not get it either.
     b.close().await;
@@ -181,10 +182,19 @@ async fn invite_links_respect_expiry_use_limit_and_revocation() {
         ServerFrame::Error(e) => e.code,
         other => panic!("expected an error, got {other:?}"),
     };
-    assert_eq!(code_of(l.request(frame::JoinInvite { code: invite.code }.into()).await.unwrap()), ErrorCode::InviteExhausted);
-    assert_eq!(code_of(l.request(frame::JoinInvite { code: revoked.code }.into()).await.unwrap()), ErrorCode::InviteRevoked);
+    assert_eq!(
+        code_of(l.request(frame::JoinInvite { code: invite.code }.into()).await.unwrap()),
+        ErrorCode::InviteExhausted
+    );
+    assert_eq!(
+        code_of(l.request(frame::JoinInvite { code: revoked.code }.into()).await.unwrap()),
+        ErrorCode::InviteRevoked
+    );
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    assert_eq!(code_of(l.request(frame::JoinInvite { code: short.code }.into()).await.unwrap()), ErrorCode::InviteExpired);
+    assert_eq!(
+        code_of(l.request(frame::JoinInvite { code: short.code }.into()).await.unwrap()),
+        ErrorCode::InviteExpired
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,8 +24,8 @@ impl Harness {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut options = ServerOptions::default();
         options.extra_args.extend(args.iter().map(|a| a.to_string()));
-        let server = ServerProcess::start(Path::new(env!("CARGO_BIN_EXE_anytime")), dir.path(), options)
-            .expect("server starts");
+        let server =
+            ServerProcess::start(Path::new(env!("CARGO_BIN_EXE_anytime")), dir.path(), options).expect("server starts");
         Harness { server, _dir: dir }
     }
 
