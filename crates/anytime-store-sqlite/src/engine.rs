@@ -193,11 +193,12 @@ fn writer_loop(
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>], metrics: &Metrics) -> Result<(), StoreError> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(backend)?;
     for job in batch.iter_mut() {
-        let step = conn.execute_batch("SAVEPOINT job").and_then(|()| {
+        // Cached statements: these run twice per job, so parsing them each time would show.
+        let step = exec_cached(conn, "SAVEPOINT job").and_then(|()| {
             if job.run(conn) {
-                conn.execute_batch("RELEASE job")
+                exec_cached(conn, "RELEASE job")
             } else {
-                conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                exec_cached(conn, "ROLLBACK TO job").and_then(|()| exec_cached(conn, "RELEASE job"))
             }
         });
         if let Err(error) = step {
@@ -212,6 +213,10 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>], metrics: &Metri
     }
     metrics.fsync_seconds.observe(started.elapsed().as_secs_f64());
     Ok(())
+}
+
+fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 struct ReaderPool {
