@@ -63,9 +63,7 @@ struct StoreTotals {
 async fn scrape(base_url: &str) -> anyhow::Result<StoreTotals> {
     let text = reqwest::get(format!("{base_url}/metrics")).await?.text().await?;
     let value = |name: &str| -> f64 {
-        text.lines()
-            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
-            .unwrap_or(0.0)
+        text.lines().find_map(|line| line.strip_prefix(name).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
     };
     Ok(StoreTotals {
         batches: value("anytime_store_commit_batch_size_count ") as u64,

@@ -61,7 +61,10 @@ fn run() -> anyhow::Result<()> {
                 let server = anytime_testkit::ServerProcess::start(
                     &binary,
                     work.path(),
-                    anytime_testkit::ServerOptions { extra_args: vec!["--no-rate-limits".into()], log_filter: "warn".into() },
+                    anytime_testkit::ServerOptions {
+                        extra_args: vec!["--no-rate-limits".into()],
+                        log_filter: "warn".into(),
+                    },
                 )
                 .with_context(|| format!("while starting {}", binary.display()))?;
                 (server.base_url(), Some(server))
