@@ -14,6 +14,7 @@ pub enum LimitKind {
     LoginPerIp,
     LoginPerUsername,
     SendPerAccount,
+    SendPerIp,
     RequestPerAccount,
 }
 
@@ -31,6 +32,8 @@ pub struct RateLimits {
     pub login_per_ip: Rate,
     pub login_per_username: Rate,
     pub send_per_account: Rate,
+    /// Generous: many accounts may share one address (NAT), this only stops floods.
+    pub send_per_ip: Rate,
     pub request_per_account: Rate,
 }
 
@@ -41,6 +44,7 @@ impl Default for RateLimits {
             login_per_ip: Rate { per_second: 1.0, burst: 30.0 },
             login_per_username: Rate { per_second: 10.0 / 60.0, burst: 10.0 },
             send_per_account: Rate { per_second: 500.0, burst: 5_000.0 },
+            send_per_ip: Rate { per_second: 5_000.0, burst: 50_000.0 },
             request_per_account: Rate { per_second: 50.0, burst: 500.0 },
         }
     }
@@ -55,6 +59,7 @@ impl RateLimits {
             login_per_ip: rate,
             login_per_username: rate,
             send_per_account: rate,
+            send_per_ip: rate,
             request_per_account: rate,
         }
     }
@@ -65,6 +70,7 @@ impl RateLimits {
             LimitKind::LoginPerIp => self.login_per_ip,
             LimitKind::LoginPerUsername => self.login_per_username,
             LimitKind::SendPerAccount => self.send_per_account,
+            LimitKind::SendPerIp => self.send_per_ip,
             LimitKind::RequestPerAccount => self.request_per_account,
         }
     }

@@ -97,7 +97,6 @@ pub(crate) struct Authed {
 pub struct Session {
     pub(crate) core: Arc<ServerCore>,
     out: mpsc::Sender<Bytes>,
-    #[allow(dead_code)] // Kept for per-IP limits on future unauthenticated frames.
     peer_ip: IpAddr,
     pub(crate) auth: Option<Authed>,
     /// The newest queued cursor move, awaited on close.
@@ -242,8 +241,9 @@ impl Session {
         if registered.came_online {
             self.core.hub.announce_presence(device.user);
         }
-        self.resync().await;
+        // Welcomes first: a device joining a group needs its Welcome to read what follows.
         self.push_pending_welcomes(device.id).await;
+        self.resync().await;
         self.warn_if_key_packages_low(device.id).await;
         self.send_frame(0, &ServerFrame::CaughtUp(frame::CaughtUp {})).await;
         Flow::Live(Live { rx: registered.rx, signal: registered.signal })
@@ -373,10 +373,16 @@ impl Session {
         }
     }
 
-    /// Rate limit check for an authenticated request of this kind.
+    /// Rate limit check for an authenticated request of this kind; sends are limited per
+    /// account and per IP address.
     pub(crate) fn allow(&self, kind: LimitKind) -> bool {
         let Some(auth) = &self.auth else { return false };
-        self.core.limiter.check(kind, LimitKey::Account(auth.user), self.core.env.now_ms())
+        let now_ms = self.core.env.now_ms();
+        if !self.core.limiter.check(kind, LimitKey::Account(auth.user), now_ms) {
+            return false;
+        }
+        kind != LimitKind::SendPerAccount
+            || self.core.limiter.check(LimitKind::SendPerIp, LimitKey::Ip(self.peer_ip), now_ms)
     }
 
     pub(crate) async fn send_frame(&self, request_id: u32, frame: &ServerFrame) {

@@ -220,3 +220,38 @@ async fn invites_count_uses_atomically() {
     assert!(results.contains(&Err(StoreError::Rejected(ErrorCode::InviteExhausted))));
     assert_eq!(store.members(conv).await.unwrap().len(), 4);
 }
+
+#[tokio::test]
+async fn a_group_holds_a_thousand_members_with_two_devices_each() {
+    // Goal: membership, recipients and cursors scale to a 1,000-member group (2,000 devices).
+    let (_dir, store, _conv) = setup().await;
+    let mut members = Vec::new();
+    for id in 1_000..2_000u64 {
+        let (u, d) = user(id, &format!("member{id}"));
+        store.create_user(u, d).await.unwrap();
+        store.create_device(device(id, id * 10 + 1), 10).await.unwrap();
+        members.push(UserId(id));
+    }
+    let big = ConvId(300);
+    store
+        .create_conversation(NewConversation {
+            id: big,
+            kind: ConvKind::Group,
+            name: "big".into(),
+            creator: UserId(1),
+            members: members[..500].to_vec(),
+            created_at_ms: 1,
+        })
+        .await
+        .unwrap();
+    store.add_members(big, members[500..].to_vec(), 5_000, 2).await.unwrap();
+    assert_eq!(store.members(big).await.unwrap().len(), 1_001);
+    assert_eq!(store.member_devices(big).await.unwrap().len(), 2_001);
+    let appended = store.submit_message(message(big, 1, 10)).await.unwrap().await.unwrap();
+    assert_eq!(appended.seq, 1);
+    assert_eq!(store.cursors(DeviceId(1_999 * 10 + 1)).await.unwrap(), vec![(big, 0)]);
+    assert_eq!(
+        store.add_members(big, vec![UserId(2)], 1_001, 3).await,
+        Err(StoreError::Rejected(ErrorCode::TooManyMembers))
+    );
+}
