@@ -1,0 +1,159 @@
+//! What travels inside the encryption: a versioned envelope with a content kind and its body.
+//!
+//! New kinds (attachments, payments, orders, game moves) get new numbers; a client that does not
+//! know a kind decodes it as [`Content::Unsupported`] and shows "unsupported message" — never an
+//! error — so old clients keep working as the schema grows.
+
+use anytime_proto::{MsgId, UserId};
+use serde::{Deserialize, Serialize};
+
+/// Version of the envelope layout itself (not of the kinds inside).
+pub const ENVELOPE_VERSION: u16 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    version: u16,
+    kind: u16,
+    body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReceiptKind {
+    Delivered,
+    Read,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Text {
+    pub body: String,
+    pub mentions: Vec<UserId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    pub to: MsgId,
+    pub body: String,
+    pub mentions: Vec<UserId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reaction {
+    pub to: MsgId,
+    pub emoji: String,
+    /// Takes a previous reaction back.
+    pub remove: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Edit {
+    pub to: MsgId,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delete {
+    pub to: MsgId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub kind: ReceiptKind,
+    pub messages: Vec<MsgId>,
+}
+
+/// Sets the chat's disappearing-message timer; 0 turns it off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timer {
+    pub seconds: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Text(Text),
+    Reply(Reply),
+    Reaction(Reaction),
+    Edit(Edit),
+    Delete(Delete),
+    Receipt(Receipt),
+    Timer(Timer),
+    /// A kind this build does not know (from a newer client).
+    Unsupported {
+        kind: u16,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContentError {
+    #[error("the message is not an Anytime content envelope")]
+    NotAnEnvelope,
+    #[error("content envelope version {0} is newer than this client understands")]
+    NewerEnvelope(u16),
+    #[error("the body of content kind {0} is malformed")]
+    MalformedBody(u16),
+}
+
+macro_rules! kinds {
+    ($($num:literal => $variant:ident,)*) => {
+        impl Content {
+            pub fn encode(&self) -> Vec<u8> {
+                let (kind, body) = match self {
+                    $(Content::$variant(body) => ($num, postcard::to_allocvec(body)),)*
+                    Content::Unsupported { kind } => (*kind, Ok(Vec::new())),
+                };
+                // Plain data into a Vec cannot fail.
+                let body = body.expect("content serialises");
+                let envelope = Envelope { version: ENVELOPE_VERSION, kind, body };
+                postcard::to_allocvec(&envelope).expect("envelope serialises")
+            }
+
+            pub fn decode(bytes: &[u8]) -> Result<Content, ContentError> {
+                let envelope: Envelope = postcard::from_bytes(bytes).map_err(|_| ContentError::NotAnEnvelope)?;
+                if envelope.version > ENVELOPE_VERSION {
+                    return Err(ContentError::NewerEnvelope(envelope.version));
+                }
+                match envelope.kind {
+                    $($num => postcard::from_bytes(&envelope.body)
+                        .map(Content::$variant)
+                        .map_err(|_| ContentError::MalformedBody($num)),)*
+                    kind => Ok(Content::Unsupported { kind }),
+                }
+            }
+        }
+    };
+}
+
+kinds! {
+    1 => Text,
+    2 => Reply,
+    3 => Reaction,
+    4 => Edit,
+    5 => Delete,
+    6 => Receipt,
+    7 => Timer,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_round_trips_and_unknown_kinds_are_unsupported_not_errors() {
+        let samples = [
+            Content::Text(Text { body: "hi".into(), mentions: vec![UserId(3)] }),
+            Content::Reply(Reply { to: MsgId([1; 16]), body: "yes".into(), mentions: vec![] }),
+            Content::Reaction(Reaction { to: MsgId([1; 16]), emoji: "👍".into(), remove: false }),
+            Content::Edit(Edit { to: MsgId([1; 16]), body: "fixed".into() }),
+            Content::Delete(Delete { to: MsgId([1; 16]) }),
+            Content::Receipt(Receipt { kind: ReceiptKind::Read, messages: vec![MsgId([2; 16])] }),
+            Content::Timer(Timer { seconds: 3600 }),
+        ];
+        for content in samples {
+            assert_eq!(Content::decode(&content.encode()), Ok(content));
+        }
+        let future = postcard::to_allocvec(&Envelope { version: 1, kind: 900, body: vec![1, 2, 3] }).unwrap();
+        assert_eq!(Content::decode(&future), Ok(Content::Unsupported { kind: 900 }));
+        let newer = postcard::to_allocvec(&Envelope { version: 2, kind: 1, body: vec![] }).unwrap();
+        assert_eq!(Content::decode(&newer), Err(ContentError::NewerEnvelope(2)));
+        assert_eq!(Content::decode(&[0xff; 3]), Err(ContentError::NotAnEnvelope));
+    }
+}

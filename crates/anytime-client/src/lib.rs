@@ -1,0 +1,13 @@
+//! Anytime client core: the one implementation of end-to-end encryption and of the message
+//! content schema that every client (terminal, web via wasm32) uses.
+//!
+//! Architecture invariant: this crate does no I/O and reads no clock: it builds for
+//! `wasm32-unknown-unknown`. Randomness comes from the MLS crypto provider (the OS RNG natively,
+//! `crypto.getRandomValues` in the browser through openmls' `js` feature).
+
+pub mod content;
+pub mod e2ee;
+pub mod safety;
+
+pub use content::Content;
+pub use e2ee::{DeviceCrypto, DeviceIdentity, E2eeError, Incoming};
