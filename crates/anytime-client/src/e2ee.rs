@@ -194,6 +194,11 @@ impl DeviceCrypto {
         bundle.key_package().tls_serialize_detached().map_err(mls)
     }
 
+    /// Conversations whose group this device is in.
+    pub fn groups(&self) -> Vec<ConvId> {
+        self.groups.iter().filter(|(_, g)| g.is_active()).map(|(c, _)| *c).collect()
+    }
+
     pub fn has_group(&self, conv: ConvId) -> bool {
         self.groups.get(&conv).is_some_and(|g| g.is_active())
     }

@@ -5,9 +5,11 @@
 //! `wasm32-unknown-unknown`. Randomness comes from the MLS crypto provider (the OS RNG natively,
 //! `crypto.getRandomValues` in the browser through openmls' `js` feature).
 
+pub mod client;
 pub mod content;
 pub mod e2ee;
 pub mod safety;
 
+pub use client::{Client, ClientError, ClientStore, Event, Transport};
 pub use content::Content;
 pub use e2ee::{DeviceCrypto, DeviceIdentity, E2eeError, Incoming};

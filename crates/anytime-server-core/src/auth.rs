@@ -75,6 +75,7 @@ impl ServerCore {
         self.store.create_device(device, DEVICES_PER_USER_MAX).await.map_err(store_code)?;
         // The account's conversations gained a recipient device.
         self.hub.invalidate_all_recipients();
+        self.announce_devices_changed(user.id).await;
         Ok(response)
     }
 

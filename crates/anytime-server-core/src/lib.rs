@@ -107,6 +107,29 @@ impl ServerCore {
         Ok(Some(route))
     }
 
+    /// An account gained or lost a device: tell every member device of each of its
+    /// conversations, so their clients add or remove it in the MLS group.
+    pub(crate) async fn announce_devices_changed(&self, user: anytime_proto::UserId) {
+        let conversations = match self.store.conversations_of(user).await {
+            Ok(conversations) => conversations,
+            Err(error) => {
+                tracing::warn!(%error, "could not announce a device change");
+                return;
+            }
+        };
+        for summary in conversations {
+            let conv = summary.conv;
+            self.hub.invalidate_route(conv);
+            let Ok(devices) = self.store.member_devices(conv).await else { continue };
+            let changed = anytime_proto::frame::ConversationChanged { conv, removed: false };
+            let frame = bytes::Bytes::from(anytime_proto::encode_server(
+                0,
+                &anytime_proto::ServerFrame::ConversationChanged(changed),
+            ));
+            self.hub.push_to_devices(devices.iter().map(|(_, d)| d), &hub::Push::Membership { conv, frame });
+        }
+    }
+
     /// Whether `blocker` has blocked `blocked`, from the cache or storage.
     pub(crate) async fn is_blocked(
         &self,

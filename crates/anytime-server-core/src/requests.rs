@@ -618,6 +618,7 @@ impl Session {
             }
         }
         self.core.hub.revoke_device(device);
+        self.core.announce_devices_changed(self.user()).await;
         done()
     }
 

@@ -4,10 +4,9 @@
 //! Deliberately below the client core: tests use it to send exactly the bytes they mean,
 //! including malformed ones, and to assert on exactly what the server sends back.
 
-mod client;
 mod server;
 
-pub use client::{msg_id, RawClient};
+pub use anytime_client_tokio::{msg_id, RawClient};
 pub use server::{ServerOptions, ServerProcess};
 
 use anyhow::Context;

@@ -1,5 +1,5 @@
-//! A raw protocol client: one WebSocket, frames in and out, answers matched by request id and
-//! pushes kept in arrival order.
+//! One WebSocket connection: frames in and out, answers matched by request id and pushes kept
+//! in arrival order.
 
 use std::collections::VecDeque;
 use std::time::Duration;

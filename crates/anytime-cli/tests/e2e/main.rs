@@ -4,6 +4,7 @@
 mod support;
 
 mod bad_input;
+mod cli;
 mod concurrency;
 mod durability;
 mod messaging;

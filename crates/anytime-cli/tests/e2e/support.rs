@@ -29,6 +29,11 @@ impl Harness {
         Harness { server, _dir: dir }
     }
 
+    /// A scratch directory that lives as long as the harness.
+    pub fn path(&self) -> &Path {
+        self._dir.path()
+    }
+
     pub fn base(&self) -> String {
         self.server.base_url()
     }

@@ -1,31 +1,17 @@
-//! `anytime`: the Anytime command. `anytime serve` runs a server node.
+//! `anytime serve`: run a server node.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use anytime_server::ServeConfig;
 use anytime_server_core::{Config, RateLimits};
-use clap::{Args, Parser, Subcommand};
-
-#[derive(Parser)]
-#[command(name = "anytime", version, about = "Anytime: an end-to-end encrypted messenger")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run a server node (embedded SQLite storage in the data directory).
-    Serve(ServeArgs),
-}
+use clap::Args;
 
 #[derive(Args)]
-struct ServeArgs {
+pub struct ServeArgs {
     /// Data directory (database). Default: the user's data directory + /anytime.
     #[arg(long, env = "ANYTIME_DATA")]
     data: Option<PathBuf>,
@@ -51,28 +37,7 @@ struct ServeArgs {
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ANYTIME_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let result = match cli.command {
-        Command::Serve(args) => serve(args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            let _ = writeln!(std::io::stderr(), "anytime: {error:#}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let data_dir = match args.data {
         Some(dir) => dir,
         None => {

@@ -1,0 +1,167 @@
+//! `anytime`: the Anytime command. `anytime serve` runs a server node; every other subcommand
+//! is the scriptable, end-to-end encrypted terminal client working on one profile directory.
+//! This crate parses arguments, prints and picks exit codes; protocol and cryptography live in
+//! `anytime-client`.
+
+mod commands;
+mod net;
+mod profile;
+mod serve;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "anytime", version, about = "Anytime: an end-to-end encrypted messenger")]
+pub struct Cli {
+    /// Profile directory (one account + device). Default: the user's data directory + /anytime-profile.
+    #[arg(long, global = true, env = "ANYTIME_PROFILE")]
+    profile: Option<PathBuf>,
+    /// Print machine-readable JSON (one object per line for `follow`).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a server node (embedded SQLite storage in the data directory).
+    Serve(serve::ServeArgs),
+    /// Create an account on a server; this profile becomes its first device.
+    Register {
+        #[arg(long)]
+        server: String,
+        username: String,
+        /// Password (or set ANYTIME_PASSWORD).
+        #[arg(long, env = "ANYTIME_PASSWORD", hide_env_values = true)]
+        password: String,
+        #[arg(long, default_value = "terminal")]
+        device_name: String,
+    },
+    /// Log in to an existing account; this profile becomes a new device of it.
+    Login {
+        #[arg(long)]
+        server: String,
+        username: String,
+        #[arg(long, env = "ANYTIME_PASSWORD", hide_env_values = true)]
+        password: String,
+        #[arg(long, default_value = "terminal")]
+        device_name: String,
+    },
+    /// Show this profile's account and device.
+    Whoami,
+    /// Look a user up by exact username.
+    Lookup { username: String },
+    /// List chats.
+    Chats,
+    /// Start (or open) the direct chat with a user.
+    Direct { username: String },
+    /// Create a group with members.
+    Group { name: String, members: Vec<String> },
+    /// Add members to a group (admins only).
+    Add { chat: String, members: Vec<String> },
+    /// Remove a member from a group (admins only); they cannot read anything sent afterwards.
+    Remove { chat: String, member: String },
+    /// Make a member an admin (or take it back with --revoke).
+    Admin {
+        chat: String,
+        member: String,
+        #[arg(long)]
+        revoke: bool,
+    },
+    /// Leave a group.
+    Leave { chat: String },
+    /// Create an invite link for a group.
+    Invite {
+        chat: String,
+        #[arg(long, default_value_t = 86_400)]
+        ttl_secs: u32,
+        #[arg(long, default_value_t = 10)]
+        max_uses: u32,
+    },
+    /// Join a group with an invite code.
+    Join { code: String },
+    /// Send a message.
+    Send { chat: String, text: String },
+    /// Reply to a message.
+    Reply { chat: String, message: String, text: String },
+    /// React to a message (add --remove to take it back).
+    React {
+        chat: String,
+        message: String,
+        emoji: String,
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Edit one of your messages.
+    Edit { chat: String, message: String, text: String },
+    /// Delete one of your messages for everyone.
+    Delete { chat: String, message: String },
+    /// Mark messages of a chat as read (sends read receipts).
+    Read { chat: String },
+    /// Set the chat's disappearing-message timer in seconds (0 = off).
+    Timer { chat: String, seconds: u32 },
+    /// Fetch everything new and print it.
+    Sync,
+    /// Stay connected and print new messages as they arrive; reconnects by itself.
+    Follow {
+        /// Stop after this many seconds (default: run until interrupted).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
+    /// Show a chat's history (decrypted, from this device).
+    History {
+        chat: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Search this device's decrypted messages.
+    Search { query: String },
+    /// Show the safety number with a contact; --verify marks it verified.
+    Safety {
+        username: String,
+        #[arg(long)]
+        verify: bool,
+    },
+    /// List this account's devices.
+    Devices,
+    /// Revoke one of this account's devices.
+    Revoke { device: String },
+    /// Block a user.
+    Block { username: String },
+    /// Unblock a user.
+    Unblock { username: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ANYTIME_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => serve::serve(args),
+        command => commands::run(cli.profile, cli.json, command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // A closed pipe (`anytime follow | head`) is not a failure.
+            if error
+                .chain()
+                .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
+            {
+                return ExitCode::SUCCESS;
+            }
+            let _ = writeln!(std::io::stderr(), "anytime: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

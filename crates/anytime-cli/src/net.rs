@@ -1,0 +1,56 @@
+//! The client core's `Transport` over the native WebSocket connection, with reconnect backoff.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use anytime_client::{ClientError, Transport};
+use anytime_client_tokio::RawClient;
+use anytime_proto::{ClientFrame, ServerFrame};
+use async_trait::async_trait;
+
+pub struct Net(pub RawClient);
+
+fn transport(error: anyhow::Error) -> ClientError {
+    ClientError::Transport(format!("{error:#}"))
+}
+
+#[async_trait(?Send)]
+impl Transport for Net {
+    async fn request(&mut self, frame: ClientFrame) -> Result<ServerFrame, ClientError> {
+        self.0.request(frame).await.map_err(transport)
+    }
+
+    async fn notify(&mut self, frame: ClientFrame) -> Result<(), ClientError> {
+        self.0.send(frame).await.map(|_| ()).map_err(transport)
+    }
+
+    async fn next_push(&mut self, wait_ms: u64) -> Result<Option<ServerFrame>, ClientError> {
+        self.0.next_push_within(Duration::from_millis(wait_ms)).await.map_err(transport)
+    }
+}
+
+/// Connects and authenticates, retrying with exponential backoff (0.2 s doubling to 10 s) while
+/// the server is unreachable, for at most `attempts` tries.
+pub async fn connect(server: &str, token: &str, attempts: u32) -> anyhow::Result<Net> {
+    let ws_url = format!("{}/v1/ws", server.trim_end_matches('/').replacen("http", "ws", 1));
+    let mut delay = Duration::from_millis(200);
+    let mut last = None;
+    for _ in 0..attempts.max(1) {
+        match RawClient::connect(&ws_url, token).await {
+            Ok(client) => return Ok(Net(client)),
+            Err(error) => {
+                let text = format!("{error:#}");
+                // A refused session will not get better by retrying.
+                if text.contains("InvalidToken") || text.contains("TokenExpired") {
+                    return Err(error)
+                        .context("the server rejected this device's session; log in again with `anytime login`");
+                }
+                last = Some(error);
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt made")))
+        .with_context(|| format!("could not reach the server at {server}; is it running?"))
+}

@@ -1,0 +1,223 @@
+//! The terminal client end to end: `anytime` subprocesses with their own profile directories
+//! talk through a real server process; the server only ever sees ciphertext.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::Harness;
+
+struct Device {
+    profile: PathBuf,
+}
+
+fn anytime(profile: &Path, args: &[&str]) -> Result<Vec<Value>, String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_anytime"))
+        .arg("--profile")
+        .arg(profile)
+        .arg("--json")
+        .args(args)
+        .env("ANYTIME_LOG", "warn")
+        .output()
+        .expect("run anytime");
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect())
+}
+
+impl Device {
+    fn new(h: &Harness, name: &str, device: &str, register: bool) -> Device {
+        let profile = h.path().join(format!("{name}-{device}"));
+        let verb = if register { "register" } else { "login" };
+        let server = h.base();
+        let password = format!("password-{name}");
+        anytime(&profile, &[verb, "--server", &server, name, "--password", &password, "--device-name", device])
+            .unwrap_or_else(|e| panic!("{verb} {name}: {e}"));
+        Device { profile }
+    }
+
+    fn run(&self, args: &[&str]) -> Vec<Value> {
+        anytime(&self.profile, args).unwrap_or_else(|e| panic!("anytime {args:?}: {e}"))
+    }
+
+    fn conv(&self, args: &[&str]) -> String {
+        self.run(args).last().expect("output")["conv"].as_str().expect("conv").to_owned()
+    }
+
+    /// Texts of the local history, in order.
+    fn texts(&self, conv: &str) -> Vec<String> {
+        self.run(&["history", conv]).iter().map(|e| e["text"].as_str().unwrap().to_owned()).collect()
+    }
+
+    fn history(&self, conv: &str) -> Vec<Value> {
+        self.run(&["history", conv])
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn two_cli_users_chat_both_ways_and_the_server_never_sees_the_plaintext() {
+    let h = Harness::start();
+    let alice = Device::new(&h, "alice", "laptop", true);
+    let bob = Device::new(&h, "bob", "phone", true);
+    let marker =
+        format!("MARKER-{}", anytime_testkit::msg_id().0.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let conv = alice.conv(&["direct", "bob"]);
+    alice.run(&["send", &conv, &format!("hello bob {marker}")]);
+    let got = bob.run(&["sync"]);
+    let messages: Vec<&Value> = got.iter().filter(|e| e["type"] == "message").collect();
+    assert_eq!(messages.len(), 1, "{got:?}");
+    assert_eq!(messages[0]["text"], format!("hello bob {marker}"));
+    bob.run(&["send", &conv, "hi alice"]);
+    let got = alice.run(&["sync"]);
+    assert!(got.iter().any(|e| e["type"] == "message" && e["text"] == "hi alice"), "{got:?}");
+    assert_eq!(alice.texts(&conv), [format!("hello bob {marker}"), "hi alice".to_owned()]);
+    assert_eq!(bob.texts(&conv), [format!("hello bob {marker}"), "hi alice".to_owned()]);
+    // The recipients read it; the server's disk and log never had it, even undelivered.
+    for entry in std::fs::read_dir(h.server.data_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        assert!(!contains(&std::fs::read(&path).unwrap(), marker.as_bytes()), "marker in {}", path.display());
+    }
+    assert!(!contains(&std::fs::read(h.server.log_path()).unwrap(), marker.as_bytes()), "marker in the server log");
+    // Local search finds it on the device.
+    let found = bob.run(&["search", &marker]);
+    assert_eq!(found.len(), 1);
+}
+
+#[test]
+fn cli_group_of_three_users_with_two_devices_each_and_removal() {
+    let h = Harness::start();
+    let ann1 = Device::new(&h, "ann", "one", true);
+    let ann2 = Device::new(&h, "ann", "two", false);
+    let ben1 = Device::new(&h, "ben", "one", true);
+    let ben2 = Device::new(&h, "ben", "two", false); // stays offline until the end
+    let cat1 = Device::new(&h, "cat", "one", true);
+    let cat2 = Device::new(&h, "cat", "two", false);
+    let conv = ann1.conv(&["group", "trio", "ben", "cat"]);
+    for d in [&ann2, &ben1, &cat1, &cat2] {
+        d.run(&["sync"]);
+    }
+    let online = [&ann1, &ann2, &ben1, &cat1, &cat2];
+    let mut sent = Vec::new();
+    for round in 0..2 {
+        for (i, d) in online.iter().enumerate() {
+            let text = format!("r{round}-d{i}");
+            d.run(&["send", &conv, &text]);
+            sent.push(text);
+        }
+    }
+    for d in online {
+        d.run(&["sync"]);
+        assert_eq!(d.texts(&conv), sent, "every device decrypts every message once, in order");
+    }
+    // The device that was offline throughout gets everything when it first syncs.
+    ben2.run(&["sync"]);
+    assert_eq!(ben2.texts(&conv), sent);
+
+    // Cat is removed; what is sent afterwards is unreadable for both of cat's devices.
+    ann1.run(&["remove", &conv, "cat"]);
+    ann1.run(&["send", &conv, "after cat left"]);
+    for d in [&ben1, &ben2, &ann2] {
+        d.run(&["sync"]);
+        assert_eq!(d.texts(&conv).last().unwrap(), "after cat left");
+    }
+    for d in [&cat1, &cat2] {
+        d.run(&["sync"]);
+        assert!(!d.texts(&conv).iter().any(|t| t == "after cat left"));
+    }
+}
+
+#[test]
+fn reactions_edits_deletes_and_disappearing_messages_apply_on_every_device() {
+    let h = Harness::start();
+    let alice = Device::new(&h, "alice", "one", true);
+    let alice2 = Device::new(&h, "alice", "two", false);
+    let bob = Device::new(&h, "bob", "one", true);
+    let conv = alice.conv(&["direct", "bob"]);
+    alice2.run(&["sync"]);
+    let first = alice.run(&["send", &conv, "first draft"])[0]["msg_id"].as_str().unwrap().to_owned();
+    let second = alice.run(&["send", &conv, "regret this"])[0]["msg_id"].as_str().unwrap().to_owned();
+    bob.run(&["sync"]);
+    bob.run(&["react", &conv, &first, "👍"]);
+    alice.run(&["sync"]);
+    alice.run(&["edit", &conv, &first, "final text"]);
+    alice.run(&["delete", &conv, &second]);
+    for d in [&alice, &alice2, &bob] {
+        d.run(&["sync"]);
+        let history = d.history(&conv);
+        let first_entry = history.iter().find(|e| e["msg_id"] == first.as_str()).expect("first message");
+        assert_eq!(first_entry["text"], "final text");
+        assert_eq!(first_entry["edited"], true);
+        assert_eq!(first_entry["reactions"][0][1], "👍");
+        let second_entry = history.iter().find(|e| e["msg_id"] == second.as_str()).expect("second message");
+        assert_eq!(second_entry["deleted"], true);
+        assert_eq!(second_entry["text"], "");
+    }
+    // Only the author can edit: bob's edit of alice's message changes nothing.
+    bob.run(&["edit", &conv, &first, "bob was here"]);
+    alice.run(&["sync"]);
+    assert!(alice.texts(&conv).contains(&"final text".to_owned()));
+
+    // Disappearing messages: a 1-second timer, then a message that vanishes everywhere.
+    alice.run(&["timer", &conv, "1"]);
+    alice.run(&["send", &conv, "self-destructing"]);
+    for d in [&alice2, &bob] {
+        d.run(&["sync"]);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    for d in [&alice, &alice2, &bob] {
+        assert!(!d.texts(&conv).iter().any(|t| t == "self-destructing"), "expired message still shown");
+    }
+}
+
+#[test]
+fn a_linked_device_joins_existing_chats_a_revoked_one_is_cut_off_and_safety_numbers_track_keys() {
+    let h = Harness::start();
+    let alice = Device::new(&h, "alice", "one", true);
+    let bob = Device::new(&h, "bob", "one", true);
+    let conv = alice.conv(&["direct", "bob"]);
+    bob.run(&["sync"]);
+    let at_alice = alice.run(&["safety", "bob"])[0].clone();
+    let at_bob = bob.run(&["safety", "alice", "--verify"])[0].clone();
+    assert_eq!(at_alice["digits"], at_bob["digits"], "both sides compute the same safety number");
+
+    // Alice links a second device; a member's client adds it to the existing chat.
+    let alice2 = Device::new(&h, "alice", "two", false);
+    bob.run(&["sync"]);
+    bob.run(&["send", &conv, "for both of alice's devices"]);
+    alice2.run(&["sync"]);
+    assert_eq!(alice2.texts(&conv), ["for both of alice's devices"]);
+    let after_link = bob.run(&["safety", "alice"])[0].clone();
+    assert_eq!(after_link["changed"], true, "a new device changes the safety number, with a warning");
+    assert_ne!(after_link["digits"], at_bob["digits"]);
+
+    // Alice revokes the second device: its session ends and it reads nothing more.
+    let devices = alice.run(&["devices"]);
+    let second = devices.iter().find(|d| d["current"] == false).unwrap()["device"].as_str().unwrap().to_owned();
+    alice.run(&["revoke", &second]);
+    bob.run(&["sync"]);
+    bob.run(&["send", &conv, "after the revocation"]);
+    let err = anytime(&alice2.profile, &["sync"]).expect_err("revoked device still connects");
+    assert!(err.contains("log in again"), "{err}");
+    assert!(!alice2.texts(&conv).iter().any(|t| t == "after the revocation"));
+    alice.run(&["sync"]);
+    assert_eq!(alice.texts(&conv).last().unwrap(), "after the revocation");
+}
+
+#[test]
+fn errors_tell_the_user_what_to_do_next() {
+    let h = Harness::start();
+    let alice = Device::new(&h, "alice", "one", true);
+    let err = anytime(&alice.profile, &["direct", "nobody"]).unwrap_err();
+    assert!(err.contains("no user named"), "{err}");
+    let err = anytime(&alice.profile, &["send", "not-a-chat", "x"]).unwrap_err();
+    assert!(err.contains("anytime chats"), "{err}");
+    let empty = h.path().join("empty");
+    let err = anytime(&empty, &["chats"]).unwrap_err();
+    assert!(err.contains("anytime register"), "{err}");
+}

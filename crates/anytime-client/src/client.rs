@@ -1,0 +1,473 @@
+//! The client's protocol logic: everything between "a frame arrived" and "the user sees a
+//! message", and between "the user typed" and "a frame leaves". The network is a [`Transport`]
+//! and persistence a [`ClientStore`], both supplied by the shell (CLI natively, wasm in the
+//! browser), so this code runs unchanged on both.
+//!
+//! Order of effects: MLS state and the outbox entry are persisted before a frame that depends on
+//! them is sent (a ratchet step or a new epoch must survive a crash), and a message is
+//! acknowledged to the server only after it was recorded locally.
+
+use anytime_proto::frame::{self, ConvKind, MessageKind, Seq};
+use anytime_proto::limits::KEY_PACKAGES_LOW;
+use anytime_proto::{ClientFrame, ConvId, DeviceId, ErrorCode, MsgId, ServerFrame, UserId};
+use async_trait::async_trait;
+
+use crate::content::Content;
+use crate::e2ee::{DeviceCrypto, DeviceIdentity, E2eeError, Incoming, OutgoingCommit};
+
+/// One-time key packages kept on the server for this device.
+const KEY_PACKAGE_BATCH: usize = 50;
+/// Attempts at a commit before giving up (each loses only to another member's commit).
+const COMMIT_ATTEMPTS_MAX: u32 = 10;
+/// How long to wait for the pushes that explain a lost commit race.
+const CATCH_UP_WAIT_MS: u64 = 5_000;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("the server refused: {code} ({})", code.description())]
+    Server { code: ErrorCode },
+    #[error("connection failed: {0}")]
+    Transport(String),
+    #[error(transparent)]
+    E2ee(#[from] E2eeError),
+    #[error("local storage failed: {0}")]
+    Store(String),
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+    #[error("gave up after {0} attempts to change the group (too many concurrent changes)")]
+    CommitContention(u32),
+    #[error("this device is not (yet) a member of the encrypted group of conversation {0}; sync and retry")]
+    NotInGroup(ConvId),
+}
+
+/// The network as the client core sees it.
+#[async_trait(?Send)]
+pub trait Transport {
+    /// Sends a request and waits for its answer.
+    async fn request(&mut self, frame: ClientFrame) -> Result<ServerFrame, ClientError>;
+    /// Sends a frame that has no success answer (acks).
+    async fn notify(&mut self, frame: ClientFrame) -> Result<(), ClientError>;
+    /// The next push, or `None` after `wait_ms` without one.
+    async fn next_push(&mut self, wait_ms: u64) -> Result<Option<ServerFrame>, ClientError>;
+}
+
+/// Local persistence as the client core sees it. One call is one atomic write.
+pub trait ClientStore {
+    fn save_crypto(&mut self, state: &[u8]) -> Result<(), String>;
+    /// Highest seq of `conv` already processed (0 if none).
+    fn last_seq(&self, conv: ConvId) -> Result<Seq, String>;
+    /// Records a processed seq (and what it produced) so it is never processed twice.
+    fn record(&mut self, conv: ConvId, seq: Seq, event: Option<&Event>) -> Result<(), String>;
+    /// Queues an encrypted message before it is sent; kept until the server stored it.
+    fn outbox_add(&mut self, conv: ConvId, msg_id: MsgId, ciphertext: &[u8], content: &Content) -> Result<(), String>;
+    fn outbox_remove(&mut self, msg_id: MsgId) -> Result<(), String>;
+    /// Queued messages in the order they were added: (conv, msg_id, ciphertext).
+    fn outbox(&self) -> Result<Vec<(ConvId, MsgId, Vec<u8>)>, String>;
+}
+
+/// What happened, for the UI and the local history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Message {
+        conv: ConvId,
+        seq: Seq,
+        msg_id: MsgId,
+        sender: DeviceIdentity,
+        sent_at_ms: u64,
+        content: Content,
+        own: bool,
+    },
+    /// A message this device cannot read (sent before it joined, or corrupted).
+    Undecryptable {
+        conv: ConvId,
+        seq: Seq,
+        sender: UserId,
+        reason: String,
+    },
+    GroupChanged {
+        conv: ConvId,
+        epoch: u64,
+        removed_self: bool,
+    },
+    Joined {
+        conv: ConvId,
+    },
+    ConversationChanged {
+        conv: ConvId,
+        removed: bool,
+    },
+    MessagesExpired {
+        conv: ConvId,
+        up_to_seq: Seq,
+    },
+}
+
+pub struct Client<S: ClientStore> {
+    pub crypto: DeviceCrypto,
+    pub store: S,
+}
+
+fn refused(frame: ServerFrame) -> ClientError {
+    match frame {
+        ServerFrame::Error(error) => ClientError::Server { code: error.code },
+        other => ClientError::Protocol(format!("{other:?}")),
+    }
+}
+
+impl<S: ClientStore> Client<S> {
+    pub fn new(crypto: DeviceCrypto, store: S) -> Client<S> {
+        Client { crypto, store }
+    }
+
+    pub fn me(&self) -> DeviceIdentity {
+        self.crypto.identity()
+    }
+
+    fn persist_crypto(&mut self) -> Result<(), ClientError> {
+        let state = self.crypto.export();
+        self.store.save_crypto(&state).map_err(ClientError::Store)
+    }
+
+    /// Keeps enough one-time key packages (and a last-resort one) on the server.
+    pub async fn replenish_key_packages<T: Transport>(&mut self, t: &mut T) -> Result<u32, ClientError> {
+        let (count, has_last_resort) = match t.request(frame::GetKeyPackageCount {}.into()).await? {
+            ServerFrame::KeyPackageCount(c) => (c.count, c.has_last_resort),
+            other => return Err(refused(other)),
+        };
+        if count >= KEY_PACKAGES_LOW && has_last_resort {
+            return Ok(count);
+        }
+        let packages = self.crypto.key_packages(KEY_PACKAGE_BATCH - count as usize)?;
+        let last_resort = if has_last_resort { None } else { Some(self.crypto.last_resort_key_package()?) };
+        // The private halves must be on disk before the public halves can be claimed.
+        self.persist_crypto()?;
+        match t.request(frame::UploadKeyPackages { packages, last_resort }.into()).await? {
+            ServerFrame::KeyPackageCount(c) => Ok(c.count),
+            other => Err(refused(other)),
+        }
+    }
+
+    /// Processes pushes until none arrives for `idle_ms`; returns what happened.
+    pub async fn sync<T: Transport>(&mut self, t: &mut T, idle_ms: u64) -> Result<Vec<Event>, ClientError> {
+        let mut events = Vec::new();
+        while let Some(push) = t.next_push(idle_ms).await? {
+            events.extend(self.handle_push(t, push).await?);
+        }
+        self.flush_outbox(t).await?;
+        Ok(events)
+    }
+
+    /// Handles one push from the server.
+    pub async fn handle_push<T: Transport>(&mut self, t: &mut T, push: ServerFrame) -> Result<Vec<Event>, ClientError> {
+        match push {
+            ServerFrame::Message(message) => self.handle_message(t, message).await,
+            ServerFrame::Welcome(welcome) => {
+                let joined = self.crypto.join(welcome.conv, &welcome.payload);
+                self.persist_crypto()?;
+                t.notify(frame::AckWelcome { welcome: welcome.welcome }.into()).await?;
+                match joined {
+                    Ok(()) => Ok(vec![Event::Joined { conv: welcome.conv }]),
+                    // A Welcome we cannot use (key package already used, group re-created):
+                    // acknowledged so it is not redelivered; the group will add us again.
+                    Err(_) => Ok(Vec::new()),
+                }
+            }
+            ServerFrame::ConversationChanged(changed) => {
+                if changed.removed {
+                    self.crypto.drop_group(changed.conv);
+                    self.persist_crypto()?;
+                }
+                Ok(vec![Event::ConversationChanged { conv: changed.conv, removed: changed.removed }])
+            }
+            ServerFrame::KeyPackagesLow(_) => {
+                self.replenish_key_packages(t).await?;
+                Ok(Vec::new())
+            }
+            ServerFrame::MessagesExpired(expired) => {
+                Ok(vec![Event::MessagesExpired { conv: expired.conv, up_to_seq: expired.up_to_seq }])
+            }
+            // Typing, presence and CaughtUp are for the UI shell; nothing to do here.
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    async fn handle_message<T: Transport>(
+        &mut self,
+        t: &mut T,
+        message: frame::Message,
+    ) -> Result<Vec<Event>, ClientError> {
+        let (conv, seq) = (message.conv, message.seq);
+        if seq <= self.store.last_seq(conv).map_err(ClientError::Store)? {
+            // Already processed (redelivered after a reconnect): only re-acknowledge.
+            t.notify(frame::Ack { conv, seq }.into()).await?;
+            return Ok(Vec::new());
+        }
+        let event = self.open(message);
+        self.persist_crypto()?;
+        self.store.record(conv, seq, event.as_ref()).map_err(ClientError::Store)?;
+        t.notify(frame::Ack { conv, seq }.into()).await?;
+        Ok(event.into_iter().collect())
+    }
+
+    /// Decrypts or applies one ordered message.
+    fn open(&mut self, message: frame::Message) -> Option<Event> {
+        let (conv, seq) = (message.conv, message.seq);
+        let undecryptable = |reason: String| Event::Undecryptable { conv, seq, sender: message.sender, reason };
+        if !self.crypto.has_group(conv) {
+            return match message.kind {
+                // Commits from before we joined are history we were never part of.
+                MessageKind::Commit { .. } => None,
+                MessageKind::Application => Some(undecryptable("sent before this device joined".into())),
+            };
+        }
+        let own = message.sender_device == self.me().device;
+        match self.crypto.process(conv, &message.payload) {
+            Ok(Incoming::Application { sender, plaintext }) => {
+                if sender.device != message.sender_device || sender.user != message.sender {
+                    // The server's routing metadata disagrees with the MLS-authenticated sender.
+                    return Some(undecryptable("sender does not match its credential".into()));
+                }
+                let content = Content::decode(&plaintext).unwrap_or(Content::Unsupported { kind: 0 });
+                Some(Event::Message {
+                    conv,
+                    seq,
+                    msg_id: message.msg_id,
+                    sender,
+                    sent_at_ms: message.sent_at_ms,
+                    content,
+                    own,
+                })
+            }
+            Ok(Incoming::CommitApplied { removed_self, .. }) => {
+                let epoch = self.crypto.epoch(conv).unwrap_or(0);
+                if removed_self {
+                    self.crypto.drop_group(conv);
+                }
+                Some(Event::GroupChanged { conv, epoch, removed_self })
+            }
+            // Our own messages were recorded when sent; our own commits when accepted.
+            Ok(Incoming::Own) | Ok(Incoming::Stale) => None,
+            Err(error) => Some(undecryptable(error.to_string())),
+        }
+    }
+
+    /// Encrypts and sends a message; returns its id and seq once the server stored it.
+    pub async fn send<T: Transport>(
+        &mut self,
+        t: &mut T,
+        conv: ConvId,
+        content: Content,
+        msg_id: MsgId,
+    ) -> Result<Seq, ClientError> {
+        if !self.crypto.has_group(conv) {
+            return Err(ClientError::NotInGroup(conv));
+        }
+        let ciphertext = self.crypto.encrypt(conv, &content.encode())?;
+        // Persist before send: the ratchet moved, and the outbox must survive a crash so the
+        // exact same ciphertext is resent with the same id.
+        self.persist_crypto()?;
+        self.store.outbox_add(conv, msg_id, &ciphertext, &content).map_err(ClientError::Store)?;
+        self.deliver_queued(t, conv, msg_id, ciphertext, Some(content)).await
+    }
+
+    /// Resends everything still in the outbox (after a restart or a lost connection).
+    pub async fn flush_outbox<T: Transport>(&mut self, t: &mut T) -> Result<(), ClientError> {
+        for (conv, msg_id, ciphertext) in self.store.outbox().map_err(ClientError::Store)? {
+            self.deliver_queued(t, conv, msg_id, ciphertext, None).await?;
+        }
+        Ok(())
+    }
+
+    async fn deliver_queued<T: Transport>(
+        &mut self,
+        t: &mut T,
+        conv: ConvId,
+        msg_id: MsgId,
+        ciphertext: Vec<u8>,
+        content: Option<Content>,
+    ) -> Result<Seq, ClientError> {
+        match t.request(frame::Send { conv, msg_id, payload: ciphertext }.into()).await? {
+            ServerFrame::Sent(sent) => {
+                if let Some(content) = content {
+                    let event = Event::Message {
+                        conv,
+                        seq: sent.seq,
+                        msg_id,
+                        sender: self.me(),
+                        sent_at_ms: 0,
+                        content,
+                        own: true,
+                    };
+                    self.store.record(conv, 0, Some(&event)).map_err(ClientError::Store)?;
+                }
+                self.store.outbox_remove(msg_id).map_err(ClientError::Store)?;
+                Ok(sent.seq)
+            }
+            other => Err(refused(other)),
+        }
+    }
+
+    /// Runs an MLS change (add/remove devices) until the server orders it: on a lost race,
+    /// applies the winner's commit from the pushes and builds the change again.
+    async fn commit<T, F>(&mut self, t: &mut T, conv: ConvId, mut build: F) -> Result<Vec<Event>, ClientError>
+    where
+        T: Transport,
+        F: FnMut(&mut DeviceCrypto) -> Result<Option<(OutgoingCommit, Vec<DeviceId>)>, ClientError>,
+    {
+        let mut events = Vec::new();
+        for _ in 0..COMMIT_ATTEMPTS_MAX {
+            let epoch = self.crypto.epoch(conv).ok_or(ClientError::NotInGroup(conv))?;
+            let Some((outgoing, welcome_devices)) = build(&mut self.crypto)? else { return Ok(events) };
+            self.persist_crypto()?;
+            let welcome = outgoing
+                .welcome
+                .filter(|_| !welcome_devices.is_empty())
+                .map(|payload| frame::WelcomeOut { devices: welcome_devices, payload });
+            let msg_id = MsgId(self.random_id(epoch));
+            let request = frame::Commit { conv, epoch, msg_id, commit: outgoing.commit, welcome };
+            match t.request(request.into()).await? {
+                ServerFrame::Committed(_) => {
+                    self.crypto.merge_pending(conv)?;
+                    self.persist_crypto()?;
+                    return Ok(events);
+                }
+                ServerFrame::Error(error) if error.code == ErrorCode::EpochMismatch => {
+                    self.crypto.discard_pending(conv)?;
+                    self.persist_crypto()?;
+                    let target = error.epoch.unwrap_or(epoch + 1);
+                    while self.crypto.epoch(conv).is_some_and(|e| e < target) {
+                        let Some(push) = t.next_push(CATCH_UP_WAIT_MS).await? else { break };
+                        events.extend(self.handle_push(t, push).await?);
+                    }
+                }
+                other => {
+                    self.crypto.discard_pending(conv)?;
+                    self.persist_crypto()?;
+                    return Err(refused(other));
+                }
+            }
+        }
+        Err(ClientError::CommitContention(COMMIT_ATTEMPTS_MAX))
+    }
+
+    /// A commit id: unique per device and attempt without an RNG in the core.
+    fn random_id(&self, epoch: u64) -> [u8; 16] {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        hash.update(self.crypto.export());
+        hash.update(epoch.to_be_bytes());
+        let digest = hash.finalize();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        id
+    }
+
+    /// Adds every device of `users` that is not yet in the MLS group of `conv`.
+    pub async fn add_users_to_group<T: Transport>(
+        &mut self,
+        t: &mut T,
+        conv: ConvId,
+        users: &[UserId],
+    ) -> Result<Vec<Event>, ClientError> {
+        let me = self.me();
+        let mut packages = Vec::new();
+        for &user in users {
+            match t.request(frame::ClaimKeyPackages { user }.into()).await? {
+                ServerFrame::KeyPackages(claimed) => {
+                    packages.extend(claimed.packages.into_iter().filter(|p| p.device != me.device))
+                }
+                other => return Err(refused(other)),
+            }
+        }
+        self.commit(t, conv, |crypto| {
+            let present: Vec<DeviceId> = crypto.members(conv).into_iter().map(|m| m.device).collect();
+            let new: Vec<_> = packages.iter().filter(|p| !present.contains(&p.device)).collect();
+            if new.is_empty() {
+                return Ok(None);
+            }
+            let bytes: Vec<Vec<u8>> = new.iter().map(|p| p.package.clone()).collect();
+            let outgoing = crypto.add_devices(conv, &bytes)?;
+            Ok(Some((outgoing, new.iter().map(|p| p.device).collect())))
+        })
+        .await
+    }
+
+    /// Removes these devices (revoked ones) from the MLS group of `conv`.
+    pub async fn remove_devices<T: Transport>(
+        &mut self,
+        t: &mut T,
+        conv: ConvId,
+        devices: Vec<DeviceIdentity>,
+    ) -> Result<Vec<Event>, ClientError> {
+        self.commit(t, conv, |crypto| {
+            let present = crypto.members(conv);
+            let leaving: Vec<DeviceIdentity> = devices.iter().copied().filter(|d| present.contains(d)).collect();
+            if leaving.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some((crypto.remove_devices(conv, &leaving)?, Vec::new())))
+        })
+        .await
+    }
+
+    /// Removes every device of `user` from the MLS group of `conv`.
+    pub async fn remove_user_from_group<T: Transport>(
+        &mut self,
+        t: &mut T,
+        conv: ConvId,
+        user: UserId,
+    ) -> Result<Vec<Event>, ClientError> {
+        self.commit(t, conv, |crypto| {
+            let leaving: Vec<DeviceIdentity> = crypto.members(conv).into_iter().filter(|m| m.user == user).collect();
+            if leaving.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some((crypto.remove_devices(conv, &leaving)?, Vec::new())))
+        })
+        .await
+    }
+
+    /// Makes sure the MLS group of a conversation the server just reported exists: the device
+    /// that finds a fresh conversation (epoch 0) starts the group and adds every member device;
+    /// a device that loses that race waits for its Welcome.
+    pub async fn establish<T: Transport>(
+        &mut self,
+        t: &mut T,
+        info: &frame::ConversationInfo,
+    ) -> Result<Vec<Event>, ClientError> {
+        if self.crypto.has_group(info.conv) {
+            let users: Vec<UserId> = info.members.iter().map(|m| m.user).collect();
+            return self.add_users_to_group(t, info.conv, &users).await;
+        }
+        if info.epoch != 0 {
+            return self.wait_for_join(t, info.conv).await;
+        }
+        self.crypto.create_group(info.conv)?;
+        let users: Vec<UserId> = info.members.iter().map(|m| m.user).collect();
+        match self.add_users_to_group(t, info.conv, &users).await {
+            Ok(events) => Ok(events),
+            Err(ClientError::Server { code: ErrorCode::EpochMismatch }) => self.wait_for_join(t, info.conv).await,
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn wait_for_join<T: Transport>(&mut self, t: &mut T, conv: ConvId) -> Result<Vec<Event>, ClientError> {
+        // Our own group attempt (if any) lost: forget it and take the winner's Welcome.
+        if self.crypto.epoch(conv) == Some(0) {
+            self.crypto.drop_group(conv);
+        }
+        let mut events = Vec::new();
+        while !self.crypto.has_group(conv) {
+            let Some(push) = t.next_push(CATCH_UP_WAIT_MS).await? else {
+                return Err(ClientError::NotInGroup(conv));
+            };
+            events.extend(self.handle_push(t, push).await?);
+        }
+        Ok(events)
+    }
+
+    pub fn is_direct(info: &frame::ConversationInfo) -> bool {
+        info.kind == ConvKind::Direct
+    }
+}
