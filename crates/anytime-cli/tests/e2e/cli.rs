@@ -221,3 +221,44 @@ fn errors_tell_the_user_what_to_do_next() {
     let err = anytime(&empty, &["chats"]).unwrap_err();
     assert!(err.contains("anytime register"), "{err}");
 }
+
+#[test]
+fn two_members_changing_the_group_at_once_both_succeed_and_everyone_still_reads_everything() {
+    // Goal: two admins add different people at the same moment; one commit wins the epoch, the
+    // other client recovers by itself (applies the winner, retries), and messages flow.
+    let h = Harness::start();
+    let ann = Device::new(&h, "ann", "one", true);
+    let ben = Device::new(&h, "ben", "one", true);
+    let cat = Device::new(&h, "cat", "one", true);
+    let dan = Device::new(&h, "dan", "one", true);
+    let conv = ann.conv(&["group", "race", "ben"]);
+    ben.run(&["sync"]);
+    ann.run(&["admin", &conv, "ben"]);
+    let spawn = |d: &Device, args: Vec<String>| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_anytime"))
+            .arg("--profile")
+            .arg(&d.profile)
+            .arg("--json")
+            .args(args)
+            .env("ANYTIME_LOG", "warn")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = spawn(&ann, vec!["add".into(), conv.clone(), "cat".into()]);
+    let second = spawn(&ben, vec!["add".into(), conv.clone(), "dan".into()]);
+    for child in [first, second] {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    for d in [&ann, &ben, &cat, &dan] {
+        d.run(&["sync"]);
+    }
+    ben.run(&["send", &conv, "from ben"]);
+    dan.run(&["send", &conv, "from dan"]);
+    for d in [&ann, &ben, &cat, &dan] {
+        d.run(&["sync"]);
+        let texts = d.texts(&conv);
+        assert!(texts.contains(&"from ben".to_owned()) && texts.contains(&"from dan".to_owned()), "{texts:?}");
+    }
+}
