@@ -116,6 +116,8 @@ impl Session {
         let crypto = DeviceCrypto::import(&state).context("while loading this device's encryption state")?;
         let net = net::connect(&server, &token, 6).await?;
         let mut session = Session { client: Client::new(crypto, profile), net, out: Out { json }, initial: Vec::new() };
+        // A device approved since its login uploads its key packages on first use.
+        session.client.replenish_key_packages(&mut session.net).await?;
         session.initial = session.catch_up(false).await?;
         Ok(session)
     }
@@ -257,16 +259,21 @@ async fn enroll(dir: &Path, json: bool, server: &str, username: &str, session: S
     profile.set("user", session.user_id.to_string().as_bytes())?;
     profile.set("device", session.device_id.to_string().as_bytes())?;
     profile.set("username", username.as_bytes())?;
-    let net = net::connect(server, &session.token, 3).await?;
+    if let Some(code) = &session.link_code {
+        // Pending: it cannot connect until approved, so key packages are uploaded on first use.
+        let human = format!(
+            "{username}: new device {} waits for approval.\nOn a device already linked to this account, run:\n  anytime approve {code}\nthen run `anytime sync` here.",
+            session.device_id
+        );
+        let value = json!({"user": session.user_id, "device": session.device_id, "username": username, "pending": true, "link_code": code});
+        return Out { json }.print(human, value);
+    }
+    let mut net = net::connect(server, &session.token, 3).await?;
     let mut client = Client::new(crypto, profile);
-    let mut net = net;
     let count = client.replenish_key_packages(&mut net).await?;
     Out { json }.print(
-        format!(
-            "{username} is user {} on device {} ({count} key packages uploaded)",
-            session.user_id, session.device_id
-        ),
-        json!({"user": session.user_id, "device": session.device_id, "username": username, "key_packages": count}),
+        format!("{username} is user {} on device {} ({count} key packages uploaded)", session.user_id, session.device_id),
+        json!({"user": session.user_id, "device": session.device_id, "username": username, "key_packages": count, "pending": false}),
     )
 }
 
@@ -470,9 +477,13 @@ async fn dispatch(dir: PathBuf, json: bool, command: Command) -> anyhow::Result<
             for d in list {
                 s.out.print(
                     format!("{} {:?}{}", d.device, d.name, if d.current { " (this device)" } else { "" }),
-                    json!({"device": d.device, "name": d.name, "current": d.current, "last_seen_ms": d.last_seen_ms}),
+                    json!({"device": d.device, "name": d.name, "current": d.current, "approved": d.approved, "last_seen_ms": d.last_seen_ms}),
                 )?;
             }
+        }
+        Command::Approve { code } => {
+            expect(s.net.request(frame::ApproveDevice { code }.into()).await?, done)?;
+            s.out.print("approved: the new device joins your chats when it next syncs", json!({"approved": true}))?;
         }
         Command::Revoke { device } => {
             let device: DeviceId = device

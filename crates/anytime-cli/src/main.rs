@@ -129,6 +129,8 @@ pub enum Command {
     },
     /// List this account's devices.
     Devices,
+    /// Approve a new device of this account by the link code it showed at login.
+    Approve { code: String },
     /// Revoke one of this account's devices.
     Revoke { device: String },
     /// Block a user.

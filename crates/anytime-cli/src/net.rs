@@ -41,9 +41,14 @@ pub async fn connect(server: &str, token: &str, attempts: u32) -> anyhow::Result
             Err(error) => {
                 let text = format!("{error:#}");
                 // A refused session will not get better by retrying.
-                if text.contains("InvalidToken") || text.contains("TokenExpired") {
+                if text.contains("InvalidToken") || text.contains("TokenExpired") || text.contains("LinkCodeInvalid") {
                     return Err(error)
                         .context("the server rejected this device's session; log in again with `anytime login`");
+                }
+                if text.contains("DeviceNotApproved") {
+                    return Err(error).context(
+                        "this device waits for approval: run `anytime approve CODE` on a device already linked to the account",
+                    );
                 }
                 last = Some(error);
             }

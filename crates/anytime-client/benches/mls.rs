@@ -48,7 +48,8 @@ fn add_members(c: &mut Criterion) {
                 || {
                     let mut owner = device(1);
                     owner.create_group(CONV).unwrap();
-                    let packages: Vec<Vec<u8>> = (0..n).map(|i| device(10 + i as u64).key_packages(1).unwrap().remove(0)).collect();
+                    let packages: Vec<Vec<u8>> =
+                        (0..n).map(|i| device(10 + i as u64).key_packages(1).unwrap().remove(0)).collect();
                     (owner, packages)
                 },
                 |(mut owner, packages)| {

@@ -77,6 +77,8 @@ error_codes! {
     RateLimited = 20, "rate_limited", "too many requests; wait and retry";
     TooManyConnections = 21, "too_many_connections", "this account has too many open connections";
     TooManyDevices = 22, "too_many_devices", "this account has the maximum number of devices; revoke one first";
+    DeviceNotApproved = 23, "device_not_approved", "this device waits for approval: run `anytime approve CODE` on a device already linked to the account";
+    LinkCodeInvalid = 24, "link_code_invalid", "no device of this account waits with that link code (codes expire after 10 minutes)";
     ConversationNotFound = 30, "conversation_not_found", "no such conversation, or you are not a member";
     UserNotFound = 31, "user_not_found", "no such user";
     DeviceNotFound = 32, "device_not_found", "no such device on this account";

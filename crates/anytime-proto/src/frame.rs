@@ -212,6 +212,12 @@ pub struct Unblock {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListBlocked {}
 
+/// Approve a pending device of this account by the link code it was given at login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApproveDevice {
+    pub code: String,
+}
+
 /// End this device's session (the device is revoked) and close the connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Logout {}
@@ -325,6 +331,8 @@ pub struct DeviceInfo {
     pub last_seen_ms: u64,
     /// The device this connection belongs to.
     pub current: bool,
+    /// False while the device waits for approval.
+    pub approved: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -506,6 +514,7 @@ frame_enum! {
         30 => Unblock,
         31 => ListBlocked,
         32 => Logout,
+        33 => ApproveDevice,
     }
 }
 

@@ -29,6 +29,10 @@ pub struct SessionResponse {
     pub token: String,
     /// Unix milliseconds.
     pub expires_at_ms: u64,
+    /// Set when the account already has devices: this new device is pending until an existing
+    /// device approves this code (`ApproveDevice`); until then it cannot connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_code: Option<String>,
 }
 
 /// Every non-2xx answer of the HTTP API.

@@ -57,6 +57,9 @@ pub const NAME_BYTES_MAX: u32 = 128;
 /// An avatar reference (an opaque blob id or URL chosen by the client), bytes.
 pub const AVATAR_REF_BYTES_MAX: u32 = 512;
 
+/// How long a newly logged-in device may wait for approval, milliseconds (10 minutes).
+pub const LINK_CODE_TTL_MS: u64 = 10 * 60 * 1000;
+
 /// Lifetime of an invite link, seconds (30 days).
 pub const INVITE_TTL_SECS_MAX: u32 = 30 * 24 * 3600;
 

@@ -70,12 +70,22 @@ impl ServerCore {
         let Some(user) = user.filter(|_| verified) else {
             return Err(ErrorCode::InvalidCredentials);
         };
-        let (device, token) = self.new_device(user.id, device_name, now_ms);
+        let (mut device, token) = self.new_device(user.id, device_name, now_ms);
+        // A new device of an account that already has one must be approved from it: pending
+        // devices cannot connect, receive nothing and are not added to any group.
+        let has_devices = !self.store.devices(user.id).await.map_err(store_code)?.is_empty();
+        if has_devices {
+            let code = u32::from_le_bytes(self.env.random_array()) % 1_000_000;
+            device.approved = false;
+            device.link_code = Some(format!("{code:06}"));
+            device.expires_at_ms = now_ms + anytime_proto::limits::LINK_CODE_TTL_MS;
+        }
         let response = session_response(&device, token);
         self.store.create_device(device, DEVICES_PER_USER_MAX).await.map_err(store_code)?;
-        // The account's conversations gained a recipient device.
-        self.hub.invalidate_all_recipients();
-        self.announce_devices_changed(user.id).await;
+        if !has_devices {
+            self.hub.invalidate_all_recipients();
+            self.announce_devices_changed(user.id).await;
+        }
         Ok(response)
     }
 
@@ -89,7 +99,10 @@ impl ServerCore {
             return Err(ErrorCode::InvalidToken);
         };
         if device.expires_at_ms <= self.env.now_ms() {
-            return Err(ErrorCode::TokenExpired);
+            return Err(if device.approved { ErrorCode::TokenExpired } else { ErrorCode::LinkCodeInvalid });
+        }
+        if !device.approved {
+            return Err(ErrorCode::DeviceNotApproved);
         }
         Ok(device)
     }
@@ -105,13 +118,21 @@ impl ServerCore {
             created_at_ms: now_ms,
             expires_at_ms: now_ms.saturating_add(self.config.session_ttl_ms),
             last_seen_ms: now_ms,
+            approved: true,
+            link_code: None,
         };
         (device, token)
     }
 }
 
 fn session_response(device: &DeviceRecord, token: String) -> SessionResponse {
-    SessionResponse { user_id: device.user, device_id: device.id, token, expires_at_ms: device.expires_at_ms }
+    SessionResponse {
+        user_id: device.user,
+        device_id: device.id,
+        token,
+        expires_at_ms: device.expires_at_ms,
+        link_code: device.link_code.clone(),
+    }
 }
 
 pub(crate) fn store_code(error: StoreError) -> ErrorCode {

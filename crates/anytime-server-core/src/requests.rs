@@ -111,6 +111,16 @@ impl Session {
                 Ok(Some(ServerFrame::BlockedUsers(frame::BlockedUsers { users })))
             }
             F::Logout(_) => self.revoke_device(self.device()).await,
+            F::ApproveDevice(r) => {
+                if r.code.len() > 16 {
+                    return Err(ErrorCode::LinkCodeInvalid.into());
+                }
+                let expires_at_ms = self.core.env.now_ms().saturating_add(self.core.config.session_ttl_ms);
+                self.core.store.approve_device(self.user(), &r.code, expires_at_ms).await?;
+                self.core.hub.invalidate_all_recipients();
+                self.core.announce_devices_changed(self.user()).await;
+                done()
+            }
         }
     }
 
@@ -296,7 +306,7 @@ impl Session {
         ));
         let mut devices = Vec::new();
         for &user in users {
-            devices.extend(self.core.store.devices(user).await?.into_iter().map(|d| d.id));
+            devices.extend(self.core.store.devices(user).await?.into_iter().filter(|d| d.approved).map(|d| d.id));
         }
         self.core.hub.push_to_devices(&devices, &Push::Membership { conv, frame });
         Ok(())
@@ -368,12 +378,17 @@ impl Session {
                 return Err(ErrorCode::InvalidArgument.into());
             }
         }
+        let before = self.core.store.key_package_count(self.device()).await?;
         let count = self
             .core
             .store
             .upload_key_packages(self.device(), request.packages, request.last_resort, KEY_PACKAGES_PER_DEVICE_MAX)
             .await?;
         let (_, has_last_resort) = self.core.store.key_package_count(self.device()).await?;
+        if before == (0, false) {
+            // A device's first keys: members can add it to the groups now.
+            self.core.announce_devices_changed(self.user()).await;
+        }
         Ok(Some(ServerFrame::KeyPackageCount(frame::KeyPackageCount { count, has_last_resort })))
     }
 
@@ -602,6 +617,7 @@ impl Session {
                 created_at_ms: d.created_at_ms,
                 last_seen_ms: d.last_seen_ms,
                 current: d.id == me,
+                approved: d.approved,
             })
             .collect();
         Ok(Some(ServerFrame::Devices(frame::Devices { devices })))
@@ -624,7 +640,7 @@ impl Session {
 
     async fn profile(&self, user: UserId) -> Answer {
         let record = self.core.store.user(user).await?.ok_or(ErrorCode::UserNotFound)?;
-        let devices = self.core.store.devices(user).await?.into_iter().map(|d| d.id).collect();
+        let devices = self.core.store.devices(user).await?.into_iter().filter(|d| d.approved).map(|d| d.id).collect();
         Ok(Some(ServerFrame::Profile(frame::Profile {
             user,
             username: record.username,

@@ -54,6 +54,10 @@ pub struct DeviceRecord {
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
     pub last_seen_ms: u64,
+    /// False while a newly linked device waits for approval by an existing one.
+    pub approved: bool,
+    /// The code that approves it (pending devices only).
+    pub link_code: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +168,10 @@ pub trait ServerStore: Send + Sync + 'static {
     /// Adds a device; `TooManyDevices` past `devices_max`. The device starts reading every
     /// conversation of its account from the conversation's current end.
     async fn create_device(&self, device: DeviceRecord, devices_max: u32) -> StoreResult<()>;
+    /// Approves the pending device of `user` with this link code: it becomes a recipient of the
+    /// account's conversations (from their current end) and its session gets `expires_at_ms`.
+    /// `LinkCodeInvalid` if no pending device of `user` has the code.
+    async fn approve_device(&self, user: UserId, code: &str, expires_at_ms: u64) -> StoreResult<DeviceId>;
     async fn device_by_token_hash(&self, token_hash: [u8; 32]) -> StoreResult<Option<DeviceRecord>>;
     async fn devices(&self, user: UserId) -> StoreResult<Vec<DeviceRecord>>;
     /// Deletes the device with its session, cursors, key packages and welcomes.
@@ -211,9 +219,9 @@ pub trait ServerStore: Send + Sync + 'static {
         last_resort: Option<Vec<u8>>,
         per_device_max: u32,
     ) -> StoreResult<u32>;
-    /// One package per device of `user`, each one-time package handed out exactly once; a
-    /// device with none left yields its last-resort package. `NoKeyPackage` if a device has
-    /// neither; then nothing is claimed.
+    /// One package per approved device of `user`, each one-time package handed out exactly
+    /// once; a device with none left yields its last-resort package; a device that never
+    /// uploaded is skipped. `NoKeyPackage` if no device yields anything.
     async fn claim_key_packages(&self, user: UserId) -> StoreResult<Vec<ClaimedKeyPackage>>;
     /// One-time packages left, and whether a last-resort package is stored.
     async fn key_package_count(&self, device: DeviceId) -> StoreResult<(u32, bool)>;

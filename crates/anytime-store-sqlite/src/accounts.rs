@@ -38,7 +38,8 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
     })
 }
 
-const DEVICE_COLUMNS: &str = "id, user_id, name, token_hash, created_at_ms, expires_at_ms, last_seen_ms";
+const DEVICE_COLUMNS: &str =
+    "id, user_id, name, token_hash, created_at_ms, expires_at_ms, last_seen_ms, approved, link_code";
 
 fn device_from_row(row: &Row<'_>) -> rusqlite::Result<DeviceRecord> {
     let hash: Vec<u8> = row.get(3)?;
@@ -54,6 +55,8 @@ fn device_from_row(row: &Row<'_>) -> rusqlite::Result<DeviceRecord> {
         created_at_ms: uid(row.get(4)?),
         expires_at_ms: uid(row.get(5)?),
         last_seen_ms: uid(row.get(6)?),
+        approved: row.get(7)?,
+        link_code: row.get(8)?,
     })
 }
 
@@ -83,8 +86,8 @@ pub(crate) fn create_user(conn: &Connection, user: UserRecord, device: DeviceRec
 
 fn insert_device(conn: &Connection, device: &DeviceRecord) -> StoreResult<()> {
     conn.prepare_cached(
-        "INSERT INTO devices (id, user_id, name, token_hash, created_at_ms, expires_at_ms, last_seen_ms)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO devices (id, user_id, name, token_hash, created_at_ms, expires_at_ms, last_seen_ms, approved, link_code)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -94,10 +97,20 @@ fn insert_device(conn: &Connection, device: &DeviceRecord) -> StoreResult<()> {
             &device.token_hash[..],
             id(device.created_at_ms),
             id(device.expires_at_ms),
-            id(device.last_seen_ms)
+            id(device.last_seen_ms),
+            device.approved,
+            device.link_code
         ])
     })
     .map_err(backend)?;
+    if device.approved {
+        start_cursors(conn, device.id, device.user)?;
+    }
+    Ok(())
+}
+
+/// An approved device reads each conversation of its account from the current end.
+fn start_cursors(conn: &Connection, device: DeviceId, user: UserId) -> StoreResult<()> {
     // The new device reads each conversation of its account from the current end: it cannot
     // decrypt anything older anyway, since it joins the MLS groups from now on.
     conn.prepare_cached(
@@ -105,9 +118,30 @@ fn insert_device(conn: &Connection, device: &DeviceRecord) -> StoreResult<()> {
          SELECT ?1, m.conv_id, c.last_seq FROM members m JOIN conversations c ON c.id = m.conv_id
          WHERE m.user_id = ?2",
     )
-    .and_then(|mut stmt| stmt.execute(params![id(device.id.0), id(device.user.0)]))
+    .and_then(|mut stmt| stmt.execute(params![id(device.0), id(user.0)]))
     .map_err(backend)?;
     Ok(())
+}
+
+pub(crate) fn approve_device(conn: &Connection, user: UserId, code: &str, expires_at_ms: u64) -> StoreResult<DeviceId> {
+    let pending: Option<i64> = conn
+        .query_row(
+            "SELECT id FROM devices WHERE user_id = ? AND approved = 0 AND link_code = ?",
+            params![id(user.0), code],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    let Some(device) = pending else {
+        return Err(StoreError::Rejected(ErrorCode::LinkCodeInvalid));
+    };
+    conn.execute(
+        "UPDATE devices SET approved = 1, link_code = NULL, expires_at_ms = ? WHERE id = ?",
+        params![id(expires_at_ms), device],
+    )
+    .map_err(backend)?;
+    start_cursors(conn, DeviceId(uid(device)), user)?;
+    Ok(DeviceId(uid(device)))
 }
 
 pub(crate) fn create_device(conn: &Connection, device: DeviceRecord, devices_max: u32) -> StoreResult<()> {

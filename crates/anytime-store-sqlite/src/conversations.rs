@@ -61,7 +61,7 @@ fn insert_member(conn: &Connection, conv: ConvId, user: UserId, admin: bool, at_
         .map_err(backend)?;
     conn.prepare_cached(
         "INSERT OR IGNORE INTO cursors (device_id, conv_id, acked_seq)
-         SELECT d.id, ?1, (SELECT last_seq FROM conversations WHERE id = ?1) FROM devices d WHERE d.user_id = ?2",
+         SELECT d.id, ?1, (SELECT last_seq FROM conversations WHERE id = ?1) FROM devices d WHERE d.user_id = ?2 AND d.approved = 1",
     )
     .and_then(|mut stmt| stmt.execute(params![id(conv.0), id(user.0)]))
     .map_err(backend)?;
@@ -105,7 +105,7 @@ pub(crate) fn member(conn: &Connection, conv: ConvId, user: UserId) -> StoreResu
 
 pub(crate) fn member_devices(conn: &Connection, conv: ConvId) -> StoreResult<Vec<(UserId, DeviceId)>> {
     conn.prepare_cached(
-        "SELECT m.user_id, d.id FROM members m JOIN devices d ON d.user_id = m.user_id WHERE m.conv_id = ?",
+        "SELECT m.user_id, d.id FROM members m JOIN devices d ON d.user_id = m.user_id WHERE m.conv_id = ? AND d.approved = 1",
     )
     .and_then(|mut stmt| {
         stmt.query_map([id(conv.0)], |r| Ok((UserId(uid(r.get(0)?)), DeviceId(uid(r.get(1)?)))))?.collect()

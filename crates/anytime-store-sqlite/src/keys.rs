@@ -38,13 +38,13 @@ pub(crate) fn upload(
 
 pub(crate) fn claim(conn: &Connection, user: UserId) -> StoreResult<Vec<ClaimedKeyPackage>> {
     let devices: Vec<i64> = conn
-        .prepare_cached("SELECT id FROM devices WHERE user_id = ? ORDER BY created_at_ms")
+        .prepare_cached("SELECT id FROM devices WHERE user_id = ? AND approved = 1 ORDER BY created_at_ms")
         .and_then(|mut stmt| stmt.query_map([id(user.0)], |r| r.get(0))?.collect())
         .map_err(backend)?;
     let mut claimed = Vec::with_capacity(devices.len());
     for device in devices {
         // The writer runs one job at a time, so select-then-delete cannot hand a package out
-        // twice; a rejected claim (some device has nothing) rolls back with its savepoint.
+        // twice; a rejected claim (no device has anything) rolls back with its savepoint.
         let one_time: Option<(i64, Vec<u8>)> = conn
             .prepare_cached(
                 "SELECT id, data FROM key_packages WHERE device_id = ? AND last_resort = 0 ORDER BY id LIMIT 1",
@@ -60,12 +60,14 @@ pub(crate) fn claim(conn: &Connection, user: UserId) -> StoreResult<Vec<ClaimedK
             .prepare_cached("SELECT data FROM key_packages WHERE device_id = ? AND last_resort = 1")
             .and_then(|mut stmt| stmt.query_row([device], |r| r.get(0)).optional())
             .map_err(backend)?;
-        match last_resort {
-            Some(package) => {
-                claimed.push(ClaimedKeyPackage { device: DeviceId(uid(device)), package, last_resort: true })
-            }
-            None => return Err(StoreError::Rejected(ErrorCode::NoKeyPackage)),
+        if let Some(package) = last_resort {
+            claimed.push(ClaimedKeyPackage { device: DeviceId(uid(device)), package, last_resort: true });
         }
+        // A device that never uploaded (just linked, not yet online) is skipped: it is added to
+        // the group once it has uploaded, when members reconcile.
+    }
+    if claimed.is_empty() {
+        return Err(StoreError::Rejected(ErrorCode::NoKeyPackage));
     }
     Ok(claimed)
 }

@@ -5,7 +5,7 @@
 use rusqlite::Connection;
 
 /// Step `i` upgrades from version `i` to `i + 1`.
-const STEPS: &[&str] = &[include_str!("migrations/v0_to_v1.sql")];
+const STEPS: &[&str] = &[include_str!("migrations/v0_to_v1.sql"), include_str!("migrations/v1_to_v2.sql")];
 
 pub const SCHEMA_VERSION: u32 = STEPS.len() as u32;
 
@@ -51,6 +51,17 @@ mod tests {
         let tables: u32 =
             conn.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0)).unwrap();
         assert!(tables >= 12, "{tables}");
+        // A version-1 database (before device approval) upgrades and keeps its devices approved.
+        let mut old = Connection::open_in_memory().unwrap();
+        let tx = old.transaction().unwrap();
+        tx.execute_batch(STEPS[0]).unwrap();
+        tx.pragma_update(None, "user_version", 1).unwrap();
+        tx.commit().unwrap();
+        old.execute("INSERT INTO users VALUES (1, 'ann', 'h', 'Ann', NULL, 1, 0)", []).unwrap();
+        old.execute("INSERT INTO devices VALUES (10, 1, 'd', x'00', 0, 99, 0)", []).unwrap();
+        assert_eq!(migrate(&mut old).unwrap(), SCHEMA_VERSION);
+        let approved: bool = old.query_row("SELECT approved FROM devices WHERE id = 10", [], |r| r.get(0)).unwrap();
+        assert!(approved);
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         assert!(matches!(migrate(&mut conn), Err(MigrateError::TooNew { .. })));
     }

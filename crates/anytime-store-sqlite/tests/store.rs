@@ -33,6 +33,8 @@ fn device(user: u64, id: u64) -> DeviceRecord {
         created_at_ms: 1,
         expires_at_ms: u64::MAX / 2,
         last_seen_ms: 1,
+        approved: true,
+        link_code: None,
     }
 }
 
@@ -253,5 +255,36 @@ async fn a_group_holds_a_thousand_members_with_two_devices_each() {
     assert_eq!(
         store.add_members(big, vec![UserId(2)], 1_001, 3).await,
         Err(StoreError::Rejected(ErrorCode::TooManyMembers))
+    );
+}
+
+#[tokio::test]
+async fn a_pending_device_is_no_recipient_until_approved_with_its_code() {
+    let (_dir, store, conv) = setup().await;
+    let mut pending = device(2, 21);
+    pending.approved = false;
+    pending.link_code = Some("123456".into());
+    store.create_device(pending, 10).await.unwrap();
+    assert!(store.cursors(DeviceId(21)).await.unwrap().is_empty());
+    assert!(!store.member_devices(conv).await.unwrap().iter().any(|(_, d)| *d == DeviceId(21)));
+    store.upload_key_packages(DeviceId(21), vec![vec![7]], None, 10).await.unwrap();
+    // Claims skip it: only bob's approved device (which has no packages) is asked.
+    assert_eq!(store.claim_key_packages(UserId(2)).await, Err(StoreError::Rejected(ErrorCode::NoKeyPackage)));
+    // Wrong code, or another account's approval: refused, nothing changes.
+    assert_eq!(
+        store.approve_device(UserId(2), "000000", 9).await,
+        Err(StoreError::Rejected(ErrorCode::LinkCodeInvalid))
+    );
+    assert_eq!(
+        store.approve_device(UserId(1), "123456", 9).await,
+        Err(StoreError::Rejected(ErrorCode::LinkCodeInvalid))
+    );
+    assert_eq!(store.approve_device(UserId(2), "123456", 9).await.unwrap(), DeviceId(21));
+    assert_eq!(store.cursors(DeviceId(21)).await.unwrap(), vec![(conv, 0)]);
+    assert!(store.member_devices(conv).await.unwrap().iter().any(|(_, d)| *d == DeviceId(21)));
+    // A code works once.
+    assert_eq!(
+        store.approve_device(UserId(2), "123456", 9).await,
+        Err(StoreError::Rejected(ErrorCode::LinkCodeInvalid))
     );
 }

@@ -30,11 +30,21 @@ fn anytime(profile: &Path, args: &[&str]) -> Result<Vec<Value>, String> {
 impl Device {
     fn new(h: &Harness, name: &str, device: &str, register: bool) -> Device {
         let profile = h.path().join(format!("{name}-{device}"));
-        let verb = if register { "register" } else { "login" };
         let server = h.base();
         let password = format!("password-{name}");
-        anytime(&profile, &[verb, "--server", &server, name, "--password", &password, "--device-name", device])
-            .unwrap_or_else(|e| panic!("{verb} {name}: {e}"));
+        let args = ["--server", &server, name, "--password", &password, "--device-name", device];
+        let verb = if register { "register" } else { "login" };
+        let out =
+            anytime(&profile, &[&[verb][..], &args[..]].concat()).unwrap_or_else(|e| panic!("{verb} {name}: {e}"));
+        if !register {
+            // Linking: approve the new device from the account's first device.
+            assert_eq!(out[0]["pending"], true);
+            let first = h.path().join(format!("{name}-one"));
+            let code = out[0]["link_code"].as_str().unwrap();
+            anytime(&first, &["approve", code]).unwrap_or_else(|e| panic!("approve {name}: {e}"));
+            // Its first sync uploads its key packages, so members can add it to groups.
+            anytime(&profile, &["sync"]).unwrap_or_else(|e| panic!("first sync of {name}: {e}"));
+        }
         Device { profile }
     }
 
@@ -187,6 +197,13 @@ fn a_linked_device_joins_existing_chats_a_revoked_one_is_cut_off_and_safety_numb
     assert_eq!(at_alice["digits"], at_bob["digits"], "both sides compute the same safety number");
 
     // Alice links a second device; a member's client adds it to the existing chat.
+    let pending_profile = h.path().join("alice-spare");
+    let server = h.base();
+    let out =
+        anytime(&pending_profile, &["login", "--server", &server, "alice", "--password", "password-alice"]).unwrap();
+    let err = anytime(&pending_profile, &["sync"]).unwrap_err();
+    assert!(err.contains("anytime approve"), "an unapproved device is told what to do: {err}");
+    assert_eq!(out[0]["pending"], true);
     let alice2 = Device::new(&h, "alice", "two", false);
     bob.run(&["sync"]);
     bob.run(&["send", &conv, "for both of alice's devices"]);
@@ -198,7 +215,10 @@ fn a_linked_device_joins_existing_chats_a_revoked_one_is_cut_off_and_safety_numb
 
     // Alice revokes the second device: its session ends and it reads nothing more.
     let devices = alice.run(&["devices"]);
-    let second = devices.iter().find(|d| d["current"] == false).unwrap()["device"].as_str().unwrap().to_owned();
+    let second = devices.iter().find(|d| d["current"] == false && d["approved"] == true).unwrap()["device"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     alice.run(&["revoke", &second]);
     bob.run(&["sync"]);
     bob.run(&["send", &conv, "after the revocation"]);

@@ -48,7 +48,7 @@ async fn group_of_three_users_with_two_devices_each_gets_everything_exactly_once
     let mut sessions = Vec::new();
     for name in ["ann", "ben", "cat"] {
         let first = h.register(name).await;
-        let second = h.login(name, "device-2").await;
+        let second = h.link(&first, name, "device-2").await;
         sessions.push((first, second));
     }
     let (ann, ben, cat) = (&sessions[0], &sessions[1], &sessions[2]);
@@ -202,7 +202,7 @@ async fn revoked_device_is_disconnected_at_once_and_receives_nothing_more() {
     // Goal: revoking a device closes its socket immediately and its token stops working.
     let h = Harness::start();
     let alice = h.register("alice").await;
-    let alice2 = h.login("alice", "tablet").await;
+    let alice2 = h.link(&alice, "alice", "tablet").await;
     let bob = h.register("bob").await;
     let mut a1 = h.connect(&alice).await;
     let mut a2 = h.connect(&alice2).await;
@@ -278,4 +278,41 @@ async fn typing_is_relayed_and_presence_obeys_privacy() {
     expect_ok(&mut a, frame::SetPresencePrivacy { privacy: PresencePrivacy::Nobody }.into()).await;
     let hidden = seen_by(expect_ok(&mut b, frame::SubscribePresence { users: vec![alice.user_id] }.into()).await);
     assert!(hidden.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_device_waits_for_approval_by_link_code_from_an_existing_one() {
+    // Goal: a second login cannot connect or receive until an approved device of the same
+    // account approves its code; a wrong code or another account cannot approve it.
+    let h = Harness::start();
+    let alice = h.register("alice").await;
+    let mallory = h.register("mallory").await;
+    let bob = h.register("bob").await;
+    let mut b = h.connect(&bob).await;
+    let conv = create_direct(&mut b, alice.user_id).await;
+    let pending = h.login("alice", "new-phone").await;
+    let code = pending.link_code.clone().expect("link code");
+    assert_eq!(code.len(), 6);
+    let err = anytime_testkit::RawClient::connect(&h.server.ws_url(), &pending.token).await.err().expect("refused");
+    assert!(format!("{err:#}").contains("DeviceNotApproved"), "{err:#}");
+    // The pending device is nobody's recipient yet.
+    match expect_ok(&mut b, frame::GetConversation { conv }.into()).await {
+        ServerFrame::ConversationInfo(info) => {
+            let devices: Vec<_> = info.members.iter().flat_map(|m| m.devices.clone()).collect();
+            assert!(!devices.contains(&pending.device_id));
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut m = h.connect(&mallory).await;
+    let answer = m.request(frame::ApproveDevice { code: code.clone() }.into()).await.unwrap();
+    assert!(matches!(answer, ServerFrame::Error(e) if e.code == ErrorCode::LinkCodeInvalid));
+    let mut a = h.connect(&alice).await;
+    let answer = a.request(frame::ApproveDevice { code: "000000".into() }.into()).await.unwrap();
+    assert!(matches!(answer, ServerFrame::Error(e) if e.code == ErrorCode::LinkCodeInvalid || code == "000000"));
+    // Members are told the account's devices changed once it is approved.
+    expect_ok(&mut a, frame::ApproveDevice { code }.into()).await;
+    b.wait_for(|p| matches!(p, ServerFrame::ConversationChanged(c) if c.conv == conv).then_some(())).await.unwrap();
+    let mut phone = h.connect(&pending).await;
+    send(&mut b, conv, b"now you can read").await;
+    assert_eq!(receive(&mut phone, conv, 1).await[0].payload, b"now you can read");
 }

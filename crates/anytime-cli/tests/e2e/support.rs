@@ -42,8 +42,19 @@ impl Harness {
         anytime_testkit::register(&self.base(), name).await.expect("register")
     }
 
+    /// Logs in a new device (pending, with a link code) without approving it.
     pub async fn login(&self, name: &str, device: &str) -> SessionResponse {
         anytime_testkit::login(&self.base(), name, device).await.expect("login")
+    }
+
+    /// Logs in a new device and approves it from `first`, an approved device of the account.
+    pub async fn link(&self, first: &SessionResponse, name: &str, device: &str) -> SessionResponse {
+        let second = self.login(name, device).await;
+        let code = second.link_code.clone().expect("a second device gets a link code");
+        let mut approver = self.connect(first).await;
+        expect_ok(&mut approver, frame::ApproveDevice { code }.into()).await;
+        approver.close().await;
+        second
     }
 
     pub async fn connect(&self, session: &SessionResponse) -> RawClient {
