@@ -143,8 +143,32 @@ impl Session {
             for event in &all {
                 self.out.event(event)?;
             }
+            self.warn_changed_safety_numbers()?;
         }
         Ok(all)
+    }
+
+    /// Prints a warning, once, for each verified contact whose keys changed since verification.
+    fn warn_changed_safety_numbers(&self) -> anyhow::Result<()> {
+        let me = self.client.me().user;
+        for (user, verified, conv, warned) in self.client.store.verified_contacts()? {
+            let keys = self.client.crypto.member_keys(conv);
+            if warned || keys.is_empty() {
+                continue;
+            }
+            let of = |u: UserId| -> Vec<Vec<u8>> {
+                keys.iter().filter(|(id, _)| id.user == u).map(|(_, k)| k.clone()).collect()
+            };
+            let now = safety_number((me, &of(me)), (user, &of(user)));
+            if now.digits != verified {
+                self.out.print(
+                    format!("WARNING: the safety number with user {user} changed (a device was added or removed); compare it again with `anytime safety`"),
+                    json!({"type": "safety_number_changed", "user": user, "conv": conv}),
+                )?;
+                self.client.store.set_warned(user)?;
+            }
+        }
+        Ok(())
     }
 
     /// Brings the MLS group in line with the server's membership: adds member devices that are
@@ -543,7 +567,7 @@ async fn safety(s: &mut Session, username: &str, verify: bool) -> anyhow::Result
     let previous = s.client.store.verified(peer.user)?;
     let changed = previous.as_ref().is_some_and(|p| *p != number.digits);
     if verify {
-        s.client.store.set_verified(peer.user, &number.digits)?;
+        s.client.store.set_verified(peer.user, &number.digits, info.conv)?;
     }
     let status = match (&previous, changed, verify) {
         (_, _, true) => "verified",

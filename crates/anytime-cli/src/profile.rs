@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS reactions (msg_id BLOB NOT NULL, user INTEGER NOT NUL
 CREATE TABLE IF NOT EXISTS receipts (msg_id BLOB NOT NULL, user INTEGER NOT NULL, kind TEXT NOT NULL, PRIMARY KEY (msg_id, user, kind));
 CREATE TABLE IF NOT EXISTS timers (conv INTEGER PRIMARY KEY, seconds INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, conv INTEGER NOT NULL, msg_id BLOB NOT NULL UNIQUE, ciphertext BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS verified (user INTEGER PRIMARY KEY, safety_number TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS verified (user INTEGER PRIMARY KEY, safety_number TEXT NOT NULL, conv INTEGER NOT NULL DEFAULT 0, warned INTEGER NOT NULL DEFAULT 0);
 CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5(body, msg_id UNINDEXED);
 ";
 
@@ -174,11 +174,31 @@ impl Profile {
             .optional()?)
     }
 
-    pub fn set_verified(&self, user: anytime_proto::UserId, number: &str) -> anyhow::Result<()> {
+    pub fn set_verified(&self, user: anytime_proto::UserId, number: &str, conv: ConvId) -> anyhow::Result<()> {
         self.db.execute(
-            "INSERT INTO verified (user, safety_number) VALUES (?, ?) ON CONFLICT(user) DO UPDATE SET safety_number = excluded.safety_number",
-            params![user.0 as i64, number],
+            "INSERT INTO verified (user, safety_number, conv, warned) VALUES (?, ?, ?, 0)
+             ON CONFLICT(user) DO UPDATE SET safety_number = excluded.safety_number, conv = excluded.conv, warned = 0",
+            params![user.0 as i64, number, conv.0 as i64],
         )?;
+        Ok(())
+    }
+
+    /// Verified contacts: (user, verified safety number, their direct chat, already warned).
+    pub fn verified_contacts(&self) -> anyhow::Result<Vec<(anytime_proto::UserId, String, ConvId, bool)>> {
+        let mut stmt = self.db.prepare("SELECT user, safety_number, conv, warned FROM verified")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                anytime_proto::UserId(r.get::<_, i64>(0)? as u64),
+                r.get(1)?,
+                ConvId(r.get::<_, i64>(2)? as u64),
+                r.get(3)?,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn set_warned(&self, user: anytime_proto::UserId) -> anyhow::Result<()> {
+        self.db.execute("UPDATE verified SET warned = 1 WHERE user = ?", [user.0 as i64])?;
         Ok(())
     }
 

@@ -205,7 +205,11 @@ fn a_linked_device_joins_existing_chats_a_revoked_one_is_cut_off_and_safety_numb
     assert!(err.contains("anytime approve"), "an unapproved device is told what to do: {err}");
     assert_eq!(out[0]["pending"], true);
     let alice2 = Device::new(&h, "alice", "two", false);
-    bob.run(&["sync"]);
+    let synced = bob.run(&["sync"]);
+    assert!(
+        synced.iter().any(|e| e["type"] == "safety_number_changed"),
+        "bob, who verified alice, is warned when her keys change: {synced:?}"
+    );
     bob.run(&["send", &conv, "for both of alice's devices"]);
     alice2.run(&["sync"]);
     assert_eq!(alice2.texts(&conv), ["for both of alice's devices"]);
@@ -227,6 +231,9 @@ fn a_linked_device_joins_existing_chats_a_revoked_one_is_cut_off_and_safety_numb
     assert!(!alice2.texts(&conv).iter().any(|t| t == "after the revocation"));
     alice.run(&["sync"]);
     assert_eq!(alice.texts(&conv).last().unwrap(), "after the revocation");
+    // Revoking changes the number again: back to the one bob verified first.
+    let after_revoke = bob.run(&["safety", "alice"])[0].clone();
+    assert_eq!(after_revoke["digits"], at_bob["digits"]);
 }
 
 #[test]
