@@ -15,6 +15,10 @@ pub struct ServeArgs {
     /// Data directory (database). Default: the user's data directory + /anytime.
     #[arg(long, env = "ANYTIME_DATA")]
     data: Option<PathBuf>,
+    /// Shared PostgreSQL database for running several nodes (postgres://user@host/db). Default:
+    /// embedded SQLite in the data directory.
+    #[arg(long, env = "ANYTIME_DATABASE")]
+    database: Option<String>,
     /// Address to listen on. If its port is taken and --listen was not given, a free port is used.
     #[arg(long, env = "ANYTIME_LISTEN")]
     listen: Option<SocketAddr>,
@@ -53,6 +57,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let rate_limits = if args.no_rate_limits { RateLimits::unlimited() } else { RateLimits::default() };
     let config = ServeConfig {
         data_dir: data_dir.clone(),
+        database: args.database,
         listen,
         fallback_to_free_port,
         core: Config {

@@ -14,17 +14,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use anytime_server_core::{Config, Metrics, ServerCore};
+use anytime_server_core::{Config, Metrics, ServerCore, ServerStore};
 use anytime_store_sqlite::SqliteStore;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 pub use system_env::SystemEnv;
 
+/// PostgreSQL sessions per node.
+const POSTGRES_CONNECTIONS: usize = 16;
+
 /// Everything `anytime serve` can be told.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub data_dir: PathBuf,
+    /// `postgres://…` to share storage with other nodes; `None` for embedded SQLite in `data_dir`.
+    pub database: Option<String>,
     pub listen: SocketAddr,
     /// Fall back to a free port when `listen`'s port is taken.
     pub fallback_to_free_port: bool,
@@ -70,10 +75,22 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("while creating the data directory {}", config.data_dir.display()))?;
     let metrics = Arc::new(Metrics::default());
-    let db_path = anytime_store_sqlite::database_path(&config.data_dir);
-    let store = SqliteStore::open(&db_path, metrics.clone())
-        .with_context(|| format!("while opening the database in {}", config.data_dir.display()))?;
-    let core = Arc::new(ServerCore::new(Arc::new(store), Arc::new(SystemEnv), metrics, config.core.clone()));
+    let store: Arc<dyn ServerStore> = match &config.database {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Arc::new(
+            anytime_store_postgres::PgStore::open(url, POSTGRES_CONNECTIONS)
+                .await
+                .context("while opening the PostgreSQL database")?,
+        ),
+        Some(other) => anyhow::bail!("--database takes a postgres:// URL, not {other:?}; omit it for embedded SQLite"),
+        None => {
+            let db_path = anytime_store_sqlite::database_path(&config.data_dir);
+            Arc::new(
+                SqliteStore::open(&db_path, metrics.clone())
+                    .with_context(|| format!("while opening the database in {}", config.data_dir.display()))?,
+            )
+        }
+    };
+    let core = Arc::new(ServerCore::new(store, Arc::new(SystemEnv), metrics, config.core.clone()));
 
     let listener = match TcpListener::bind(config.listen).await {
         Ok(listener) => listener,

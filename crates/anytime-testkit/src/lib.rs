@@ -4,7 +4,10 @@
 //! Deliberately below the client core: tests use it to send exactly the bytes they mean,
 //! including malformed ones, and to assert on exactly what the server sends back.
 
+mod database;
 mod server;
+
+pub use database::TestDatabase;
 
 pub use anytime_client_tokio::{msg_id, RawClient};
 pub use server::{ServerOptions, ServerProcess};

@@ -59,6 +59,17 @@ async fn payload_bytes_never_reach_the_log_and_leave_the_data_directory_after_de
         }
     }
     assert!(hits.is_empty(), "marker still on disk in {hits:?}");
+    if let Some(db) = &h.database {
+        let mut stored = true;
+        for _ in 0..20 {
+            stored = db.any_payload_contains(marker.as_bytes()).unwrap();
+            if !stored {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(!stored, "marker still stored in PostgreSQL after delivery");
+    }
     let log = std::fs::read(h.server.log_path()).unwrap();
     assert!(!log.is_empty(), "the server logged nothing at debug level");
     assert!(!contains(&log, marker.as_bytes()), "marker found in the server log");

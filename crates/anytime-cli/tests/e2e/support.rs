@@ -11,6 +11,8 @@ use tempfile::TempDir;
 
 pub struct Harness {
     pub server: ServerProcess,
+    /// Set when the suite runs on PostgreSQL (`ANYTIME_E2E_DATABASE`); dropped after the server.
+    pub database: Option<anytime_testkit::TestDatabase>,
     _dir: TempDir,
 }
 
@@ -24,9 +26,17 @@ impl Harness {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut options = ServerOptions::default();
         options.extra_args.extend(args.iter().map(|a| a.to_string()));
+        // The same suite runs on embedded SQLite (default) and on PostgreSQL when
+        // ANYTIME_E2E_DATABASE names a server (CI sets it).
+        let database = std::env::var("ANYTIME_E2E_DATABASE")
+            .ok()
+            .map(|admin| anytime_testkit::TestDatabase::create(&admin).expect("create a test database"));
+        if let Some(db) = &database {
+            options.extra_args.extend(["--database".to_owned(), db.url.clone()]);
+        }
         let server =
             ServerProcess::start(Path::new(env!("CARGO_BIN_EXE_anytime")), dir.path(), options).expect("server starts");
-        Harness { server, _dir: dir }
+        Harness { server, database, _dir: dir }
     }
 
     /// A scratch directory that lives as long as the harness.
@@ -63,7 +73,10 @@ impl Harness {
 
     /// Every row of every table, as text, for "the database is unchanged" checks.
     pub fn snapshot(&self) -> BTreeMap<String, Vec<String>> {
-        snapshot(&self.server.database_path())
+        match &self.database {
+            Some(db) => db.snapshot().expect("PostgreSQL snapshot"),
+            None => snapshot(&self.server.database_path()),
+        }
     }
 }
 
