@@ -19,6 +19,12 @@ pub struct ServeArgs {
     /// embedded SQLite in the data directory.
     #[arg(long, env = "ANYTIME_DATABASE")]
     database: Option<String>,
+    /// NATS server for fan-out between nodes (nats://host:4222); needs --database.
+    #[arg(long, env = "ANYTIME_NATS", requires = "database")]
+    nats: Option<String>,
+    /// NATS subject prefix: nodes of one cluster share it.
+    #[arg(long, env = "ANYTIME_NATS_PREFIX", default_value = "anytime")]
+    nats_prefix: String,
     /// Address to listen on. If its port is taken and --listen was not given, a free port is used.
     #[arg(long, env = "ANYTIME_LISTEN")]
     listen: Option<SocketAddr>,
@@ -58,6 +64,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig {
         data_dir: data_dir.clone(),
         database: args.database,
+        nats: args.nats.map(|url| (url, args.nats_prefix)),
         listen,
         fallback_to_free_port,
         core: Config {

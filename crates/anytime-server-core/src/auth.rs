@@ -83,7 +83,7 @@ impl ServerCore {
         let response = session_response(&device, token);
         self.store.create_device(device, DEVICES_PER_USER_MAX).await.map_err(store_code)?;
         if !has_devices {
-            self.hub.invalidate_all_recipients();
+            self.cluster(crate::cluster::ClusterEvent::InvalidateAllRoutes);
             self.announce_devices_changed(user.id).await;
         }
         Ok(response)

@@ -9,6 +9,7 @@
 //! ciphertext, stored and forwarded as opaque bytes and never logged.
 
 pub mod auth;
+pub mod cluster;
 pub mod env;
 pub mod hub;
 pub mod metrics;
@@ -55,6 +56,7 @@ impl Default for Config {
 
 /// Shared state of one server node.
 pub struct ServerCore {
+    pub(crate) bus: Option<Arc<dyn cluster::Bus>>,
     pub(crate) store: Arc<dyn ServerStore>,
     pub(crate) env: Arc<dyn Env>,
     pub(crate) hub: Hub,
@@ -66,12 +68,43 @@ pub struct ServerCore {
 impl ServerCore {
     pub fn new(store: Arc<dyn ServerStore>, env: Arc<dyn Env>, metrics: Arc<Metrics>, config: Config) -> ServerCore {
         ServerCore {
+            bus: None,
             store,
             env,
             hub: Hub::default(),
             limiter: RateLimiter::new(config.rate_limits.clone()),
             config,
             metrics,
+        }
+    }
+
+    /// Joins a cluster: from now on hub effects go through `bus`, and the shell must hand every
+    /// event it receives from the bus to [`ServerCore::apply_cluster_event`].
+    pub fn with_bus(mut self, bus: Arc<dyn cluster::Bus>) -> ServerCore {
+        self.bus = Some(bus);
+        self
+    }
+
+    /// An event from the cluster bus (published by any node, this one included).
+    pub fn apply_cluster_event(&self, event: cluster::ClusterEvent) {
+        event.apply(&self.hub);
+    }
+
+    /// Applies a hub effect on every node: directly when alone, through the bus in a cluster.
+    pub(crate) fn cluster(&self, event: cluster::ClusterEvent) {
+        match &self.bus {
+            Some(bus) => bus.publish(&event),
+            None => event.apply(&self.hub),
+        }
+    }
+
+    /// Hands `push` to these devices' connections on whichever node holds them.
+    pub(crate) fn push<'a>(&self, devices: impl IntoIterator<Item = &'a anytime_proto::DeviceId>, push: &hub::Push) {
+        match &self.bus {
+            None => {
+                self.hub.push_to_devices(devices, push);
+            }
+            Some(bus) => bus.publish(&cluster::push_event(devices.into_iter().copied().collect(), push)),
         }
     }
 
@@ -119,14 +152,14 @@ impl ServerCore {
         };
         for summary in conversations {
             let conv = summary.conv;
-            self.hub.invalidate_route(conv);
+            self.cluster(cluster::ClusterEvent::InvalidateRoute(conv));
             let Ok(devices) = self.store.member_devices(conv).await else { continue };
             let changed = anytime_proto::frame::ConversationChanged { conv, removed: false };
             let frame = bytes::Bytes::from(anytime_proto::encode_server(
                 0,
                 &anytime_proto::ServerFrame::ConversationChanged(changed),
             ));
-            self.hub.push_to_devices(devices.iter().map(|(_, d)| d), &hub::Push::Membership { conv, frame });
+            self.push(devices.iter().map(|(_, d)| d), &hub::Push::Membership { conv, frame });
         }
     }
 

@@ -12,6 +12,7 @@ use base64::Engine;
 use bytes::Bytes;
 
 use crate::auth::validate_name;
+use crate::cluster::ClusterEvent;
 use crate::env::EnvExt;
 use crate::hub::Push;
 use crate::is_group;
@@ -73,7 +74,7 @@ impl Session {
             F::SubscribePresence(r) => self.subscribe_presence(r.users).await,
             F::SetPresencePrivacy(r) => {
                 self.core.store.set_presence_privacy(self.user(), r.privacy).await?;
-                self.core.hub.set_privacy(self.user(), r.privacy);
+                self.core.cluster(ClusterEvent::SetPrivacy(self.user(), r.privacy));
                 done()
             }
             F::ListDevices(_) => self.list_devices().await,
@@ -98,12 +99,12 @@ impl Session {
                 }
                 self.require_user(r.user).await?;
                 self.core.store.block(self.user(), r.user).await?;
-                self.core.hub.forget_blocks(self.user());
+                self.core.cluster(ClusterEvent::ForgetBlocks(self.user()));
                 done()
             }
             F::Unblock(r) => {
                 self.core.store.unblock(self.user(), r.user).await?;
-                self.core.hub.forget_blocks(self.user());
+                self.core.cluster(ClusterEvent::ForgetBlocks(self.user()));
                 done()
             }
             F::ListBlocked(_) => {
@@ -117,7 +118,7 @@ impl Session {
                 }
                 let expires_at_ms = self.core.env.now_ms().saturating_add(self.core.config.session_ttl_ms);
                 self.core.store.approve_device(self.user(), &r.code, expires_at_ms).await?;
-                self.core.hub.invalidate_all_recipients();
+                self.core.cluster(ClusterEvent::InvalidateAllRoutes);
                 self.core.announce_devices_changed(self.user()).await;
                 done()
             }
@@ -299,7 +300,7 @@ impl Session {
 
     /// Drops cached routing for `conv` and tells every device of `users` that it changed.
     async fn announce_membership(&mut self, conv: ConvId, users: &[UserId], removed: bool) -> Result<(), Reject> {
-        self.core.hub.invalidate_route(conv);
+        self.core.cluster(ClusterEvent::InvalidateRoute(conv));
         let frame = Bytes::from(encode_server(
             0,
             &ServerFrame::ConversationChanged(frame::ConversationChanged { conv, removed }),
@@ -308,7 +309,7 @@ impl Session {
         for &user in users {
             devices.extend(self.core.store.devices(user).await?.into_iter().filter(|d| d.approved).map(|d| d.id));
         }
-        self.core.hub.push_to_devices(&devices, &Push::Membership { conv, frame });
+        self.core.push(&devices, &Push::Membership { conv, frame });
         Ok(())
     }
 
@@ -402,7 +403,7 @@ impl Session {
             let (count, _) = self.core.store.key_package_count(package.device).await?;
             if count < KEY_PACKAGES_LOW {
                 let frame = encode_server(0, &ServerFrame::KeyPackagesLow(frame::KeyPackagesLow { count }));
-                self.core.hub.push_to_devices(&[package.device], &Push::Frame(Bytes::from(frame)));
+                self.core.push(&[package.device], &Push::Frame(Bytes::from(frame)));
             }
         }
         Ok(Some(ServerFrame::KeyPackages(frame::KeyPackages { packages })))
@@ -461,7 +462,7 @@ impl Session {
             if let Some(welcome) = welcome {
                 let frame = frame::Welcome { welcome: welcome.id, conv: request.conv, payload: welcome.payload };
                 let bytes = Bytes::from(encode_server(0, &ServerFrame::Welcome(frame)));
-                self.core.hub.push_to_devices(&welcome.devices, &Push::Frame(bytes));
+                self.core.push(&welcome.devices, &Push::Frame(bytes));
             }
         }
         Ok(Some(ServerFrame::Committed(frame::Committed {
@@ -545,7 +546,7 @@ impl Session {
         let (conv, seq) = (message.conv, message.seq);
         let frame = Bytes::from(encode_server(0, &ServerFrame::Message(message)));
         let push = Push::Message { conv, seq, frame };
-        self.core.hub.push_to_devices(recipients.iter().map(|(_, d)| d), &push);
+        self.core.push(recipients.iter().map(|(_, d)| d), &push);
     }
 
     async fn ack(&mut self, conv: ConvId, seq: u64) -> Answer {
@@ -572,7 +573,7 @@ impl Session {
         let bytes = Bytes::from(encode_server(0, &ServerFrame::TypingEvent(event)));
         let me = self.device();
         let targets = route.recipients.iter().map(|(_, d)| d).filter(|d| **d != me);
-        self.core.hub.push_to_devices(targets, &Push::Frame(bytes));
+        self.core.push(targets, &Push::Frame(bytes));
         Ok(None)
     }
 
@@ -625,7 +626,7 @@ impl Session {
 
     async fn revoke_device(&mut self, device: DeviceId) -> Answer {
         self.core.store.revoke_device(self.user(), device).await?;
-        self.core.hub.invalidate_all_recipients();
+        self.core.cluster(ClusterEvent::InvalidateAllRoutes);
         if device == self.device() {
             // Answer first, then close this connection; other connections of the device close
             // through the hub signal.
@@ -633,7 +634,7 @@ impl Session {
                 auth.closing = true;
             }
         }
-        self.core.hub.revoke_device(device);
+        self.core.cluster(ClusterEvent::RevokeDevice(device));
         self.core.announce_devices_changed(self.user()).await;
         done()
     }

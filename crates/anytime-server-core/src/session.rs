@@ -306,7 +306,9 @@ impl Session {
         if seq <= last {
             return;
         }
-        if seq > last + 1 {
+        // An empty frame is a hint from another node whose frame was too large for the bus:
+        // read the message from storage like any gap.
+        if seq > last + 1 || frame.is_empty() {
             self.catch_up(conv).await;
             let caught_up = self.auth.as_ref().and_then(|a| a.delivered.get(&conv).copied()).unwrap_or(0);
             if seq <= caught_up {

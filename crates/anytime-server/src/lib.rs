@@ -5,6 +5,7 @@
 //! lives in the core, every byte layout in `anytime-proto`.
 
 mod http;
+mod nats_bus;
 mod system_env;
 mod ws;
 
@@ -30,6 +31,8 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// `postgres://…` to share storage with other nodes; `None` for embedded SQLite in `data_dir`.
     pub database: Option<String>,
+    /// `nats://…` for cross-node fan-out, with the subject prefix of this cluster.
+    pub nats: Option<(String, String)>,
     pub listen: SocketAddr,
     /// Fall back to a free port when `listen`'s port is taken.
     pub fallback_to_free_port: bool,
@@ -90,7 +93,17 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             )
         }
     };
-    let core = Arc::new(ServerCore::new(store, Arc::new(SystemEnv), metrics, config.core.clone()));
+    let mut core = ServerCore::new(store, Arc::new(SystemEnv), metrics, config.core.clone());
+    let mut slot = None;
+    if let Some((url, prefix)) = &config.nats {
+        let (bus, core_slot) = nats_bus::connect(url, prefix).await?;
+        core = core.with_bus(Arc::new(bus));
+        slot = Some(core_slot);
+    }
+    let core = Arc::new(core);
+    if let Some(slot) = slot {
+        slot.fill(core.clone());
+    }
 
     let listener = match TcpListener::bind(config.listen).await {
         Ok(listener) => listener,

@@ -1,0 +1,103 @@
+//! The seam between one node's hub and the other nodes of a cluster.
+//!
+//! Everything a node does to connections (push a frame, close a revoked device) or to the hot-path
+//! caches (routes, block lists, presence privacy) is a [`ClusterEvent`]. Without a bus (one node)
+//! the event is applied to the local hub at once. With a bus (NATS in `anytime-server`), the
+//! event is published and every node — the sender included — applies it when it arrives, so a
+//! device connected to any node gets what was stored on any other, and no node keeps a stale
+//! cache. Order: events from one node arrive in publication order; sessions fill any gap across
+//! nodes from storage (see `session.rs`), so delivery stays exactly-once and in order.
+
+use anytime_proto::frame::{PresencePrivacy, Seq};
+use anytime_proto::{ConvId, DeviceId, UserId};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::hub::{Hub, Push};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PushKind {
+    Message { conv: ConvId, seq: Seq },
+    Membership { conv: ConvId },
+    Frame,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClusterEvent {
+    /// Hand an encoded server frame to these devices' connections, wherever they are.
+    Push {
+        devices: Vec<DeviceId>,
+        kind: PushKind,
+        frame: Vec<u8>,
+    },
+    /// Close every connection of a revoked device.
+    RevokeDevice(DeviceId),
+    InvalidateRoute(ConvId),
+    InvalidateAllRoutes,
+    ForgetBlocks(UserId),
+    SetPrivacy(UserId, PresencePrivacy),
+}
+
+/// Carries events to every node of the cluster.
+pub trait Bus: Send + Sync + 'static {
+    /// Never blocks; a bus that cannot keep up drops the event and relies on storage resync
+    /// (sessions catch up from their cursors; caches are reloaded on their next miss).
+    fn publish(&self, event: &ClusterEvent);
+}
+
+impl ClusterEvent {
+    pub fn encode(&self) -> Vec<u8> {
+        // Plain data into a Vec cannot fail.
+        postcard::to_allocvec(self).expect("cluster events serialise")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<ClusterEvent> {
+        postcard::from_bytes(bytes).ok()
+    }
+
+    /// Applies the event to this node's hub.
+    pub fn apply(self, hub: &Hub) {
+        match self {
+            ClusterEvent::Push { devices, kind, frame } => {
+                let frame = Bytes::from(frame);
+                let push = match kind {
+                    PushKind::Message { conv, seq } => Push::Message { conv, seq, frame },
+                    PushKind::Membership { conv } => Push::Membership { conv, frame },
+                    PushKind::Frame => Push::Frame(frame),
+                };
+                hub.push_to_devices(&devices, &push);
+            }
+            ClusterEvent::RevokeDevice(device) => hub.revoke_device(device),
+            ClusterEvent::InvalidateRoute(conv) => hub.invalidate_route(conv),
+            ClusterEvent::InvalidateAllRoutes => hub.invalidate_all_recipients(),
+            ClusterEvent::ForgetBlocks(user) => hub.forget_blocks(user),
+            ClusterEvent::SetPrivacy(user, privacy) => hub.set_privacy(user, privacy),
+        }
+    }
+}
+
+/// Splits a hub push into its wire form.
+pub(crate) fn push_event(devices: Vec<DeviceId>, push: &Push) -> ClusterEvent {
+    let (kind, frame) = match push {
+        Push::Message { conv, seq, frame } => (PushKind::Message { conv: *conv, seq: *seq }, frame),
+        Push::Membership { conv, frame } => (PushKind::Membership { conv: *conv }, frame),
+        Push::Frame(frame) => (PushKind::Frame, frame),
+    };
+    ClusterEvent::Push { devices, kind, frame: frame.to_vec() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_and_garbage_is_rejected() {
+        let event = ClusterEvent::Push {
+            devices: vec![DeviceId(1), DeviceId(2)],
+            kind: PushKind::Message { conv: ConvId(3), seq: 4 },
+            frame: vec![1, 2, 3],
+        };
+        assert_eq!(ClusterEvent::decode(&event.encode()), Some(event));
+        assert_eq!(ClusterEvent::decode(&[0xff, 0xff, 0xff]), None);
+    }
+}
