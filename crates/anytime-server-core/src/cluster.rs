@@ -36,6 +36,18 @@ pub enum ClusterEvent {
     InvalidateAllRoutes,
     ForgetBlocks(UserId),
     SetPrivacy(UserId, PresencePrivacy),
+    /// `user` got its first, or closed its last, connection on `node`.
+    Presence {
+        node: u64,
+        user: UserId,
+        online: bool,
+    },
+    /// Every few seconds: the users online on `node`. A node not heard from for
+    /// `hub::NODE_SILENCE_MAX_MS` is presumed dead and its users offline.
+    Heartbeat {
+        node: u64,
+        users: Vec<UserId>,
+    },
 }
 
 /// Carries events to every node of the cluster.
@@ -55,8 +67,9 @@ impl ClusterEvent {
         postcard::from_bytes(bytes).ok()
     }
 
-    /// Applies the event to this node's hub.
-    pub fn apply(self, hub: &Hub) {
+    /// Applies the event to this node's hub. `local_node` identifies this node; `now_ms` is
+    /// this node's clock.
+    pub fn apply(self, hub: &Hub, local_node: u64, now_ms: u64) {
         match self {
             ClusterEvent::Push { devices, kind, frame } => {
                 let frame = Bytes::from(frame);
@@ -72,6 +85,19 @@ impl ClusterEvent {
             ClusterEvent::InvalidateAllRoutes => hub.invalidate_all_recipients(),
             ClusterEvent::ForgetBlocks(user) => hub.forget_blocks(user),
             ClusterEvent::SetPrivacy(user, privacy) => hub.set_privacy(user, privacy),
+            ClusterEvent::Presence { node, user, online } => {
+                if node != local_node {
+                    hub.remote_presence_changed(node, user, online, now_ms);
+                }
+                hub.announce_presence(user);
+            }
+            ClusterEvent::Heartbeat { node, users } => {
+                if node != local_node {
+                    for user in hub.remote_heartbeat(node, users, now_ms) {
+                        hub.announce_presence(user);
+                    }
+                }
+            }
         }
     }
 }
@@ -99,5 +125,23 @@ mod tests {
         };
         assert_eq!(ClusterEvent::decode(&event.encode()), Some(event));
         assert_eq!(ClusterEvent::decode(&[0xff, 0xff, 0xff]), None);
+    }
+
+    #[test]
+    fn remote_presence_counts_until_its_node_falls_silent() {
+        let hub = Hub::default();
+        let user = UserId(7);
+        ClusterEvent::Presence { node: 2, user, online: true }.apply(&hub, 1, 1_000);
+        assert!(hub.presence_of(user).online);
+        // This node's own events do not create remote state.
+        ClusterEvent::Presence { node: 1, user: UserId(8), online: true }.apply(&hub, 1, 1_000);
+        assert!(!hub.presence_of(UserId(8)).online);
+        // Node 3's heartbeat 20 s later: node 2 has been silent too long, its user is offline.
+        ClusterEvent::Heartbeat { node: 3, users: vec![] }.apply(
+            &hub,
+            1,
+            1_000 + crate::hub::NODE_SILENCE_MAX_MS + 5_000,
+        );
+        assert!(!hub.presence_of(user).online);
     }
 }

@@ -65,6 +65,16 @@ struct UserPresence {
     last_seen_ms: Option<u64>,
 }
 
+/// What this node knows of another node's online users.
+struct RemoteNode {
+    heard_at_ms: u64,
+    online: HashSet<UserId>,
+    last_seen_ms: HashMap<UserId, u64>,
+}
+
+/// A node silent for this long is presumed dead: its users no longer count as online.
+pub const NODE_SILENCE_MAX_MS: u64 = 15_000;
+
 /// A connection subscribed to presence: (device, connection id).
 type WatcherKey = (DeviceId, u64);
 
@@ -77,6 +87,8 @@ pub struct Hub {
     watchers: Mutex<HashMap<UserId, HashMap<WatcherKey, bool>>>,
     privacy: RwLock<HashMap<UserId, PresencePrivacy>>,
     routes: RwLock<HashMap<ConvId, Arc<Route>>>,
+    /// Presence on other nodes of a cluster: node id -> (last heard, users online there).
+    remote_presence: Mutex<HashMap<u64, RemoteNode>>,
     blocks: RwLock<HashMap<UserId, Arc<HashSet<UserId>>>>,
     cache_generation: AtomicU64,
 }
@@ -240,13 +252,69 @@ impl Hub {
         read!(self.privacy).get(&user).copied()
     }
 
+    /// Online if any node (this one, or a live one of the cluster) has a connection of `user`.
     pub fn presence_of(&self, user: UserId) -> PresenceEvent {
-        let presence = lock!(self.presence);
-        match presence.get(&user) {
-            Some(p) if p.connections > 0 => PresenceEvent { user, online: true, last_seen_ms: None },
-            Some(p) => PresenceEvent { user, online: false, last_seen_ms: p.last_seen_ms },
-            None => PresenceEvent { user, online: false, last_seen_ms: None },
+        let (local_online, mut last_seen) = match lock!(self.presence).get(&user) {
+            Some(p) => (p.connections > 0, p.last_seen_ms),
+            None => (false, None),
+        };
+        let remote = lock!(self.remote_presence);
+        let remote_online = remote.values().any(|node| node.online.contains(&user));
+        for node in remote.values() {
+            if let Some(seen) = node.last_seen_ms.get(&user) {
+                last_seen = Some(last_seen.map_or(*seen, |l| l.max(*seen)));
+            }
         }
+        if local_online || remote_online {
+            return PresenceEvent { user, online: true, last_seen_ms: None };
+        }
+        PresenceEvent { user, online: false, last_seen_ms: last_seen }
+    }
+
+    /// Users with a connection on this node (for cluster heartbeats).
+    pub fn local_online_users(&self) -> Vec<UserId> {
+        lock!(self.presence).iter().filter(|(_, p)| p.connections > 0).map(|(u, _)| *u).collect()
+    }
+
+    /// Another node says `user` came online or went offline there.
+    pub fn remote_presence_changed(&self, node: u64, user: UserId, online: bool, now_ms: u64) {
+        let mut remote = lock!(self.remote_presence);
+        let entry = remote.entry(node).or_insert_with(|| RemoteNode {
+            heard_at_ms: now_ms,
+            online: HashSet::new(),
+            last_seen_ms: HashMap::new(),
+        });
+        entry.heard_at_ms = now_ms;
+        if online {
+            entry.online.insert(user);
+        } else {
+            entry.online.remove(&user);
+            entry.last_seen_ms.insert(user, now_ms);
+        }
+    }
+
+    /// Another node's full list of online users; forgets nodes silent for too long. Returns the
+    /// users whose presence changed (to announce).
+    pub fn remote_heartbeat(&self, node: u64, users: Vec<UserId>, now_ms: u64) -> Vec<UserId> {
+        let mut remote = lock!(self.remote_presence);
+        let mut changed = Vec::new();
+        let users: HashSet<UserId> = users.into_iter().collect();
+        let entry = remote.entry(node).or_insert_with(|| RemoteNode {
+            heard_at_ms: now_ms,
+            online: HashSet::new(),
+            last_seen_ms: HashMap::new(),
+        });
+        entry.heard_at_ms = now_ms;
+        changed.extend(users.symmetric_difference(&entry.online).copied());
+        entry.online = users;
+        remote.retain(|_, node| {
+            let alive = now_ms.saturating_sub(node.heard_at_ms) <= NODE_SILENCE_MAX_MS;
+            if !alive {
+                changed.extend(node.online.iter().copied());
+            }
+            alive
+        });
+        changed
     }
 
     /// Replaces the watcher's subscriptions: `(watched user, watcher is a contact)`.

@@ -57,6 +57,8 @@ impl Default for Config {
 /// Shared state of one server node.
 pub struct ServerCore {
     pub(crate) bus: Option<Arc<dyn cluster::Bus>>,
+    /// Random id of this node in a cluster.
+    pub(crate) node: u64,
     pub(crate) store: Arc<dyn ServerStore>,
     pub(crate) env: Arc<dyn Env>,
     pub(crate) hub: Hub,
@@ -67,8 +69,13 @@ pub struct ServerCore {
 
 impl ServerCore {
     pub fn new(store: Arc<dyn ServerStore>, env: Arc<dyn Env>, metrics: Arc<Metrics>, config: Config) -> ServerCore {
+        let node = {
+            use crate::env::EnvExt;
+            env.random_u64()
+        };
         ServerCore {
             bus: None,
+            node,
             store,
             env,
             hub: Hub::default(),
@@ -87,14 +94,25 @@ impl ServerCore {
 
     /// An event from the cluster bus (published by any node, this one included).
     pub fn apply_cluster_event(&self, event: cluster::ClusterEvent) {
-        event.apply(&self.hub);
+        event.apply(&self.hub, self.node, self.env.now_ms());
+    }
+
+    /// Tells the cluster which users are online on this node; the shell calls it periodically.
+    pub fn heartbeat(&self) {
+        if self.bus.is_some() {
+            self.cluster(cluster::ClusterEvent::Heartbeat { node: self.node, users: self.hub.local_online_users() });
+        }
+    }
+
+    pub(crate) fn presence_changed(&self, user: anytime_proto::UserId, online: bool) {
+        self.cluster(cluster::ClusterEvent::Presence { node: self.node, user, online });
     }
 
     /// Applies a hub effect on every node: directly when alone, through the bus in a cluster.
     pub(crate) fn cluster(&self, event: cluster::ClusterEvent) {
         match &self.bus {
             Some(bus) => bus.publish(&event),
-            None => event.apply(&self.hub),
+            None => event.apply(&self.hub, self.node, self.env.now_ms()),
         }
     }
 

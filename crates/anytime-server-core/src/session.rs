@@ -199,7 +199,7 @@ impl Session {
             tracing::warn!(%error, "could not record last-seen time");
         }
         if went_offline {
-            self.core.hub.announce_presence(auth.user);
+            self.core.presence_changed(auth.user, false);
         }
     }
 
@@ -239,7 +239,7 @@ impl Session {
         let hello_ok = frame::HelloOk { user: device.user, device: device.id, server_time_ms: self.core.env.now_ms() };
         self.send_frame(request_id, &ServerFrame::HelloOk(hello_ok)).await;
         if registered.came_online {
-            self.core.hub.announce_presence(device.user);
+            self.core.presence_changed(device.user, true);
         }
         // Welcomes first: a device joining a group needs its Welcome to read what follows.
         self.push_pending_welcomes(device.id).await;

@@ -22,6 +22,9 @@ use tokio::sync::{watch, Semaphore};
 
 pub use system_env::SystemEnv;
 
+/// How often a cluster node lists its online users (well under the 15 s silence limit).
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+
 /// PostgreSQL sessions per node.
 const POSTGRES_CONNECTIONS: usize = 16;
 
@@ -121,6 +124,19 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let state = AppState { core: core.clone(), connections: connections.clone(), shutdown: shutdown_rx.clone() };
     let app = http::router(state);
 
+    if config.nats.is_some() {
+        let beat_core = core.clone();
+        let mut beat_shutdown = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => beat_core.heartbeat(),
+                    _ = beat_shutdown.changed() => return,
+                }
+            }
+        });
+    }
     let gc_core = core.clone();
     let mut gc_shutdown = shutdown_rx.clone();
     let gc_interval = config.gc_interval;

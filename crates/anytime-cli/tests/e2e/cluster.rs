@@ -154,3 +154,29 @@ async fn two_nodes_race_on_one_commit_and_exactly_one_wins() {
         assert_eq!((wins, losses), (1, 1), "round {round}: {answers:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_and_typing_cross_nodes() {
+    // Goal: a contact on another node sees a user come online, type, and go offline.
+    let Some(c) = Cluster::start(2) else { return };
+    let alice = anytime_testkit::register(&c.base(0), "alice").await.unwrap();
+    let bob = anytime_testkit::register(&c.base(1), "bob").await.unwrap();
+    let mut a = c.connect(0, &alice.token).await;
+    let conv = create_direct(&mut a, bob.user_id).await;
+    match expect_ok(&mut a, frame::SubscribePresence { users: vec![bob.user_id] }.into()).await {
+        ServerFrame::PresenceList(list) => assert!(list.presence.iter().all(|p| !p.online)),
+        other => panic!("{other:?}"),
+    }
+    let presence_of = |online: bool| {
+        move |push: &ServerFrame| match push {
+            ServerFrame::PresenceEvent(e) if e.online == online => Some(()),
+            _ => None,
+        }
+    };
+    let mut b = c.connect(1, &bob.token).await;
+    a.wait_for(presence_of(true)).await.expect("online seen from the other node");
+    b.send(frame::Typing { conv }.into()).await.unwrap();
+    a.wait_for(|p| matches!(p, ServerFrame::TypingEvent(t) if t.user == bob.user_id).then_some(())).await.unwrap();
+    b.close().await;
+    a.wait_for(presence_of(false)).await.expect("offline seen from the other node");
+}
