@@ -8,8 +8,9 @@
 //! - an invite use is a conditional `UPDATE … RETURNING`.
 //!
 //! A write returns after PostgreSQL committed it (durable with the server's default
-//! `synchronous_commit = on`).
+//! `synchronous_commit = on`). Sends and acks are group-committed (`batch.rs`).
 
+mod batch;
 mod pg;
 
 use anytime_proto::frame::{ClaimedKeyPackage, ConversationSummary, Message, PresencePrivacy, Seq};
@@ -21,6 +22,7 @@ pub use pg::OpenError;
 
 pub struct PgStore {
     pool: deadpool_postgres::Pool,
+    batcher: batch::Batcher,
 }
 
 impl PgStore {
@@ -28,14 +30,9 @@ impl PgStore {
     pub async fn open(url: &str, connections: usize) -> Result<PgStore, OpenError> {
         let pool = pg::pool(url, connections)?;
         pg::migrate(&pool).await?;
-        Ok(PgStore { pool })
+        let batcher = batch::Batcher::start(pool.clone());
+        Ok(PgStore { pool, batcher })
     }
-}
-
-/// A ready `PendingWrite`: this backend finishes the transaction before returning, which keeps
-/// a connection's pipelined writes in submission order.
-fn ready<T: Send + Sync + 'static>(value: T) -> PendingWrite<T> {
-    Box::pin(std::future::ready(Ok(value)))
 }
 
 #[async_trait]
@@ -176,7 +173,7 @@ impl ServerStore for PgStore {
         pg::key_package_count(&self.pool, device).await
     }
     async fn submit_message(&self, message: NewMessage) -> StoreResult<PendingWrite<Appended>> {
-        Ok(ready(pg::append_message(&self.pool, message).await?))
+        self.batcher.message(message).await
     }
     async fn append_commit(&self, commit: NewCommit) -> StoreResult<CommitAccepted> {
         pg::append_commit(&self.pool, commit).await
@@ -188,8 +185,7 @@ impl ServerStore for PgStore {
         pg::cursors(&self.pool, device).await
     }
     async fn submit_ack(&self, device: DeviceId, conv: ConvId, seq: Seq) -> StoreResult<PendingWrite<()>> {
-        pg::ack(&self.pool, device, conv, seq).await?;
-        Ok(ready(()))
+        self.batcher.ack(device, conv, seq).await
     }
     async fn pending_welcomes(&self, device: DeviceId) -> StoreResult<Vec<PendingWelcome>> {
         pg::pending_welcomes(&self.pool, device).await

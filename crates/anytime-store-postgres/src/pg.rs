@@ -33,18 +33,21 @@ pub(crate) fn pool(url: &str, connections: usize) -> Result<Pool, OpenError> {
     Pool::builder(manager).max_size(connections.max(1)).build().map_err(|e| OpenError::Pool(e.to_string()))
 }
 
+fn migrate_error<E: std::fmt::Display>(error: E) -> OpenError {
+    OpenError::Migrate(error.to_string())
+}
+
 pub(crate) async fn migrate(pool: &Pool) -> Result<(), OpenError> {
-    let migrate_error = |e: tokio_postgres::Error| OpenError::Migrate(e.to_string());
     let mut client = pool.get().await.map_err(|e| OpenError::Migrate(e.to_string()))?;
     let tx = client.transaction().await.map_err(migrate_error)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(migrate_error)?;
-    tx.execute("CREATE TABLE IF NOT EXISTS anytime_schema (version INTEGER NOT NULL)", &[])
+    exec(&tx, "SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(migrate_error)?;
+    exec(&tx, "CREATE TABLE IF NOT EXISTS anytime_schema (version INTEGER NOT NULL)", &[])
         .await
         .map_err(migrate_error)?;
-    let found: i32 = match tx.query_opt("SELECT version FROM anytime_schema", &[]).await.map_err(migrate_error)? {
+    let found: i32 = match query_opt(&tx, "SELECT version FROM anytime_schema", &[]).await.map_err(migrate_error)? {
         Some(row) => row.get(0),
         None => {
-            tx.execute("INSERT INTO anytime_schema (version) VALUES (0)", &[]).await.map_err(migrate_error)?;
+            exec(&tx, "INSERT INTO anytime_schema (version) VALUES (0)", &[]).await.map_err(migrate_error)?;
             0
         }
     };
@@ -53,7 +56,7 @@ pub(crate) async fn migrate(pool: &Pool) -> Result<(), OpenError> {
     }
     for (from, sql) in STEPS.iter().enumerate().skip(found as usize) {
         tx.batch_execute(sql).await.map_err(migrate_error)?;
-        tx.execute("UPDATE anytime_schema SET version = $1", &[&(from as i32 + 1)]).await.map_err(migrate_error)?;
+        exec(&tx, "UPDATE anytime_schema SET version = $1", &[&(from as i32 + 1)]).await.map_err(migrate_error)?;
         tracing::info!(version = from + 1, "database schema migrated");
     }
     tx.commit().await.map_err(migrate_error)
@@ -79,13 +82,35 @@ async fn client(pool: &Pool) -> StoreResult<deadpool_postgres::Object> {
     pool.get().await.map_err(backend)
 }
 
+// Every statement goes through the connection's prepared-statement cache: parsed and planned
+// once per pooled connection, then only bound and executed.
+async fn query<C: GenericClient>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
+    let statement = c.prepare_cached(sql).await.map_err(backend)?;
+    c.query(&statement, params).await.map_err(backend)
+}
+
+async fn query_opt<C: GenericClient>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Option<Row>> {
+    let statement = c.prepare_cached(sql).await.map_err(backend)?;
+    c.query_opt(&statement, params).await.map_err(backend)
+}
+
+async fn query_one<C: GenericClient>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Row> {
+    let statement = c.prepare_cached(sql).await.map_err(backend)?;
+    c.query_one(&statement, params).await.map_err(backend)
+}
+
+async fn exec<C: GenericClient>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+    let statement = c.prepare_cached(sql).await.map_err(backend)?;
+    c.execute(&statement, params).await.map_err(backend)
+}
+
 pub(crate) async fn execute(pool: &Pool, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<()> {
-    client(pool).await?.execute(sql, params).await.map_err(backend)?;
+    exec(&client(pool).await?, sql, params).await?;
     Ok(())
 }
 
 pub(crate) async fn exists(pool: &Pool, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<bool> {
-    Ok(client(pool).await?.query_opt(sql, params).await.map_err(backend)?.is_some())
+    Ok(query_opt(&client(pool).await?, sql, params).await?.is_some())
 }
 
 pub(crate) fn privacy_to_i16(privacy: PresencePrivacy) -> i16 {
@@ -168,7 +193,7 @@ pub(crate) async fn user_where(
     value: &(dyn ToSql + Sync),
 ) -> StoreResult<Option<UserRecord>> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {condition}");
-    Ok(client(pool).await?.query_opt(&sql, &[value]).await.map_err(backend)?.as_ref().map(user_from_row))
+    Ok(query_opt(&client(pool).await?, &sql, &[value]).await?.as_ref().map(user_from_row))
 }
 
 pub(crate) async fn devices_where(
@@ -177,18 +202,16 @@ pub(crate) async fn devices_where(
     value: &(dyn ToSql + Sync),
 ) -> StoreResult<Vec<DeviceRecord>> {
     let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE {condition} ORDER BY created_at_ms, id");
-    Ok(client(pool).await?.query(&sql, &[value]).await.map_err(backend)?.iter().map(device_from_row).collect())
+    Ok(query(&client(pool).await?, &sql, &[value]).await?.iter().map(device_from_row).collect())
 }
 
 async fn insert_device<C: GenericClient>(c: &C, device: &DeviceRecord) -> StoreResult<()> {
-    c.execute(
+    exec(c,
         "INSERT INTO devices (id, user_id, name, token_hash, created_at_ms, expires_at_ms, last_seen_ms, approved, link_code)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[&id(device.id.0), &id(device.user.0), &device.name, &&device.token_hash[..], &id(device.created_at_ms),
           &id(device.expires_at_ms), &id(device.last_seen_ms), &device.approved, &device.link_code],
-    )
-    .await
-    .map_err(backend)?;
+    ).await?;
     if device.approved {
         start_cursors(c, device.id, device.user).await?;
     }
@@ -197,35 +220,34 @@ async fn insert_device<C: GenericClient>(c: &C, device: &DeviceRecord) -> StoreR
 
 /// An approved device reads each conversation of its account from the current end.
 async fn start_cursors<C: GenericClient>(c: &C, device: DeviceId, user: UserId) -> StoreResult<()> {
-    c.execute(
+    exec(
+        c,
         "INSERT INTO cursors (device_id, conv_id, acked_seq)
          SELECT $1, m.conv_id, c.last_seq FROM members m JOIN conversations c ON c.id = m.conv_id WHERE m.user_id = $2
          ON CONFLICT DO NOTHING",
         &[&id(device.0), &id(user.0)],
     )
-    .await
-    .map_err(backend)?;
+    .await?;
     Ok(())
 }
 
 pub(crate) async fn create_user(pool: &Pool, user: UserRecord, device: DeviceRecord) -> StoreResult<()> {
     let mut c = client(pool).await?;
     let tx = c.transaction().await.map_err(backend)?;
-    let inserted = tx
-        .execute(
-            &format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"),
-            &[
-                &id(user.id.0),
-                &user.username,
-                &user.password_hash,
-                &user.display_name,
-                &user.avatar,
-                &privacy_to_i16(user.presence_privacy),
-                &id(user.created_at_ms),
-            ],
-        )
-        .await
-        .map_err(backend)?;
+    let inserted = exec(
+        &tx,
+        &format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"),
+        &[
+            &id(user.id.0),
+            &user.username,
+            &user.password_hash,
+            &user.display_name,
+            &user.avatar,
+            &privacy_to_i16(user.presence_privacy),
+            &id(user.created_at_ms),
+        ],
+    )
+    .await?;
     if inserted == 0 {
         return Err(rejected(ErrorCode::UsernameTaken));
     }
@@ -237,12 +259,9 @@ pub(crate) async fn create_device(pool: &Pool, device: DeviceRecord, devices_max
     let mut c = client(pool).await?;
     let tx = c.transaction().await.map_err(backend)?;
     // Lock the account row so two logins on two nodes cannot both pass the count.
-    tx.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&id(device.user.0)]).await.map_err(backend)?;
-    let count: i64 = tx
-        .query_one("SELECT COUNT(*) FROM devices WHERE user_id = $1", &[&id(device.user.0)])
-        .await
-        .map_err(backend)?
-        .get(0);
+    exec(&tx, "SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&id(device.user.0)]).await?;
+    let count: i64 =
+        query_one(&tx, "SELECT COUNT(*) FROM devices WHERE user_id = $1", &[&id(device.user.0)]).await?.get(0);
     if count >= i64::from(devices_max) {
         return Err(rejected(ErrorCode::TooManyDevices));
     }
@@ -253,14 +272,13 @@ pub(crate) async fn create_device(pool: &Pool, device: DeviceRecord, devices_max
 pub(crate) async fn approve_device(pool: &Pool, user: UserId, code: &str, expires_at_ms: u64) -> StoreResult<DeviceId> {
     let mut c = client(pool).await?;
     let tx = c.transaction().await.map_err(backend)?;
-    let row = tx
-        .query_opt(
-            "UPDATE devices SET approved = TRUE, link_code = NULL, expires_at_ms = $1
+    let row = query_opt(
+        &tx,
+        "UPDATE devices SET approved = TRUE, link_code = NULL, expires_at_ms = $1
              WHERE user_id = $2 AND approved = FALSE AND link_code = $3 RETURNING id",
-            &[&id(expires_at_ms), &id(user.0), &code],
-        )
-        .await
-        .map_err(backend)?;
+        &[&id(expires_at_ms), &id(user.0), &code],
+    )
+    .await?;
     let Some(row) = row else { return Err(rejected(ErrorCode::LinkCodeInvalid)) };
     let device = DeviceId(uid(row.get(0)));
     start_cursors(&tx, device, user).await?;
@@ -275,7 +293,7 @@ async fn delete_device<C: GenericClient>(c: &C, device: i64) -> StoreResult<()> 
         "DELETE FROM key_packages WHERE device_id = $1",
         "DELETE FROM welcome_targets WHERE device_id = $1",
     ] {
-        c.execute(sql, &[&device]).await.map_err(backend)?;
+        exec(c, sql, &[&device]).await?;
     }
     Ok(())
 }
@@ -283,7 +301,7 @@ async fn delete_device<C: GenericClient>(c: &C, device: i64) -> StoreResult<()> 
 pub(crate) async fn revoke_device(pool: &Pool, user: UserId, device: DeviceId) -> StoreResult<()> {
     let mut c = client(pool).await?;
     let tx = c.transaction().await.map_err(backend)?;
-    let owner = tx.query_opt("SELECT user_id FROM devices WHERE id = $1", &[&id(device.0)]).await.map_err(backend)?;
+    let owner = query_opt(&tx, "SELECT user_id FROM devices WHERE id = $1", &[&id(device.0)]).await?;
     if owner.map(|r| r.get::<_, i64>(0)) != Some(id(user.0)) {
         return Err(rejected(ErrorCode::DeviceNotFound));
     }
@@ -292,11 +310,12 @@ pub(crate) async fn revoke_device(pool: &Pool, user: UserId, device: DeviceId) -
 }
 
 pub(crate) async fn blocked_by(pool: &Pool, blocker: UserId) -> StoreResult<Vec<UserId>> {
-    let rows = client(pool)
-        .await?
-        .query("SELECT blocked FROM blocks WHERE blocker = $1 ORDER BY blocked", &[&id(blocker.0)])
-        .await
-        .map_err(backend)?;
+    let rows = query(
+        &client(pool).await?,
+        "SELECT blocked FROM blocks WHERE blocker = $1 ORDER BY blocked",
+        &[&id(blocker.0)],
+    )
+    .await?;
     Ok(rows.iter().map(|r| UserId(uid(r.get(0)))).collect())
 }
 
@@ -309,20 +328,18 @@ async fn insert_member<C: GenericClient>(
     admin: bool,
     at_ms: u64,
 ) -> StoreResult<()> {
-    c.execute(
+    exec(
+        c,
         "INSERT INTO members (conv_id, user_id, admin, joined_at_ms) VALUES ($1, $2, $3, $4)",
         &[&id(conv.0), &id(user.0), &admin, &id(at_ms)],
     )
-    .await
-    .map_err(backend)?;
-    c.execute(
+    .await?;
+    exec(c,
         "INSERT INTO cursors (device_id, conv_id, acked_seq)
          SELECT d.id, $1, (SELECT last_seq FROM conversations WHERE id = $1) FROM devices d WHERE d.user_id = $2 AND d.approved
          ON CONFLICT DO NOTHING",
         &[&id(conv.0), &id(user.0)],
-    )
-    .await
-    .map_err(backend)?;
+    ).await?;
     Ok(())
 }
 
@@ -334,17 +351,14 @@ pub(crate) async fn create_conversation(pool: &Pool, new: NewConversation) -> St
     };
     let mut c = client(pool).await?;
     let tx = c.transaction().await.map_err(backend)?;
-    let inserted = tx
-        .execute(
+    let inserted = exec(&tx,
             "INSERT INTO conversations (id, kind, name, epoch, last_seq, direct_key, created_at_ms) VALUES ($1, $2, $3, 0, 0, $4, $5)
              ON CONFLICT (direct_key) DO NOTHING",
             &[&id(new.id.0), &kind_to_i16(new.kind), &new.name, &key, &id(new.created_at_ms)],
-        )
-        .await
-        .map_err(backend)?;
+        ).await?;
     if inserted == 0 {
         // The direct chat of this pair exists already (maybe created by the other side just now).
-        let row = tx.query_one("SELECT id FROM conversations WHERE direct_key = $1", &[&key]).await.map_err(backend)?;
+        let row = query_one(&tx, "SELECT id FROM conversations WHERE direct_key = $1", &[&key]).await?;
         return Ok(ConvId(uid(row.get(0))));
     }
     insert_member(&tx, new.id, new.creator, new.kind == ConvKind::Group, new.created_at_ms).await?;
@@ -356,11 +370,12 @@ pub(crate) async fn create_conversation(pool: &Pool, new: NewConversation) -> St
 }
 
 pub(crate) async fn conversation(pool: &Pool, conv: ConvId) -> StoreResult<Option<ConversationRecord>> {
-    let row = client(pool)
-        .await?
-        .query_opt("SELECT kind, name, epoch, last_seq, created_at_ms FROM conversations WHERE id = $1", &[&id(conv.0)])
-        .await
-        .map_err(backend)?;
+    let row = query_opt(
+        &client(pool).await?,
+        "SELECT kind, name, epoch, last_seq, created_at_ms FROM conversations WHERE id = $1",
+        &[&id(conv.0)],
+    )
+    .await?;
     Ok(row.map(|r| ConversationRecord {
         id: conv,
         kind: kind_from_i16(r.get(0)),
@@ -372,36 +387,31 @@ pub(crate) async fn conversation(pool: &Pool, conv: ConvId) -> StoreResult<Optio
 }
 
 pub(crate) async fn members(pool: &Pool, conv: ConvId) -> StoreResult<Vec<MemberRecord>> {
-    let rows = client(pool)
-        .await?
-        .query("SELECT user_id, admin FROM members WHERE conv_id = $1 ORDER BY joined_at_ms, user_id", &[&id(conv.0)])
-        .await
-        .map_err(backend)?;
+    let rows = query(
+        &client(pool).await?,
+        "SELECT user_id, admin FROM members WHERE conv_id = $1 ORDER BY joined_at_ms, user_id",
+        &[&id(conv.0)],
+    )
+    .await?;
     Ok(rows.iter().map(|r| MemberRecord { user: UserId(uid(r.get(0))), admin: r.get(1) }).collect())
 }
 
 pub(crate) async fn member_devices(pool: &Pool, conv: ConvId) -> StoreResult<Vec<(UserId, DeviceId)>> {
-    let rows = client(pool)
-        .await?
-        .query(
+    let rows = query(&client(pool).await?,
             "SELECT m.user_id, d.id FROM members m JOIN devices d ON d.user_id = m.user_id WHERE m.conv_id = $1 AND d.approved",
             &[&id(conv.0)],
-        )
-        .await
-        .map_err(backend)?;
+        ).await?;
     Ok(rows.iter().map(|r| (UserId(uid(r.get(0))), DeviceId(uid(r.get(1))))).collect())
 }
 
 pub(crate) async fn conversations_of(pool: &Pool, user: UserId) -> StoreResult<Vec<ConversationSummary>> {
-    let rows = client(pool)
-        .await?
-        .query(
-            "SELECT c.id, c.kind, c.name, c.epoch, c.last_seq, (SELECT COUNT(*) FROM members m2 WHERE m2.conv_id = c.id)
+    let rows = query(
+        &client(pool).await?,
+        "SELECT c.id, c.kind, c.name, c.epoch, c.last_seq, (SELECT COUNT(*) FROM members m2 WHERE m2.conv_id = c.id)
              FROM members m JOIN conversations c ON c.id = m.conv_id WHERE m.user_id = $1 ORDER BY c.created_at_ms",
-            &[&id(user.0)],
-        )
-        .await
-        .map_err(backend)?;
+        &[&id(user.0)],
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(|r| ConversationSummary {
@@ -417,8 +427,7 @@ pub(crate) async fn conversations_of(pool: &Pool, user: UserId) -> StoreResult<V
 
 /// Locks the conversation row: membership changes of one conversation run one at a time.
 async fn lock_conversation<C: GenericClient>(c: &C, conv: ConvId) -> StoreResult<()> {
-    let found =
-        c.query_opt("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", &[&id(conv.0)]).await.map_err(backend)?;
+    let found = query_opt(c, "SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", &[&id(conv.0)]).await?;
     if found.is_none() {
         return Err(rejected(ErrorCode::ConversationNotFound));
     }
@@ -433,10 +442,8 @@ async fn add_members_in<C: GenericClient>(
     at_ms: u64,
 ) -> StoreResult<()> {
     lock_conversation(c, conv).await?;
-    let present: Vec<i64> = c
-        .query("SELECT user_id FROM members WHERE conv_id = $1", &[&id(conv.0)])
-        .await
-        .map_err(backend)?
+    let present: Vec<i64> = query(c, "SELECT user_id FROM members WHERE conv_id = $1", &[&id(conv.0)])
+        .await?
         .iter()
         .map(|r| r.get(0))
         .collect();
@@ -470,40 +477,37 @@ pub(crate) async fn remove_member(pool: &Pool, conv: ConvId, user: UserId) -> St
     let mut c = client(pool).await?;
     let tx = c.transaction().await.map_err(backend)?;
     lock_conversation(&tx, conv).await?;
-    let removed = tx
-        .execute("DELETE FROM members WHERE conv_id = $1 AND user_id = $2", &[&id(conv.0), &id(user.0)])
-        .await
-        .map_err(backend)?;
+    let removed =
+        exec(&tx, "DELETE FROM members WHERE conv_id = $1 AND user_id = $2", &[&id(conv.0), &id(user.0)]).await?;
     if removed == 0 {
         return Err(rejected(ErrorCode::NotMember));
     }
-    tx.execute(
+    exec(
+        &tx,
         "DELETE FROM cursors WHERE conv_id = $1 AND device_id IN (SELECT id FROM devices WHERE user_id = $2)",
         &[&id(conv.0), &id(user.0)],
     )
-    .await
-    .map_err(backend)?;
-    let left: i64 =
-        tx.query_one("SELECT COUNT(*) FROM members WHERE conv_id = $1", &[&id(conv.0)]).await.map_err(backend)?.get(0);
+    .await?;
+    let left: i64 = query_one(&tx, "SELECT COUNT(*) FROM members WHERE conv_id = $1", &[&id(conv.0)]).await?.get(0);
     if left == 0 {
         for sql in [
             "DELETE FROM conversations WHERE id = $1",
             "DELETE FROM messages WHERE conv_id = $1",
             "DELETE FROM invites WHERE conv_id = $1",
         ] {
-            tx.execute(sql, &[&id(conv.0)]).await.map_err(backend)?;
+            exec(&tx, sql, &[&id(conv.0)]).await?;
         }
     } else {
         // A group always keeps an admin: promote the longest-standing member if none is left.
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE members SET admin = TRUE WHERE conv_id = $1
                AND NOT EXISTS (SELECT 1 FROM members WHERE conv_id = $1 AND admin)
                AND user_id = (SELECT user_id FROM members WHERE conv_id = $1 ORDER BY joined_at_ms, user_id LIMIT 1)
                AND (SELECT kind FROM conversations WHERE id = $1) = 1",
             &[&id(conv.0)],
         )
-        .await
-        .map_err(backend)?;
+        .await?;
     }
     tx.commit().await.map_err(backend)
 }
@@ -512,21 +516,17 @@ pub(crate) async fn set_admin(pool: &Pool, conv: ConvId, user: UserId, admin: bo
     let mut c = client(pool).await?;
     let tx = c.transaction().await.map_err(backend)?;
     lock_conversation(&tx, conv).await?;
-    let changed = tx
-        .execute(
-            "UPDATE members SET admin = $1 WHERE conv_id = $2 AND user_id = $3",
-            &[&admin, &id(conv.0), &id(user.0)],
-        )
-        .await
-        .map_err(backend)?;
+    let changed = exec(
+        &tx,
+        "UPDATE members SET admin = $1 WHERE conv_id = $2 AND user_id = $3",
+        &[&admin, &id(conv.0), &id(user.0)],
+    )
+    .await?;
     if changed == 0 {
         return Err(rejected(ErrorCode::NotMember));
     }
-    let admins: i64 = tx
-        .query_one("SELECT COUNT(*) FROM members WHERE conv_id = $1 AND admin", &[&id(conv.0)])
-        .await
-        .map_err(backend)?
-        .get(0);
+    let admins: i64 =
+        query_one(&tx, "SELECT COUNT(*) FROM members WHERE conv_id = $1 AND admin", &[&id(conv.0)]).await?.get(0);
     if admins == 0 {
         return Err(rejected(ErrorCode::InvalidArgument));
     }
@@ -543,14 +543,12 @@ pub(crate) async fn create_invite(pool: &Pool, invite: InviteRecord) -> StoreRes
 }
 
 pub(crate) async fn invite(pool: &Pool, code: &str) -> StoreResult<Option<InviteRecord>> {
-    let row = client(pool)
-        .await?
-        .query_opt(
-            "SELECT conv_id, created_by, expires_at_ms, max_uses, uses, revoked FROM invites WHERE code = $1",
-            &[&code],
-        )
-        .await
-        .map_err(backend)?;
+    let row = query_opt(
+        &client(pool).await?,
+        "SELECT conv_id, created_by, expires_at_ms, max_uses, uses, revoked FROM invites WHERE code = $1",
+        &[&code],
+    )
+    .await?;
     Ok(row.map(|r| InviteRecord {
         code: code.to_owned(),
         conv: ConvId(uid(r.get(0))),
@@ -563,11 +561,7 @@ pub(crate) async fn invite(pool: &Pool, code: &str) -> StoreResult<Option<Invite
 }
 
 pub(crate) async fn revoke_invite(pool: &Pool, code: &str) -> StoreResult<()> {
-    let changed = client(pool)
-        .await?
-        .execute("UPDATE invites SET revoked = TRUE WHERE code = $1", &[&code])
-        .await
-        .map_err(backend)?;
+    let changed = exec(&client(pool).await?, "UPDATE invites SET revoked = TRUE WHERE code = $1", &[&code]).await?;
     if changed == 0 {
         return Err(rejected(ErrorCode::InviteNotFound));
     }
@@ -577,18 +571,12 @@ pub(crate) async fn revoke_invite(pool: &Pool, code: &str) -> StoreResult<()> {
 pub(crate) async fn join_invite(pool: &Pool, code: &str, user: UserId, now_ms: u64, max: u32) -> StoreResult<ConvId> {
     let mut c = client(pool).await?;
     let tx = c.transaction().await.map_err(backend)?;
-    let used = tx
-        .query_opt(
+    let used = query_opt(&tx,
             "UPDATE invites SET uses = uses + 1 WHERE code = $1 AND NOT revoked AND expires_at_ms > $2 AND uses < max_uses RETURNING conv_id",
             &[&code, &id(now_ms)],
-        )
-        .await
-        .map_err(backend)?;
+        ).await?;
     let Some(row) = used else {
-        let invite = tx
-            .query_opt("SELECT revoked, expires_at_ms FROM invites WHERE code = $1", &[&code])
-            .await
-            .map_err(backend)?;
+        let invite = query_opt(&tx, "SELECT revoked, expires_at_ms FROM invites WHERE code = $1", &[&code]).await?;
         return Err(rejected(match invite {
             None => ErrorCode::InviteNotFound,
             Some(r) if r.get::<_, bool>(0) => ErrorCode::InviteRevoked,
@@ -605,14 +593,10 @@ pub(crate) async fn join_invite(pool: &Pool, code: &str, user: UserId, now_ms: u
 // ---------------------------------------------------------------- key packages
 
 pub(crate) async fn key_package_count(pool: &Pool, device: DeviceId) -> StoreResult<(u32, bool)> {
-    let row = client(pool)
-        .await?
-        .query_one(
+    let row = query_one(&client(pool).await?,
             "SELECT COUNT(*) FILTER (WHERE NOT last_resort), COUNT(*) FILTER (WHERE last_resort) FROM key_packages WHERE device_id = $1",
             &[&id(device.0)],
-        )
-        .await
-        .map_err(backend)?;
+        ).await?;
     Ok((row.get::<_, i64>(0) as u32, row.get::<_, i64>(1) > 0))
 }
 
@@ -625,33 +609,30 @@ pub(crate) async fn upload_key_packages(
 ) -> StoreResult<u32> {
     let mut c = client(pool).await?;
     let tx = c.transaction().await.map_err(backend)?;
-    tx.execute("SELECT 1 FROM devices WHERE id = $1 FOR UPDATE", &[&id(device.0)]).await.map_err(backend)?;
-    let stored: i64 = tx
-        .query_one("SELECT COUNT(*) FROM key_packages WHERE device_id = $1 AND NOT last_resort", &[&id(device.0)])
-        .await
-        .map_err(backend)?
-        .get(0);
+    exec(&tx, "SELECT 1 FROM devices WHERE id = $1 FOR UPDATE", &[&id(device.0)]).await?;
+    let stored: i64 =
+        query_one(&tx, "SELECT COUNT(*) FROM key_packages WHERE device_id = $1 AND NOT last_resort", &[&id(device.0)])
+            .await?
+            .get(0);
     if stored as usize + packages.len() > max as usize {
         return Err(rejected(ErrorCode::TooManyKeyPackages));
     }
     for package in &packages {
-        tx.execute(
+        exec(
+            &tx,
             "INSERT INTO key_packages (device_id, last_resort, data) VALUES ($1, FALSE, $2)",
             &[&id(device.0), package],
         )
-        .await
-        .map_err(backend)?;
+        .await?;
     }
     if let Some(package) = &last_resort {
-        tx.execute("DELETE FROM key_packages WHERE device_id = $1 AND last_resort", &[&id(device.0)])
-            .await
-            .map_err(backend)?;
-        tx.execute(
+        exec(&tx, "DELETE FROM key_packages WHERE device_id = $1 AND last_resort", &[&id(device.0)]).await?;
+        exec(
+            &tx,
             "INSERT INTO key_packages (device_id, last_resort, data) VALUES ($1, TRUE, $2)",
             &[&id(device.0), package],
         )
-        .await
-        .map_err(backend)?;
+        .await?;
     }
     tx.commit().await.map_err(backend)?;
     Ok(stored as u32 + packages.len() as u32)
@@ -660,34 +641,28 @@ pub(crate) async fn upload_key_packages(
 pub(crate) async fn claim_key_packages(pool: &Pool, user: UserId) -> StoreResult<Vec<ClaimedKeyPackage>> {
     let mut c = client(pool).await?;
     let tx = c.transaction().await.map_err(backend)?;
-    let devices: Vec<i64> = tx
-        .query("SELECT id FROM devices WHERE user_id = $1 AND approved ORDER BY created_at_ms, id", &[&id(user.0)])
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let devices: Vec<i64> =
+        query(&tx, "SELECT id FROM devices WHERE user_id = $1 AND approved ORDER BY created_at_ms, id", &[&id(user.0)])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
     let mut claimed = Vec::with_capacity(devices.len());
     for device in devices {
         // SKIP LOCKED: a concurrent claim on another node takes the next package instead of
         // waiting, and the DELETE makes each package go to exactly one claimer.
-        let one_time = tx
-            .query_opt(
+        let one_time = query_opt(&tx,
                 "DELETE FROM key_packages WHERE id = (
                     SELECT id FROM key_packages WHERE device_id = $1 AND NOT last_resort ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
                  RETURNING data",
                 &[&device],
-            )
-            .await
-            .map_err(backend)?;
+            ).await?;
         if let Some(row) = one_time {
             claimed.push(ClaimedKeyPackage { device: DeviceId(uid(device)), package: row.get(0), last_resort: false });
             continue;
         }
-        let last_resort = tx
-            .query_opt("SELECT data FROM key_packages WHERE device_id = $1 AND last_resort", &[&device])
-            .await
-            .map_err(backend)?;
+        let last_resort =
+            query_opt(&tx, "SELECT data FROM key_packages WHERE device_id = $1 AND last_resort", &[&device]).await?;
         if let Some(row) = last_resort {
             claimed.push(ClaimedKeyPackage { device: DeviceId(uid(device)), package: row.get(0), last_resort: true });
         }
@@ -708,13 +683,12 @@ struct SentBefore {
 }
 
 async fn sent_before<C: GenericClient>(c: &C, device: DeviceId, msg_id: &MsgId) -> StoreResult<Option<SentBefore>> {
-    let row = c
-        .query_opt(
-            "SELECT conv_id, seq, epoch_after FROM sent_ids WHERE device_id = $1 AND msg_id = $2",
-            &[&id(device.0), &&msg_id.0[..]],
-        )
-        .await
-        .map_err(backend)?;
+    let row = query_opt(
+        c,
+        "SELECT conv_id, seq, epoch_after FROM sent_ids WHERE device_id = $1 AND msg_id = $2",
+        &[&id(device.0), &&msg_id.0[..]],
+    )
+    .await?;
     Ok(row.map(|r| SentBefore {
         conv: ConvId(uid(r.get(0))),
         seq: uid(r.get(1)),
@@ -736,45 +710,42 @@ async fn insert_message<C: GenericClient>(
     payload: &[u8],
     epoch_after: Option<u64>,
 ) -> StoreResult<()> {
-    c.execute(
+    exec(
+        c,
         "INSERT INTO messages (conv_id, seq, sender, sender_device, msg_id, kind, epoch, sent_at_ms, payload)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[&id(conv.0), &id(seq), &id(sender.0), &id(device.0), &&msg_id.0[..], &kind, &id(epoch), &id(at_ms), &payload],
     )
-    .await
-    .map_err(backend)?;
-    c.execute(
+    .await?;
+    exec(
+        c,
         "INSERT INTO sent_ids (device_id, msg_id, conv_id, seq, epoch_after, at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
         &[&id(device.0), &&msg_id.0[..], &id(conv.0), &id(seq), &epoch_after.map(id), &id(at_ms)],
     )
-    .await
-    .map_err(backend)?;
+    .await?;
     Ok(())
 }
 
-pub(crate) async fn append_message(pool: &Pool, m: NewMessage) -> StoreResult<Appended> {
-    let mut c = client(pool).await?;
-    let tx = c.transaction().await.map_err(backend)?;
-    // The seq bump takes the conversation's row lock first, so a concurrent retry of the same id
-    // (on any node) waits here and then finds it in sent_ids.
-    let row = tx
-        .query_opt(
-            "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
-            &[&id(m.conv.0)],
-        )
-        .await
-        .map_err(backend)?;
-    let Some(row) = row else { return Err(rejected(ErrorCode::ConversationNotFound)) };
-    if let Some(before) = sent_before(&tx, m.sender_device, &m.msg_id).await? {
-        // Dropping the transaction rolls the bump back.
+/// Appends one message inside the caller's transaction (the batch writer's).
+pub(crate) async fn append_message_in<C: GenericClient>(c: &C, m: &NewMessage) -> StoreResult<Appended> {
+    if let Some(before) = sent_before(c, m.sender_device, &m.msg_id).await? {
         if before.conv != m.conv || before.epoch_after.is_some() {
             return Err(rejected(ErrorCode::MessageIdReused));
         }
         return Ok(Appended { seq: before.seq, duplicate: true });
     }
+    // The row lock taken here orders this conversation's seqs across nodes until commit.
+    let row = query_opt(
+        c,
+        "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
+        &[&id(m.conv.0)],
+    )
+    .await?;
+    let Some(row) = row else { return Err(rejected(ErrorCode::ConversationNotFound)) };
     let seq = uid(row.get(0));
-    insert_message(&tx, m.conv, seq, m.sender, m.sender_device, &m.msg_id, 0, 0, m.at_ms, &m.payload, None).await?;
-    tx.commit().await.map_err(backend)?;
+    // A concurrent first send of the same id on another node makes this insert conflict; the
+    // job fails and the client's retry then finds the stored id.
+    insert_message(c, m.conv, seq, m.sender, m.sender_device, &m.msg_id, 0, 0, m.at_ms, &m.payload, None).await?;
     Ok(Appended { seq, duplicate: false })
 }
 
@@ -788,19 +759,13 @@ pub(crate) async fn append_commit(pool: &Pool, commit: NewCommit) -> StoreResult
             _ => Err(rejected(ErrorCode::MessageIdReused)),
         };
     }
-    let accepted = tx
-        .query_opt(
+    let accepted = query_opt(&tx,
             "UPDATE conversations SET last_seq = last_seq + 1, epoch = epoch + 1 WHERE id = $1 AND epoch = $2 RETURNING last_seq, epoch",
             &[&id(commit.conv.0), &id(commit.epoch)],
-        )
-        .await
-        .map_err(backend)?;
+        ).await?;
     let Some(row) = accepted else {
-        let current: i64 = tx
-            .query_one("SELECT epoch FROM conversations WHERE id = $1", &[&id(commit.conv.0)])
-            .await
-            .map_err(backend)?
-            .get(0);
+        let current: i64 =
+            query_one(&tx, "SELECT epoch FROM conversations WHERE id = $1", &[&id(commit.conv.0)]).await?.get(0);
         return Err(StoreError::EpochMismatch { current: uid(current) });
     };
     let (seq, epoch) = (uid(row.get(0)), uid(row.get(1)));
@@ -819,19 +784,19 @@ pub(crate) async fn append_commit(pool: &Pool, commit: NewCommit) -> StoreResult
     )
     .await?;
     if let Some(welcome) = commit.welcome {
-        tx.execute(
+        exec(
+            &tx,
             "INSERT INTO welcomes (id, conv_id, payload, created_at_ms) VALUES ($1, $2, $3, $4)",
             &[&id(welcome.id), &id(commit.conv.0), &welcome.payload, &id(commit.at_ms)],
         )
-        .await
-        .map_err(backend)?;
+        .await?;
         for device in welcome.devices {
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT INTO welcome_targets (device_id, welcome_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 &[&id(device.0), &id(welcome.id)],
             )
-            .await
-            .map_err(backend)?;
+            .await?;
         }
     }
     tx.commit().await.map_err(backend)?;
@@ -839,15 +804,13 @@ pub(crate) async fn append_commit(pool: &Pool, commit: NewCommit) -> StoreResult
 }
 
 pub(crate) async fn messages_after(pool: &Pool, conv: ConvId, after: Seq, limit: u32) -> StoreResult<Vec<Message>> {
-    let rows = client(pool)
-        .await?
-        .query(
-            "SELECT seq, sender, sender_device, msg_id, kind, epoch, sent_at_ms, payload FROM messages
+    let rows = query(
+        &client(pool).await?,
+        "SELECT seq, sender, sender_device, msg_id, kind, epoch, sent_at_ms, payload FROM messages
              WHERE conv_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-            &[&id(conv.0), &id(after), &i64::from(limit)],
-        )
-        .await
-        .map_err(backend)?;
+        &[&id(conv.0), &id(after), &i64::from(limit)],
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(|r| {
@@ -876,39 +839,41 @@ pub(crate) async fn messages_after(pool: &Pool, conv: ConvId, after: Seq, limit:
 }
 
 pub(crate) async fn cursors(pool: &Pool, device: DeviceId) -> StoreResult<Vec<(ConvId, Seq)>> {
-    let rows = client(pool)
-        .await?
-        .query("SELECT conv_id, acked_seq FROM cursors WHERE device_id = $1", &[&id(device.0)])
-        .await
-        .map_err(backend)?;
+    let rows =
+        query(&client(pool).await?, "SELECT conv_id, acked_seq FROM cursors WHERE device_id = $1", &[&id(device.0)])
+            .await?;
     Ok(rows.iter().map(|r| (ConvId(uid(r.get(0))), uid(r.get(1)))).collect())
 }
 
-pub(crate) async fn ack(pool: &Pool, device: DeviceId, conv: ConvId, seq: Seq) -> StoreResult<()> {
-    let changed = client(pool)
-        .await?
-        .execute(
-            "UPDATE cursors SET acked_seq = GREATEST(acked_seq, $1) WHERE device_id = $2 AND conv_id = $3",
-            &[&id(seq), &id(device.0), &id(conv.0)],
-        )
-        .await
-        .map_err(backend)?;
+pub(crate) async fn ack_in<C: GenericClient>(c: &C, device: DeviceId, conv: ConvId, seq: Seq) -> StoreResult<()> {
+    let changed = exec(
+        c,
+        "UPDATE cursors SET acked_seq = GREATEST(acked_seq, $1) WHERE device_id = $2 AND conv_id = $3",
+        &[&id(seq), &id(device.0), &id(conv.0)],
+    )
+    .await?;
     if changed == 0 {
         return Err(rejected(ErrorCode::ConversationNotFound));
     }
     Ok(())
 }
 
+pub(crate) async fn client_for_batch(pool: &Pool) -> StoreResult<deadpool_postgres::Object> {
+    client(pool).await
+}
+
+pub(crate) fn to_backend<E: std::fmt::Display>(error: E) -> StoreError {
+    backend(error)
+}
+
 pub(crate) async fn pending_welcomes(pool: &Pool, device: DeviceId) -> StoreResult<Vec<PendingWelcome>> {
-    let rows = client(pool)
-        .await?
-        .query(
-            "SELECT w.id, w.conv_id, w.payload FROM welcome_targets t JOIN welcomes w ON w.id = t.welcome_id
+    let rows = query(
+        &client(pool).await?,
+        "SELECT w.id, w.conv_id, w.payload FROM welcome_targets t JOIN welcomes w ON w.id = t.welcome_id
              WHERE t.device_id = $1 ORDER BY w.created_at_ms",
-            &[&id(device.0)],
-        )
-        .await
-        .map_err(backend)?;
+        &[&id(device.0)],
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(|r| PendingWelcome { id: uid(r.get(0)), conv: ConvId(uid(r.get(1))), payload: r.get(2) })
@@ -918,19 +883,21 @@ pub(crate) async fn pending_welcomes(pool: &Pool, device: DeviceId) -> StoreResu
 pub(crate) async fn ack_welcome(pool: &Pool, device: DeviceId, welcome: u64) -> StoreResult<()> {
     let mut c = client(pool).await?;
     let tx = c.transaction().await.map_err(backend)?;
-    let removed = tx
-        .execute("DELETE FROM welcome_targets WHERE device_id = $1 AND welcome_id = $2", &[&id(device.0), &id(welcome)])
-        .await
-        .map_err(backend)?;
+    let removed = exec(
+        &tx,
+        "DELETE FROM welcome_targets WHERE device_id = $1 AND welcome_id = $2",
+        &[&id(device.0), &id(welcome)],
+    )
+    .await?;
     if removed == 0 {
         return Err(rejected(ErrorCode::UnknownWelcome));
     }
-    tx.execute(
+    exec(
+        &tx,
         "DELETE FROM welcomes WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM welcome_targets WHERE welcome_id = $1)",
         &[&id(welcome)],
     )
-    .await
-    .map_err(backend)?;
+    .await?;
     tx.commit().await.map_err(backend)
 }
 
@@ -938,27 +905,24 @@ pub(crate) async fn collect_garbage(pool: &Pool, now_ms: u64, retention_ms: u64)
     let cutoff = id(now_ms.saturating_sub(retention_ms));
     let mut c = client(pool).await?;
     let tx = c.transaction().await.map_err(backend)?;
-    let acked = tx
-        .execute(
-            "DELETE FROM messages m WHERE m.seq <= COALESCE(
+    let acked = exec(
+        &tx,
+        "DELETE FROM messages m WHERE m.seq <= COALESCE(
                 (SELECT MIN(acked_seq) FROM cursors c WHERE c.conv_id = m.conv_id), m.seq)",
-            &[],
-        )
-        .await
-        .map_err(backend)?;
-    let expired = tx.execute("DELETE FROM messages WHERE sent_at_ms < $1", &[&cutoff]).await.map_err(backend)?;
-    tx.execute("DELETE FROM sent_ids WHERE at_ms < $1", &[&cutoff]).await.map_err(backend)?;
-    tx.execute("DELETE FROM welcomes WHERE created_at_ms < $1", &[&cutoff]).await.map_err(backend)?;
-    tx.execute(
+        &[],
+    )
+    .await?;
+    let expired = exec(&tx, "DELETE FROM messages WHERE sent_at_ms < $1", &[&cutoff]).await?;
+    exec(&tx, "DELETE FROM sent_ids WHERE at_ms < $1", &[&cutoff]).await?;
+    exec(&tx, "DELETE FROM welcomes WHERE created_at_ms < $1", &[&cutoff]).await?;
+    exec(
+        &tx,
         "DELETE FROM welcome_targets t WHERE NOT EXISTS (SELECT 1 FROM welcomes w WHERE w.id = t.welcome_id)",
         &[],
     )
-    .await
-    .map_err(backend)?;
-    let stale: Vec<i64> = tx
-        .query("SELECT id FROM devices WHERE expires_at_ms <= $1 LIMIT 1000", &[&id(now_ms)])
-        .await
-        .map_err(backend)?
+    .await?;
+    let stale: Vec<i64> = query(&tx, "SELECT id FROM devices WHERE expires_at_ms <= $1 LIMIT 1000", &[&id(now_ms)])
+        .await?
         .iter()
         .map(|r| r.get(0))
         .collect();
