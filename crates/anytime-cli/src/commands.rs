@@ -270,6 +270,13 @@ async fn account(server: &str, path: &str, body: serde_json::Value) -> anyhow::R
     Ok(response.json().await?)
 }
 
+async fn enroll_via(dir: &Path, json: bool, path: &str, account: crate::AccountArgs) -> anyhow::Result<()> {
+    let crate::AccountArgs { server, username, password, device_name } = account;
+    let body = json!({"username": username, "password": password, "device_name": device_name});
+    let session = self::account(&server, path, body).await?;
+    enroll(dir, json, &server, &username, session).await
+}
+
 async fn enroll(dir: &Path, json: bool, server: &str, username: &str, session: SessionResponse) -> anyhow::Result<()> {
     let profile = Profile::open(dir)?;
     if profile.get("token")?.is_some() {
@@ -314,16 +321,8 @@ pub fn run(profile: Option<PathBuf>, json: bool, command: Command) -> anyhow::Re
 
 async fn dispatch(dir: PathBuf, json: bool, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Register { server, username, password, device_name } => {
-            let body = json!({"username": username, "password": password, "device_name": device_name});
-            let session = account(&server, "/v1/register", body).await?;
-            return enroll(&dir, json, &server, &username, session).await;
-        }
-        Command::Login { server, username, password, device_name } => {
-            let body = json!({"username": username, "password": password, "device_name": device_name});
-            let session = account(&server, "/v1/login", body).await?;
-            return enroll(&dir, json, &server, &username, session).await;
-        }
+        Command::Register(account) => return enroll_via(&dir, json, "/v1/register", account).await,
+        Command::Login(account) => return enroll_via(&dir, json, "/v1/login", account).await,
         Command::Whoami => {
             let profile = Profile::open(&dir)?;
             let field = |k| profile.get_text(k).map(|v| v.unwrap_or_default());
@@ -532,8 +531,8 @@ async fn dispatch(dir: PathBuf, json: bool, command: Command) -> anyhow::Result<
             s.out.print(format!("unblocked {username}"), json!({"unblocked": user}))?;
         }
         Command::Serve(_)
-        | Command::Register { .. }
-        | Command::Login { .. }
+        | Command::Register(_)
+        | Command::Login(_)
         | Command::Whoami
         | Command::History { .. }
         | Command::Search { .. } => {

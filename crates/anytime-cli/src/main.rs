@@ -32,26 +32,10 @@ pub enum Command {
     /// Run a server node (embedded SQLite storage in the data directory).
     Serve(serve::ServeArgs),
     /// Create an account on a server; this profile becomes its first device.
-    Register {
-        #[arg(long)]
-        server: String,
-        username: String,
-        /// Password (or set ANYTIME_PASSWORD).
-        #[arg(long, env = "ANYTIME_PASSWORD", hide_env_values = true)]
-        password: String,
-        #[arg(long, default_value = "terminal")]
-        device_name: String,
-    },
-    /// Log in to an existing account; this profile becomes a new device of it.
-    Login {
-        #[arg(long)]
-        server: String,
-        username: String,
-        #[arg(long, env = "ANYTIME_PASSWORD", hide_env_values = true)]
-        password: String,
-        #[arg(long, default_value = "terminal")]
-        device_name: String,
-    },
+    Register(AccountArgs),
+    /// Log in to an existing account; this profile becomes a new device of it (approve it with
+    /// `anytime approve CODE` from an existing device).
+    Login(AccountArgs),
     /// Show this profile's account and device.
     Whoami,
     /// Look a user up by exact username.
@@ -137,6 +121,19 @@ pub enum Command {
     Block { username: String },
     /// Unblock a user.
     Unblock { username: String },
+}
+
+/// Where and who: shared by `register` and `login`.
+#[derive(clap::Args)]
+pub struct AccountArgs {
+    #[arg(long)]
+    server: String,
+    username: String,
+    /// Password (or set ANYTIME_PASSWORD).
+    #[arg(long, env = "ANYTIME_PASSWORD", hide_env_values = true)]
+    password: String,
+    #[arg(long, default_value = "terminal")]
+    device_name: String,
 }
 
 fn main() -> ExitCode {

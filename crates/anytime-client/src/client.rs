@@ -418,14 +418,8 @@ impl<S: ClientStore> Client<S> {
         conv: ConvId,
         user: UserId,
     ) -> Result<Vec<Event>, ClientError> {
-        self.commit(t, conv, |crypto| {
-            let leaving: Vec<DeviceIdentity> = crypto.members(conv).into_iter().filter(|m| m.user == user).collect();
-            if leaving.is_empty() {
-                return Ok(None);
-            }
-            Ok(Some((crypto.remove_devices(conv, &leaving)?, Vec::new())))
-        })
-        .await
+        let devices = self.crypto.members(conv).into_iter().filter(|m| m.user == user).collect();
+        self.remove_devices(t, conv, devices).await
     }
 
     /// Makes sure the MLS group of a conversation the server just reported exists: the device
