@@ -5,6 +5,10 @@
 //! `Sent` (it is on disk) and the receiver got it. Reports delivered messages per second and
 //! the group-commit batch sizes the server reached (from its `/metrics`).
 
+mod scenarios;
+
+pub use scenarios::{catch_up, fanout, CatchUpReport, FanoutReport};
+
 use std::time::{Duration, Instant};
 
 use anyhow::Context;

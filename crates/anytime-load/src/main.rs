@@ -1,12 +1,13 @@
 //! `anytime-load`: run a load scenario against a server it starts (or one already running).
+//! Each scenario prints a one-line summary and can write JSON (`--json FILE`).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use anytime_load::{durable, DurableConfig};
-use clap::{Parser, Subcommand};
+use anytime_load::{catch_up, durable, fanout, DurableConfig};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "anytime-load", about = "Load generator for Anytime servers")]
@@ -15,16 +16,26 @@ struct Cli {
     scenario: Scenario,
 }
 
+/// Which server to load.
+#[derive(Args)]
+struct Target {
+    /// The `anytime` binary to start (fresh data directory, rate limits off). Build it with --release.
+    #[arg(long, conflicts_with = "url")]
+    binary: Option<PathBuf>,
+    /// A running server instead, e.g. http://127.0.0.1:8080 (started with --no-rate-limits).
+    #[arg(long)]
+    url: Option<String>,
+    /// Write the report as JSON here too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Scenario {
     /// Durable one-to-one throughput: pairs of users, pipelined sends, all acknowledged on disk.
     Durable {
-        /// The `anytime` binary to start (with a fresh data directory). Build it with --release.
-        #[arg(long, conflicts_with = "url")]
-        binary: Option<PathBuf>,
-        /// A running server instead, e.g. http://127.0.0.1:8080 (started with --no-rate-limits).
-        #[arg(long)]
-        url: Option<String>,
+        #[command(flatten)]
+        target: Target,
         #[arg(long, default_value_t = 100)]
         pairs: usize,
         #[arg(long, default_value_t = 200)]
@@ -35,9 +46,24 @@ enum Scenario {
         /// Payload bytes (a short MLS application message is ~200).
         #[arg(long, default_value_t = 200)]
         payload: usize,
-        /// Write the report as JSON here too.
-        #[arg(long)]
-        json: Option<PathBuf>,
+    },
+    /// Catch-up: a device offline while messages arrive, then connects; time until fully synced.
+    CatchUp {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+        #[arg(long, default_value_t = 200)]
+        payload: usize,
+    },
+    /// Group fan-out: messages to a group of online devices; deliveries/s and time to last delivery.
+    Fanout {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 100)]
+        members: usize,
+        #[arg(long, default_value_t = 200)]
+        messages: usize,
     },
 }
 
@@ -52,34 +78,53 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    let Scenario::Durable { binary, url, pairs, messages, window, payload, json } = Cli::parse().scenario;
+    let scenario = Cli::parse().scenario;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let work = tempfile::tempdir()?;
-        let (base_url, _server) = match (binary, url) {
+        let target = match &scenario {
+            Scenario::Durable { target, .. } | Scenario::CatchUp { target, .. } | Scenario::Fanout { target, .. } => {
+                target
+            }
+        };
+        let (base_url, _server) = match (&target.binary, &target.url) {
             (Some(binary), _) => {
-                let server = anytime_testkit::ServerProcess::start(
-                    &binary,
-                    work.path(),
-                    anytime_testkit::ServerOptions {
-                        extra_args: vec!["--no-rate-limits".into()],
-                        log_filter: "warn".into(),
-                    },
-                )
-                .with_context(|| format!("while starting {}", binary.display()))?;
+                let options = anytime_testkit::ServerOptions {
+                    extra_args: vec!["--no-rate-limits".into()],
+                    log_filter: "warn".into(),
+                };
+                let server = anytime_testkit::ServerProcess::start(binary, work.path(), options)
+                    .with_context(|| format!("while starting {}", binary.display()))?;
                 (server.base_url(), Some(server))
             }
             (None, Some(url)) => (url.trim_end_matches('/').to_owned(), None),
             (None, None) => anyhow::bail!("pass --binary target/release/anytime or --url of a running server"),
         };
         let ws_url = format!("{}/v1/ws", base_url.replacen("http", "ws", 1));
-        let config = DurableConfig { base_url, pairs, messages_per_sender: messages, window, payload_bytes: payload };
-        let report = durable(&config, &ws_url).await?;
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{}", report.summary())?;
-        if let Some(path) = json {
-            std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
-                .with_context(|| format!("while writing {}", path.display()))?;
+        let (summary, json) = match &scenario {
+            Scenario::Durable { pairs, messages, window, payload, .. } => {
+                let config = DurableConfig {
+                    base_url: base_url.clone(),
+                    pairs: *pairs,
+                    messages_per_sender: *messages,
+                    window: *window,
+                    payload_bytes: *payload,
+                };
+                let report = durable(&config, &ws_url).await?;
+                (report.summary(), serde_json::to_vec_pretty(&report)?)
+            }
+            Scenario::CatchUp { messages, payload, .. } => {
+                let report = catch_up(&base_url, &ws_url, *messages, *payload).await?;
+                (report.summary(), serde_json::to_vec_pretty(&report)?)
+            }
+            Scenario::Fanout { members, messages, .. } => {
+                let report = fanout(&base_url, &ws_url, *members, *messages).await?;
+                (report.summary(), serde_json::to_vec_pretty(&report)?)
+            }
+        };
+        writeln!(std::io::stdout().lock(), "{summary}")?;
+        if let Some(path) = &target.json {
+            std::fs::write(path, json).with_context(|| format!("while writing {}", path.display()))?;
         }
         Ok(())
     })

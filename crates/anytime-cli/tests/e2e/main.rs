@@ -8,5 +8,6 @@ mod cli;
 mod cluster;
 mod concurrency;
 mod durability;
+mod load;
 mod messaging;
 mod privacy;

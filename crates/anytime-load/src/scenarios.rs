@@ -1,0 +1,211 @@
+//! Catch-up and group fan-out scenarios (durable 1:1 throughput is in lib.rs).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use anytime_proto::frame;
+use anytime_proto::{ConvId, ServerFrame};
+use anytime_testkit::{msg_id, RawClient};
+use serde::Serialize;
+
+/// Unique per run, so scenarios can share a server.
+fn run_tag() -> String {
+    msg_id().0[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Sends `n` messages into `conv` with `window` in flight; returns when all are stored.
+async fn send_pipelined(
+    client: &mut RawClient,
+    conv: ConvId,
+    n: usize,
+    window: usize,
+    payload: impl Fn(usize) -> Vec<u8>,
+) -> anyhow::Result<()> {
+    let mut in_flight = std::collections::VecDeque::with_capacity(window);
+    for i in 0..n {
+        if in_flight.len() == window {
+            expect_sent(client, in_flight.pop_front()).await?;
+        }
+        in_flight.push_back(client.send(frame::Send { conv, msg_id: msg_id(), payload: payload(i) }.into()).await?);
+    }
+    while let Some(id) = in_flight.pop_front() {
+        expect_sent(client, Some(id)).await?;
+    }
+    Ok(())
+}
+
+async fn expect_sent(client: &mut RawClient, id: Option<u32>) -> anyhow::Result<()> {
+    let Some(id) = id else { return Ok(()) };
+    match client.answer(id).await? {
+        ServerFrame::Sent(_) => Ok(()),
+        other => anyhow::bail!("Send answered {other:?}"),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CatchUpReport {
+    pub messages: usize,
+    pub payload_bytes: usize,
+    pub store_seconds: f64,
+    pub catch_up_seconds: f64,
+    pub messages_per_second: f64,
+}
+
+impl CatchUpReport {
+    pub fn summary(&self) -> String {
+        format!(
+            "catch-up: {} messages ({} B) waiting for an offline device; fully synced in {:.3} s ({:.0} msg/s); storing them took {:.2} s",
+            self.messages, self.payload_bytes, self.catch_up_seconds, self.messages_per_second, self.store_seconds
+        )
+    }
+}
+
+/// A device is offline while `messages` arrive for it, then connects: time until it has all.
+pub async fn catch_up(
+    base_url: &str,
+    ws_url: &str,
+    messages: usize,
+    payload_bytes: usize,
+) -> anyhow::Result<CatchUpReport> {
+    let tag = run_tag();
+    let sender = anytime_testkit::register(base_url, &format!("cs{tag}")).await?;
+    let reader = anytime_testkit::register(base_url, &format!("cr{tag}")).await?;
+    let mut s = RawClient::connect(ws_url, &sender.token).await?;
+    let conv = match s.request(frame::CreateDirect { peer: reader.user_id }.into()).await? {
+        ServerFrame::ConversationInfo(info) => info.conv,
+        other => anyhow::bail!("CreateDirect answered {other:?}"),
+    };
+    let started = Instant::now();
+    send_pipelined(&mut s, conv, messages, 256, |_| vec![0x42; payload_bytes]).await?;
+    let store_seconds = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut r = RawClient::connect(ws_url, &reader.token).await?;
+    let mut received = 0usize;
+    while received < messages {
+        match r.next_push_within(Duration::from_secs(60)).await?.context("catch-up stalled")? {
+            ServerFrame::Message(m) if m.conv == conv => {
+                received += 1;
+                anyhow::ensure!(m.seq == received as u64, "expected seq {received}, got {}", m.seq);
+                if received % 512 == 0 || received == messages {
+                    r.send(frame::Ack { conv, seq: m.seq }.into()).await?;
+                }
+            }
+            _ => {}
+        }
+    }
+    let catch_up_seconds = started.elapsed().as_secs_f64();
+    Ok(CatchUpReport {
+        messages,
+        payload_bytes,
+        store_seconds,
+        catch_up_seconds,
+        messages_per_second: messages as f64 / catch_up_seconds,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FanoutReport {
+    pub members: usize,
+    pub messages: usize,
+    pub deliveries: usize,
+    pub seconds: f64,
+    pub deliveries_per_second: f64,
+    pub last_delivery_ms_p50: f64,
+    pub last_delivery_ms_p99: f64,
+}
+
+impl FanoutReport {
+    pub fn summary(&self) -> String {
+        format!(
+            "fan-out: {} messages to a group of {} online devices = {} deliveries in {:.2} s ({:.0} deliveries/s); time to last delivery p50 {:.1} ms, p99 {:.1} ms",
+            self.messages, self.members, self.deliveries, self.seconds, self.deliveries_per_second, self.last_delivery_ms_p50, self.last_delivery_ms_p99
+        )
+    }
+}
+
+/// One sender, a group of `members` online devices (the sender included), `messages` sent with a
+/// window of 16: deliveries per second and, per message, the time until its last delivery.
+pub async fn fanout(base_url: &str, ws_url: &str, members: usize, messages: usize) -> anyhow::Result<FanoutReport> {
+    anyhow::ensure!(members >= 2, "a group needs at least 2 members");
+    let tag = run_tag();
+    let mut sessions = Vec::with_capacity(members);
+    for i in 0..members {
+        sessions.push(anytime_testkit::register(base_url, &format!("f{tag}x{i}")).await?);
+    }
+    let mut owner = RawClient::connect(ws_url, &sessions[0].token).await?;
+    let mut conv = None;
+    for chunk in sessions[1..].chunks(anytime_proto::limits::USERS_PER_REQUEST_MAX as usize) {
+        let users = chunk.iter().map(|s| s.user_id).collect();
+        let answer = match conv {
+            None => owner.request(frame::CreateGroup { name: "fanout".into(), members: users }.into()).await?,
+            Some(conv) => owner.request(frame::AddMembers { conv, users }.into()).await?,
+        };
+        match answer {
+            ServerFrame::ConversationInfo(info) => conv = Some(info.conv),
+            other => anyhow::bail!("group setup answered {other:?}"),
+        }
+    }
+    let conv = conv.context("no group")?;
+    let epoch = Instant::now();
+    let mut readers = Vec::new();
+    for session in &sessions {
+        let mut client = RawClient::connect(ws_url, &session.token).await?;
+        readers.push(tokio::spawn(async move {
+            // Receive times (µs since `epoch`) by seq.
+            let mut at = vec![0u64; messages];
+            let mut got = 0;
+            while got < messages {
+                match client.next_push_within(Duration::from_secs(60)).await?.context("fan-out stalled")? {
+                    ServerFrame::Message(m) if m.conv == conv => {
+                        at[(m.seq - 1) as usize] = epoch.elapsed().as_micros() as u64;
+                        got += 1;
+                        if got % 64 == 0 || got == messages {
+                            client.send(frame::Ack { conv, seq: m.seq }.into()).await?;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            anyhow::Ok(at)
+        }));
+    }
+    let started = Instant::now();
+    let mut sent_at = vec![0u64; messages];
+    let mut in_flight = std::collections::VecDeque::new();
+    for (i, slot) in sent_at.iter_mut().enumerate() {
+        if in_flight.len() == 16 {
+            expect_sent(&mut owner, in_flight.pop_front()).await?;
+        }
+        *slot = epoch.elapsed().as_micros() as u64;
+        in_flight.push_back(
+            owner
+                .send(frame::Send { conv, msg_id: msg_id(), payload: (i as u64).to_le_bytes().to_vec() }.into())
+                .await?,
+        );
+    }
+    while let Some(id) = in_flight.pop_front() {
+        expect_sent(&mut owner, Some(id)).await?;
+    }
+    let mut last = vec![0u64; messages];
+    for reader in readers {
+        let at = reader.await.context("reader panicked")??;
+        for (l, a) in last.iter_mut().zip(at) {
+            *l = (*l).max(a);
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let mut latency_ms: Vec<f64> =
+        last.iter().zip(&sent_at).map(|(l, s)| l.saturating_sub(*s) as f64 / 1000.0).collect();
+    latency_ms.sort_by(f64::total_cmp);
+    let pick = |q: f64| latency_ms[((latency_ms.len() as f64 - 1.0) * q).round() as usize];
+    let deliveries = messages * members;
+    Ok(FanoutReport {
+        members,
+        messages,
+        deliveries,
+        seconds,
+        deliveries_per_second: deliveries as f64 / seconds,
+        last_delivery_ms_p50: pick(0.50),
+        last_delivery_ms_p99: pick(0.99),
+    })
+}
