@@ -86,7 +86,7 @@ pub async fn catch_up(
             ServerFrame::Message(m) if m.conv == conv => {
                 received += 1;
                 anyhow::ensure!(m.seq == received as u64, "expected seq {received}, got {}", m.seq);
-                if received % 512 == 0 || received == messages {
+                if received.is_multiple_of(512) || received == messages {
                     r.send(frame::Ack { conv, seq: m.seq }.into()).await?;
                 }
             }
@@ -159,7 +159,7 @@ pub async fn fanout(base_url: &str, ws_url: &str, members: usize, messages: usiz
                     ServerFrame::Message(m) if m.conv == conv => {
                         at[(m.seq - 1) as usize] = epoch.elapsed().as_micros() as u64;
                         got += 1;
-                        if got % 64 == 0 || got == messages {
+                        if got.is_multiple_of(64) || got == messages {
                             client.send(frame::Ack { conv, seq: m.seq }.into()).await?;
                         }
                     }
