@@ -40,6 +40,13 @@ pub struct ServeArgs {
     /// Simultaneous device connections this node accepts.
     #[arg(long, default_value_t = 100_000)]
     connections_max: u32,
+    /// argon2id memory cost in KiB for new passwords. Lowering it weakens stored password hashes:
+    /// for load tests only.
+    #[arg(long, default_value_t = anytime_server_core::ARGON2_COST_DEFAULT.0)]
+    argon2_memory_kib: u32,
+    /// argon2id iterations for new passwords (load tests only: see --argon2-memory-kib).
+    #[arg(long, default_value_t = anytime_server_core::ARGON2_COST_DEFAULT.1)]
+    argon2_iterations: u32,
     /// Turn off rate limits (benchmarks and load tests only).
     #[arg(long)]
     no_rate_limits: bool,
@@ -71,6 +78,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             session_ttl_ms: args.session_ttl_secs.saturating_mul(1000),
             retention_ms: args.retention_secs.saturating_mul(1000),
             rate_limits,
+            argon2_cost: (args.argon2_memory_kib, args.argon2_iterations),
         },
         connections_max: args.connections_max,
         gc_interval: Duration::from_secs(args.gc_interval_secs.max(1)),

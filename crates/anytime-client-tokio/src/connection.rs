@@ -38,6 +38,30 @@ impl RawClient {
         Ok(RawClient { socket, next_request_id: 1, pushes: VecDeque::new(), answers: VecDeque::new(), hello: None })
     }
 
+    /// Opens the WebSocket from a chosen local address (load tests spread connections over
+    /// 127.0.0.0/8 to pass the per-address port limit).
+    pub async fn open_from(ws_url: &str, local: std::net::IpAddr) -> anyhow::Result<RawClient> {
+        let authority = ws_url.trim_start_matches("ws://").split('/').next().context("ws:// URL without a host")?;
+        let remote: std::net::SocketAddr = authority.parse().context("the load client needs an IP:port URL")?;
+        let socket = if local.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.bind(std::net::SocketAddr::new(local, 0)).context("while binding the local address")?;
+        let stream = socket.connect(remote).await.context("while connecting")?;
+        let (socket, _) = tokio_tungstenite::client_async(ws_url, MaybeTlsStream::Plain(stream))
+            .await
+            .context("while opening the WebSocket")?;
+        Ok(RawClient { socket, next_request_id: 1, pushes: VecDeque::new(), answers: VecDeque::new(), hello: None })
+    }
+
+    /// Opens from `local` and authenticates.
+    pub async fn connect_from(ws_url: &str, token: &str, local: std::net::IpAddr) -> anyhow::Result<RawClient> {
+        let mut client = RawClient::open_from(ws_url, local).await?;
+        match client.request(frame::Hello { token: token.to_owned() }.into()).await? {
+            ServerFrame::HelloOk(hello) => client.hello = Some(hello),
+            other => anyhow::bail!("Hello answered {other:?}"),
+        }
+        Ok(client)
+    }
+
     /// Opens and authenticates; pushes sent during catch-up stay queued for `next_push`.
     pub async fn connect(ws_url: &str, token: &str) -> anyhow::Result<RawClient> {
         let mut client = RawClient::open(ws_url).await?;

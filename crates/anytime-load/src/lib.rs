@@ -7,7 +7,7 @@
 
 mod scenarios;
 
-pub use scenarios::{catch_up, fanout, CatchUpReport, FanoutReport};
+pub use scenarios::{catch_up, connections, fanout, CatchUpReport, ConnectionsReport, FanoutReport};
 
 use std::time::{Duration, Instant};
 

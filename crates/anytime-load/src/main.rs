@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use anytime_load::{catch_up, durable, fanout, DurableConfig};
+use anytime_load::{catch_up, connections, durable, fanout, DurableConfig};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -56,6 +56,17 @@ enum Scenario {
         #[arg(long, default_value_t = 200)]
         payload: usize,
     },
+    /// Idle connections: devices connect from many 127.0.0.x addresses, authenticate, stay idle.
+    Connections {
+        #[command(flatten)]
+        target: Target,
+        /// Devices (10 per account, linked and approved).
+        #[arg(long, default_value_t = 1_000)]
+        devices: usize,
+        /// Connections per device (at most 2 are allowed per device).
+        #[arg(long, default_value_t = 2)]
+        per_device: usize,
+    },
     /// Group fan-out: messages to a group of online devices; deliveries/s and time to last delivery.
     Fanout {
         #[command(flatten)]
@@ -77,20 +88,38 @@ fn main() -> ExitCode {
     }
 }
 
+/// Raises this process's open-file limit to the hard limit (connections are files); the server
+/// started from here inherits it.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit with a valid resource and a pointer to a local struct.
+    unsafe {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 fn run() -> anyhow::Result<()> {
     let scenario = Cli::parse().scenario;
+    raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let work = tempfile::tempdir()?;
         let target = match &scenario {
-            Scenario::Durable { target, .. } | Scenario::CatchUp { target, .. } | Scenario::Fanout { target, .. } => {
-                target
-            }
+            Scenario::Durable { target, .. }
+            | Scenario::CatchUp { target, .. }
+            | Scenario::Fanout { target, .. }
+            | Scenario::Connections { target, .. } => target,
         };
         let (base_url, _server) = match (&target.binary, &target.url) {
             (Some(binary), _) => {
+                // Cheap password hashing: setting up thousands of accounts must not dominate the
+                // run. Never use these values in production (see `anytime serve --help`).
+                let extra_args = ["--no-rate-limits", "--argon2-memory-kib", "64", "--argon2-iterations", "1"];
                 let options = anytime_testkit::ServerOptions {
-                    extra_args: vec!["--no-rate-limits".into()],
+                    extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
                     log_filter: "warn".into(),
                 };
                 let server = anytime_testkit::ServerProcess::start(binary, work.path(), options)
@@ -115,6 +144,11 @@ fn run() -> anyhow::Result<()> {
             }
             Scenario::CatchUp { messages, payload, .. } => {
                 let report = catch_up(&base_url, &ws_url, *messages, *payload).await?;
+                (report.summary(), serde_json::to_vec_pretty(&report)?)
+            }
+            Scenario::Connections { devices, per_device, .. } => {
+                let pid = _server.as_ref().map(|s| s.pid());
+                let report = connections(&base_url, &ws_url, pid, *devices, *per_device).await?;
                 (report.summary(), serde_json::to_vec_pretty(&report)?)
             }
             Scenario::Fanout { members, messages, .. } => {

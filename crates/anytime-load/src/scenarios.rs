@@ -209,3 +209,113 @@ pub async fn fanout(base_url: &str, ws_url: &str, members: usize, messages: usiz
         last_delivery_ms_p99: pick(0.99),
     })
 }
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionsReport {
+    pub connections: usize,
+    pub accounts: usize,
+    pub connect_seconds: f64,
+    pub connects_per_second: f64,
+    /// Server resident memory growth per idle authenticated connection (None for --url).
+    pub server_rss_bytes_per_connection: Option<f64>,
+    /// Kernel TCP buffer memory per connection (both ends of each loopback socket), from sockstat.
+    pub kernel_socket_bytes_per_connection: f64,
+    /// What the measured per-connection cost implies for 250,000 connections (a projection).
+    pub projected_server_gib_at_250k: Option<f64>,
+}
+
+impl ConnectionsReport {
+    pub fn summary(&self) -> String {
+        let rss = self.server_rss_bytes_per_connection.map_or("n/a".into(), |b| format!("{:.0} B", b));
+        let projected = self.projected_server_gib_at_250k.map_or("n/a".into(), |g| format!("{g:.2} GiB"));
+        format!(
+            "connections: {} idle authenticated connections ({} accounts) in {:.2} s ({:.0}/s); server RSS per connection {rss}; kernel socket memory per connection {:.0} B; projected server RSS at 250k: {projected}",
+            self.connections, self.accounts, self.connect_seconds, self.connects_per_second, self.kernel_socket_bytes_per_connection
+        )
+    }
+}
+
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+/// Kernel TCP memory in bytes (`mem` pages of /proc/net/sockstat).
+fn tcp_kernel_bytes() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    let pages = text
+        .lines()
+        .find(|l| l.starts_with("TCP:"))
+        .and_then(|l| l.split_whitespace().skip_while(|w| *w != "mem").nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// `devices` devices (10 per account, each linked and approved) open `per_device` connections
+/// each from addresses across 127.0.0.0/8, authenticate and stay idle.
+pub async fn connections(
+    base_url: &str,
+    ws_url: &str,
+    server_pid: Option<u32>,
+    devices: usize,
+    per_device: usize,
+) -> anyhow::Result<ConnectionsReport> {
+    const DEVICES_PER_ACCOUNT: usize = anytime_proto::limits::DEVICES_PER_USER_MAX as usize;
+    let tag = run_tag();
+    let accounts = devices.div_ceil(DEVICES_PER_ACCOUNT);
+    let mut tokens = Vec::with_capacity(devices);
+    for a in 0..accounts {
+        let name = format!("c{tag}x{a}");
+        let first = anytime_testkit::register(base_url, &name).await?;
+        let mut approver = RawClient::connect(ws_url, &first.token).await?;
+        tokens.push(first.token.clone());
+        for d in 1..DEVICES_PER_ACCOUNT.min(devices - a * DEVICES_PER_ACCOUNT) {
+            let linked = anytime_testkit::login(base_url, &name, &format!("d{d}")).await?;
+            let code = linked.link_code.context("a linked device gets a link code")?;
+            match approver.request(frame::ApproveDevice { code }.into()).await? {
+                ServerFrame::Done(_) => tokens.push(linked.token),
+                other => anyhow::bail!("approve answered {other:?}"),
+            }
+        }
+        approver.close().await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = server_pid.and_then(rss_bytes);
+    let kernel_before = tcp_kernel_bytes();
+    let started = Instant::now();
+    let mut clients = Vec::with_capacity(devices * per_device);
+    let mut n = 0usize;
+    for chunk in tokens.iter().flat_map(|t| std::iter::repeat_n(t, per_device)).collect::<Vec<_>>().chunks(256) {
+        let mut batch = Vec::with_capacity(chunk.len());
+        for token in chunk {
+            // 127.0.0.2 ..= 127.0.0.251: each source address has its own ephemeral ports.
+            let local = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2 + (n % 250) as u8));
+            n += 1;
+            let (ws_url, token) = (ws_url.to_owned(), (*token).clone());
+            batch.push(tokio::spawn(async move { RawClient::connect_from(&ws_url, &token, local).await }));
+        }
+        for task in batch {
+            clients.push(task.await.context("connect task panicked")??);
+        }
+    }
+    let connect_seconds = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let connections = clients.len();
+    let rss_after = server_pid.and_then(rss_bytes);
+    let kernel_after = tcp_kernel_bytes();
+    let per_connection = match (rss_before, rss_after) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before) as f64 / connections as f64),
+        _ => None,
+    };
+    drop(clients);
+    Ok(ConnectionsReport {
+        connections,
+        accounts,
+        connect_seconds,
+        connects_per_second: connections as f64 / connect_seconds,
+        server_rss_bytes_per_connection: per_connection,
+        kernel_socket_bytes_per_connection: kernel_after.saturating_sub(kernel_before) as f64 / connections as f64,
+        projected_server_gib_at_250k: per_connection.map(|b| b * 250_000.0 / (1u64 << 30) as f64),
+    })
+}

@@ -35,7 +35,7 @@ impl ServerCore {
             return Err(ErrorCode::UsernameTaken);
         }
         let salt: [u8; 16] = self.env.random_array();
-        let password_hash = hash_password(request.password, salt).await?;
+        let password_hash = hash_password(request.password, salt, self.config.argon2_cost).await?;
         let user = UserRecord {
             id: UserId(self.env.random_u64()),
             username: request.username.clone(),
@@ -181,11 +181,16 @@ pub fn validate_name(name: &str) -> Result<String, ErrorCode> {
 const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$5sGdvRkbdhdBIHdpdmOHaH6Pl6Ws0NMCBjDWy/y8WDk";
 
-async fn hash_password(password: String, salt: [u8; 16]) -> Result<String, ErrorCode> {
+async fn hash_password(
+    password: String,
+    salt: [u8; 16],
+    (memory_kib, iterations): (u32, u32),
+) -> Result<String, ErrorCode> {
     // argon2 takes tens of milliseconds of CPU on purpose: keep it off the async workers.
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::encode_b64(&salt).map_err(|_| ErrorCode::Internal)?;
-        Argon2::default()
+        let params = argon2::Params::new(memory_kib, iterations, 1, None).map_err(|_| ErrorCode::Internal)?;
+        Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
             .hash_password(password.as_bytes(), &salt)
             .map(|hash| hash.to_string())
             .map_err(|_| ErrorCode::Internal)

@@ -42,11 +42,18 @@ pub struct Config {
     /// How long a message is kept for a device that never acknowledges it.
     pub retention_ms: u64,
     pub rate_limits: RateLimits,
+    /// argon2id cost for new password hashes: (memory KiB, iterations). Existing hashes keep the
+    /// cost they were made with.
+    pub argon2_cost: (u32, u32),
 }
+
+/// OWASP's recommended argon2id setting (19 MiB, 2 iterations), the `argon2` crate's default.
+pub const ARGON2_COST_DEFAULT: (u32, u32) = (19_456, 2);
 
 impl Default for Config {
     fn default() -> Self {
         Config {
+            argon2_cost: ARGON2_COST_DEFAULT,
             session_ttl_ms: 90 * 24 * 3_600_000,
             retention_ms: 30 * 24 * 3_600_000,
             rate_limits: RateLimits::default(),

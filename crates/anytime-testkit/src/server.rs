@@ -82,6 +82,11 @@ impl ServerProcess {
         Ok(())
     }
 
+    /// The server's process id (for memory measurements).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }

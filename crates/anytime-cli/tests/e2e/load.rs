@@ -25,4 +25,9 @@ async fn load_scenarios_smoke() {
     let fanout = anytime_load::fanout(&h.base(), &ws(&h), 8, 50).await.expect("fan-out scenario");
     assert_eq!(fanout.deliveries, 400);
     assert!(fanout.last_delivery_ms_p99 >= fanout.last_delivery_ms_p50);
+    let pid = h.server.pid();
+    let connections =
+        anytime_load::connections(&h.base(), &ws(&h), Some(pid), 20, 2).await.expect("connections scenario");
+    assert_eq!(connections.connections, 40);
+    assert!(connections.server_rss_bytes_per_connection.is_some());
 }
