@@ -14,6 +14,9 @@ use axum::{Json, Router};
 
 use crate::AppState;
 
+/// Initial WebSocket read buffer per connection, bytes.
+const WS_READ_BUFFER_BYTES: usize = 1024;
+
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
@@ -86,10 +89,15 @@ async fn websocket(
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
         return error_response(ErrorCode::TooManyConnections);
     };
-    upgrade.max_message_size(WS_MESSAGE_BYTES_MAX as usize).max_frame_size(WS_MESSAGE_BYTES_MAX as usize).on_upgrade(
-        move |socket| async move {
+    // tungstenite allocates its read buffer per connection up front (128 KiB by default); most
+    // frames are a few hundred bytes, and larger ones still arrive in several reads.
+    upgrade
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_message_size(WS_MESSAGE_BYTES_MAX as usize)
+        .max_frame_size(WS_MESSAGE_BYTES_MAX as usize)
+        .on_upgrade(move |socket| async move {
             crate::ws::run(socket, state.core, peer.ip(), state.shutdown).await;
             drop(permit);
-        },
-    )
+        })
 }
