@@ -172,9 +172,12 @@ impl RawClient {
             match message {
                 None | Some(Ok(WsMessage::Close(_))) => return Ok(None),
                 Some(Err(error)) => return Err(error).context("while reading the socket"),
-                Some(Ok(WsMessage::Binary(bytes))) => {
-                    return Ok(Some(decode_server(&bytes).context("the server sent an undecodable frame")?));
-                }
+                Some(Ok(WsMessage::Binary(bytes))) => match decode_server(&bytes) {
+                    Ok(frame) => return Ok(Some(frame)),
+                    // A newer server's frame kind: skip it, as the protocol asks of clients.
+                    Err(anytime_proto::DecodeError::UnknownKind { .. }) => continue,
+                    Err(error) => return Err(error).context("the server sent an undecodable frame"),
+                },
                 Some(Ok(_)) => continue,
             }
         }

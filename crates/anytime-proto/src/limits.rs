@@ -8,7 +8,7 @@ pub const FRAME_BYTES_MAX: u32 = 4 * 1024 * 1024;
 
 /// Hard cap at the WebSocket layer, bytes. Between `FRAME_BYTES_MAX` and this the server still
 /// reads the message and answers `frame_too_large` (connection stays up); above it the socket is
-/// closed with 1009, because buffering without bound would let one peer exhaust memory.
+/// closed, because buffering without bound would let one peer exhaust memory.
 pub const WS_MESSAGE_BYTES_MAX: u32 = 2 * FRAME_BYTES_MAX;
 
 /// Largest application message ciphertext, bytes. Text, reactions and receipts are tiny; media

@@ -73,7 +73,8 @@ impl ServerCore {
         let (mut device, token) = self.new_device(user.id, device_name, now_ms);
         // A new device of an account that already has one must be approved from it: pending
         // devices cannot connect, receive nothing and are not added to any group.
-        let has_devices = !self.store.devices(user.id).await.map_err(store_code)?.is_empty();
+        // Only an approved device can approve; pending ones do not count.
+        let has_devices = self.store.devices(user.id).await.map_err(store_code)?.iter().any(|d| d.approved);
         if has_devices {
             let code = u32::from_le_bytes(self.env.random_array()) % 1_000_000;
             device.approved = false;

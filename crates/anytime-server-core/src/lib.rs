@@ -142,6 +142,13 @@ impl ServerCore {
         let collected =
             self.store.collect_garbage(self.env.now_ms(), self.config.retention_ms).await.map_err(store_code)?;
         self.metrics.gc_deleted_messages.fetch_add(collected.messages, std::sync::atomic::Ordering::Relaxed);
+        // An expired session ends now, not at its next reconnect.
+        for device in &collected.expired_devices {
+            self.cluster(cluster::ClusterEvent::RevokeDevice(*device));
+        }
+        if !collected.expired_devices.is_empty() {
+            self.cluster(cluster::ClusterEvent::InvalidateAllRoutes);
+        }
         Ok(collected)
     }
 

@@ -116,8 +116,9 @@ impl Session {
                 if r.code.len() > 16 {
                     return Err(ErrorCode::LinkCodeInvalid.into());
                 }
-                let expires_at_ms = self.core.env.now_ms().saturating_add(self.core.config.session_ttl_ms);
-                self.core.store.approve_device(self.user(), &r.code, expires_at_ms).await?;
+                let now_ms = self.core.env.now_ms();
+                let expires_at_ms = now_ms.saturating_add(self.core.config.session_ttl_ms);
+                self.core.store.approve_device(self.user(), &r.code, now_ms, expires_at_ms).await?;
                 self.core.cluster(ClusterEvent::InvalidateAllRoutes);
                 self.core.announce_devices_changed(self.user()).await;
                 done()
@@ -568,6 +569,14 @@ impl Session {
         let route = self.core.route(conv).await?.ok_or(ErrorCode::ConversationNotFound)?;
         if !route.has_member(self.user()) {
             return Err(ErrorCode::ConversationNotFound.into());
+        }
+        if route.kind == ConvKind::Direct {
+            let peer = route.recipients.iter().map(|(u, _)| *u).find(|u| *u != self.user());
+            if let Some(peer) = peer {
+                if self.core.is_blocked(peer, self.user()).await? {
+                    return Err(ErrorCode::Blocked.into());
+                }
+            }
         }
         let event = frame::TypingEvent { conv, user: self.user(), device: self.device() };
         let bytes = Bytes::from(encode_server(0, &ServerFrame::TypingEvent(event)));

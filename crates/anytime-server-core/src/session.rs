@@ -146,6 +146,15 @@ impl Session {
                 }
             };
         }
+        // Guarantee: once a request is answered, every Ack sent before it on this connection is
+        // durable (clients use any answered request as a barrier before disconnecting).
+        if !matches!(frame, ClientFrame::Ack(_) | ClientFrame::AckWelcome(_) | ClientFrame::Typing(_)) {
+            if let Some(pending) = self.last_ack.take() {
+                if let Err(error) = pending.await {
+                    tracing::warn!(%error, "storing an acknowledgement failed");
+                }
+            }
+        }
         let answer = self.dispatch(frame).await;
         match answer {
             Ok(Some(frame)) => self.send_frame(request_id, &frame).await,
@@ -179,6 +188,11 @@ impl Session {
         }
         if signal.lagged.swap(false, std::sync::atomic::Ordering::AcqRel) {
             self.core.metrics.lagged_connections.fetch_add(1, Relaxed);
+            // Dropped pushes may have included Welcomes (stored until acknowledged) and messages
+            // (stored until acknowledged); both are re-read. Typing and presence are ephemeral.
+            if let Some(device) = self.auth.as_ref().map(|a| a.device) {
+                self.push_pending_welcomes(device).await;
+            }
             self.resync().await;
         }
         Flow::Continue

@@ -152,10 +152,11 @@ pub struct PendingWelcome {
 }
 
 /// What a garbage-collection pass removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Collected {
     pub messages: u64,
-    pub expired_devices: u64,
+    /// Devices whose session expired (deleted); their live connections must close.
+    pub expired_devices: Vec<DeviceId>,
 }
 
 #[async_trait]
@@ -171,7 +172,8 @@ pub trait ServerStore: Send + Sync + 'static {
     /// Approves the pending device of `user` with this link code: it becomes a recipient of the
     /// account's conversations (from their current end) and its session gets `expires_at_ms`.
     /// `LinkCodeInvalid` if no pending device of `user` has the code.
-    async fn approve_device(&self, user: UserId, code: &str, expires_at_ms: u64) -> StoreResult<DeviceId>;
+    /// A code whose device expired (`now_ms` past its 10-minute window) is `LinkCodeInvalid`.
+    async fn approve_device(&self, user: UserId, code: &str, now_ms: u64, expires_at_ms: u64) -> StoreResult<DeviceId>;
     async fn device_by_token_hash(&self, token_hash: [u8; 32]) -> StoreResult<Option<DeviceRecord>>;
     async fn devices(&self, user: UserId) -> StoreResult<Vec<DeviceRecord>>;
     /// Deletes the device with its session, cursors, key packages and welcomes.

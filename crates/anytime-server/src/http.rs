@@ -6,6 +6,7 @@ use anytime_proto::http::{ErrorBody, LoginRequest, RegisterRequest};
 use anytime_proto::limits::{HTTP_BODY_BYTES_MAX, WS_MESSAGE_BYTES_MAX};
 use anytime_proto::ErrorCode;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State, WebSocketUpgrade};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -45,19 +46,25 @@ fn error_response(code: ErrorCode) -> Response {
         ErrorCode::TooManyDevices | ErrorCode::TooManyConnections => StatusCode::FORBIDDEN,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::BAD_REQUEST,
     };
     (status, Json(ErrorBody { code, message: code.description().to_owned() })).into_response()
 }
 
-/// Parses a JSON body; a bad body is answered with our own error shape (`invalid_argument`)
-/// instead of axum's plain-text rejection.
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ErrorCode> {
-    serde_json::from_slice(body).map_err(|_| ErrorCode::InvalidArgument)
+/// Parses a JSON body; a body over the limit or not JSON is answered with our own error shape
+/// (`payload_too_large`, `invalid_argument`) instead of axum's plain-text rejection.
+fn parse<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ErrorCode> {
+    let body = body.map_err(|_| ErrorCode::PayloadTooLarge)?;
+    serde_json::from_slice(&body).map_err(|_| ErrorCode::InvalidArgument)
 }
 
-async fn register(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, body: Bytes) -> Response {
-    let request: RegisterRequest = match parse(&body) {
+async fn register(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let request: RegisterRequest = match parse(body) {
         Ok(request) => request,
         Err(code) => return error_response(code),
     };
@@ -67,8 +74,12 @@ async fn register(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<
     }
 }
 
-async fn login(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, body: Bytes) -> Response {
-    let request: LoginRequest = match parse(&body) {
+async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let request: LoginRequest = match parse(body) {
         Ok(request) => request,
         Err(code) => return error_response(code),
     };

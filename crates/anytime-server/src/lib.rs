@@ -83,7 +83,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::default());
     let store: Arc<dyn ServerStore> = match &config.database {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Arc::new(
-            anytime_store_postgres::PgStore::open(url, POSTGRES_CONNECTIONS)
+            anytime_store_postgres::PgStore::open(url, POSTGRES_CONNECTIONS, metrics.clone())
                 .await
                 .context("while opening the PostgreSQL database")?,
         ),
@@ -147,8 +147,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             tokio::select! {
                 _ = ticker.tick() => {
                     match gc_core.collect_garbage().await {
-                        Ok(collected) if collected.messages > 0 || collected.expired_devices > 0 => {
-                            tracing::debug!(messages = collected.messages, devices = collected.expired_devices, "garbage collected");
+                        Ok(collected) if collected.messages > 0 || !collected.expired_devices.is_empty() => {
+                            tracing::debug!(messages = collected.messages, devices = collected.expired_devices.len(), "garbage collected");
                         }
                         Ok(_) => {}
                         Err(code) => tracing::warn!(%code, "garbage collection failed"),

@@ -283,6 +283,16 @@ async fn a_group_holds_a_thousand_members_with_two_devices_each(store: Store) {
 
 async fn a_pending_device_is_no_recipient_until_approved_with_its_code(store: Store) {
     let conv = setup(&store).await;
+    // Past its window, the code no longer approves anything.
+    let mut late = device(2, 22);
+    late.approved = false;
+    late.link_code = Some("654321".into());
+    late.expires_at_ms = 100;
+    store.create_device(late, 10).await.unwrap();
+    assert_eq!(
+        store.approve_device(UserId(2), "654321", 100, 9).await,
+        Err(StoreError::Rejected(ErrorCode::LinkCodeInvalid))
+    );
     let mut pending = device(2, 21);
     pending.approved = false;
     pending.link_code = Some("123456".into());
@@ -294,19 +304,19 @@ async fn a_pending_device_is_no_recipient_until_approved_with_its_code(store: St
     assert_eq!(store.claim_key_packages(UserId(2)).await, Err(StoreError::Rejected(ErrorCode::NoKeyPackage)));
     // Wrong code, or another account's approval: refused, nothing changes.
     assert_eq!(
-        store.approve_device(UserId(2), "000000", 9).await,
+        store.approve_device(UserId(2), "000000", 5, 9).await,
         Err(StoreError::Rejected(ErrorCode::LinkCodeInvalid))
     );
     assert_eq!(
-        store.approve_device(UserId(1), "123456", 9).await,
+        store.approve_device(UserId(1), "123456", 5, 9).await,
         Err(StoreError::Rejected(ErrorCode::LinkCodeInvalid))
     );
-    assert_eq!(store.approve_device(UserId(2), "123456", 9).await.unwrap(), DeviceId(21));
+    assert_eq!(store.approve_device(UserId(2), "123456", 5, 9).await.unwrap(), DeviceId(21));
     assert_eq!(store.cursors(DeviceId(21)).await.unwrap(), vec![(conv, 0)]);
     assert!(store.member_devices(conv).await.unwrap().iter().any(|(_, d)| *d == DeviceId(21)));
     // A code works once.
     assert_eq!(
-        store.approve_device(UserId(2), "123456", 9).await,
+        store.approve_device(UserId(2), "123456", 5, 9).await,
         Err(StoreError::Rejected(ErrorCode::LinkCodeInvalid))
     );
 }

@@ -8,7 +8,10 @@
 
 use anytime_proto::frame::Seq;
 use anytime_proto::{ConvId, DeviceId};
+use std::sync::Arc;
+
 use anytime_server_core::store::{Appended, NewMessage, PendingWrite, StoreError, StoreResult};
+use anytime_server_core::Metrics;
 use deadpool_postgres::{GenericClient, Pool};
 use tokio::sync::{mpsc, oneshot};
 
@@ -42,9 +45,9 @@ pub(crate) struct Batcher {
 }
 
 impl Batcher {
-    pub(crate) fn start(pool: Pool) -> Batcher {
+    pub(crate) fn start(pool: Pool, metrics: Arc<Metrics>) -> Batcher {
         let (jobs, rx) = mpsc::channel(QUEUE_JOBS_MAX);
-        tokio::spawn(run(pool, rx));
+        tokio::spawn(run(pool, rx, metrics));
         Batcher { jobs }
     }
 
@@ -65,7 +68,7 @@ fn stopped() -> StoreError {
     StoreError::Backend("the PostgreSQL batch writer has stopped".into())
 }
 
-async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>) {
+async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>, metrics: Arc<Metrics>) {
     let mut batch = Vec::with_capacity(BATCH_JOBS_MAX);
     // Ends when the store (every sender) is dropped.
     while let Some(first) = rx.recv().await {
@@ -78,7 +81,10 @@ async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>) {
         }
         batch.sort_by_key(Job::conv);
         let jobs = std::mem::take(&mut batch);
+        metrics.commit_batch_size.observe(jobs.len() as f64);
+        let started = std::time::Instant::now();
         let (done, committed) = run_batch(&pool, jobs).await;
+        metrics.fsync_seconds.observe(started.elapsed().as_secs_f64());
         if let Err(error) = &committed {
             tracing::error!(%error, "PostgreSQL batch failed");
         }

@@ -16,7 +16,9 @@ mod pg;
 use anytime_proto::frame::{ClaimedKeyPackage, ConversationSummary, Message, PresencePrivacy, Seq};
 use anytime_proto::{ConvId, DeviceId, UserId};
 use anytime_server_core::store::*;
+use anytime_server_core::Metrics;
 use async_trait::async_trait;
+use std::sync::Arc;
 
 pub use pg::OpenError;
 
@@ -27,10 +29,10 @@ pub struct PgStore {
 
 impl PgStore {
     /// Connects (a pool of `connections` sessions) and migrates the schema if needed.
-    pub async fn open(url: &str, connections: usize) -> Result<PgStore, OpenError> {
+    pub async fn open(url: &str, connections: usize, metrics: Arc<Metrics>) -> Result<PgStore, OpenError> {
         let pool = pg::pool(url, connections)?;
         pg::migrate(&pool).await?;
-        let batcher = batch::Batcher::start(pool.clone());
+        let batcher = batch::Batcher::start(pool.clone(), metrics);
         Ok(PgStore { pool, batcher })
     }
 }
@@ -49,8 +51,8 @@ impl ServerStore for PgStore {
     async fn create_device(&self, device: DeviceRecord, devices_max: u32) -> StoreResult<()> {
         pg::create_device(&self.pool, device, devices_max).await
     }
-    async fn approve_device(&self, user: UserId, code: &str, expires_at_ms: u64) -> StoreResult<DeviceId> {
-        pg::approve_device(&self.pool, user, code, expires_at_ms).await
+    async fn approve_device(&self, user: UserId, code: &str, now_ms: u64, expires_at_ms: u64) -> StoreResult<DeviceId> {
+        pg::approve_device(&self.pool, user, code, now_ms, expires_at_ms).await
     }
     async fn device_by_token_hash(&self, token_hash: [u8; 32]) -> StoreResult<Option<DeviceRecord>> {
         Ok(pg::devices_where(&self.pool, "token_hash = $1", &&token_hash[..]).await?.pop())

@@ -269,14 +269,20 @@ pub(crate) async fn create_device(pool: &Pool, device: DeviceRecord, devices_max
     tx.commit().await.map_err(backend)
 }
 
-pub(crate) async fn approve_device(pool: &Pool, user: UserId, code: &str, expires_at_ms: u64) -> StoreResult<DeviceId> {
+pub(crate) async fn approve_device(
+    pool: &Pool,
+    user: UserId,
+    code: &str,
+    now_ms: u64,
+    expires_at_ms: u64,
+) -> StoreResult<DeviceId> {
     let mut c = client(pool).await?;
     let tx = c.transaction().await.map_err(backend)?;
     let row = query_opt(
         &tx,
         "UPDATE devices SET approved = TRUE, link_code = NULL, expires_at_ms = $1
-             WHERE user_id = $2 AND approved = FALSE AND link_code = $3 RETURNING id",
-        &[&id(expires_at_ms), &id(user.0), &code],
+             WHERE user_id = $2 AND approved = FALSE AND link_code = $3 AND expires_at_ms > $4 RETURNING id",
+        &[&id(expires_at_ms), &id(user.0), &code, &id(now_ms)],
     )
     .await?;
     let Some(row) = row else { return Err(rejected(ErrorCode::LinkCodeInvalid)) };
@@ -930,5 +936,5 @@ pub(crate) async fn collect_garbage(pool: &Pool, now_ms: u64, retention_ms: u64)
         delete_device(&tx, *device).await?;
     }
     tx.commit().await.map_err(backend)?;
-    Ok(Collected { messages: acked + expired, expired_devices: stale.len() as u64 })
+    Ok(Collected { messages: acked + expired, expired_devices: stale.iter().map(|d| DeviceId(uid(*d))).collect() })
 }

@@ -26,7 +26,8 @@ async fn postgres_store_passes_every_conformance_case() {
         admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db}")).await.unwrap();
         admin.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
         let url = format!("{}/{db}", base.rsplit_once('/').map(|(head, _)| head).unwrap_or(&base));
-        let store = PgStore::open(&url, 8).await.expect("open PgStore");
+        let store =
+            PgStore::open(&url, 8, Arc::new(anytime_server_core::Metrics::default())).await.expect("open PgStore");
         eprintln!("case {}", case.name);
         (case.run)(Arc::new(store)).await;
         admin.batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)")).await.unwrap();

@@ -123,11 +123,17 @@ fn start_cursors(conn: &Connection, device: DeviceId, user: UserId) -> StoreResu
     Ok(())
 }
 
-pub(crate) fn approve_device(conn: &Connection, user: UserId, code: &str, expires_at_ms: u64) -> StoreResult<DeviceId> {
+pub(crate) fn approve_device(
+    conn: &Connection,
+    user: UserId,
+    code: &str,
+    now_ms: u64,
+    expires_at_ms: u64,
+) -> StoreResult<DeviceId> {
     let pending: Option<i64> = conn
         .query_row(
-            "SELECT id FROM devices WHERE user_id = ? AND approved = 0 AND link_code = ?",
-            params![id(user.0), code],
+            "SELECT id FROM devices WHERE user_id = ? AND approved = 0 AND link_code = ? AND expires_at_ms > ?",
+            params![id(user.0), code, id(now_ms)],
             |r| r.get(0),
         )
         .optional()

@@ -288,6 +288,6 @@ pub(crate) fn collect_garbage(conn: &Connection, now_ms: u64, retention_ms: u64)
     for device in &expired {
         crate::accounts::delete_device(conn, *device).map_err(backend)?;
     }
-    collected.expired_devices = expired.len() as u64;
+    collected.expired_devices = expired.iter().map(|d| DeviceId(uid(*d))).collect();
     Ok(collected)
 }

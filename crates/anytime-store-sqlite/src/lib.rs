@@ -68,9 +68,9 @@ impl ServerStore for SqliteStore {
         self.engine.write(move |c| accounts::create_device(c, device, devices_max)).await
     }
 
-    async fn approve_device(&self, user: UserId, code: &str, expires_at_ms: u64) -> StoreResult<DeviceId> {
+    async fn approve_device(&self, user: UserId, code: &str, now_ms: u64, expires_at_ms: u64) -> StoreResult<DeviceId> {
         let code = code.to_owned();
-        self.engine.write(move |c| accounts::approve_device(c, user, &code, expires_at_ms)).await
+        self.engine.write(move |c| accounts::approve_device(c, user, &code, now_ms, expires_at_ms)).await
     }
 
     async fn device_by_token_hash(&self, token_hash: [u8; 32]) -> StoreResult<Option<DeviceRecord>> {

@@ -383,6 +383,8 @@ async fn http_api_rejects_bad_requests_with_codes_and_rate_limits_logins() {
         (status, body["code"].as_str().unwrap().to_owned())
     };
     assert_eq!(code(post("/v1/register", "not json").await.unwrap()).await, (400, "invalid_argument".into()));
+    let huge = "x".repeat(anytime_proto::limits::HTTP_BODY_BYTES_MAX as usize + 1);
+    assert_eq!(code(post("/v1/register", &huge).await.unwrap()).await, (413, "payload_too_large".into()));
     let weak = r#"{"username":"zed","password":"short","device_name":"d"}"#;
     assert_eq!(code(post("/v1/register", weak).await.unwrap()).await, (400, "weak_password".into()));
     let bad_name = r#"{"username":"Zed Z","password":"long enough","device_name":"d"}"#;
