@@ -7,6 +7,7 @@
 
 mod scenarios;
 
+use scenarios::expect_sent;
 pub use scenarios::{catch_up, connections, fanout, CatchUpReport, ConnectionsReport, FanoutReport};
 
 use std::time::{Duration, Instant};
@@ -134,14 +135,6 @@ async fn run_sender(mut client: RawClient, conv: ConvId, n: usize, window: usize
         expect_sent(&mut client, Some(id)).await?;
     }
     Ok(())
-}
-
-async fn expect_sent(client: &mut RawClient, id: Option<u32>) -> anyhow::Result<()> {
-    let Some(id) = id else { return Ok(()) };
-    match client.answer(id).await? {
-        ServerFrame::Sent(_) => Ok(()),
-        other => anyhow::bail!("Send answered {other:?}"),
-    }
 }
 
 async fn run_receiver(mut client: RawClient, conv: ConvId, n: usize) -> anyhow::Result<()> {

@@ -34,7 +34,7 @@ async fn send_pipelined(
     Ok(())
 }
 
-async fn expect_sent(client: &mut RawClient, id: Option<u32>) -> anyhow::Result<()> {
+pub(crate) async fn expect_sent(client: &mut RawClient, id: Option<u32>) -> anyhow::Result<()> {
     let Some(id) = id else { return Ok(()) };
     match client.answer(id).await? {
         ServerFrame::Sent(_) => Ok(()),

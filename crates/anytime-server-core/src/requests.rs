@@ -473,6 +473,25 @@ impl Session {
         })))
     }
 
+    /// The route of a conversation the caller may deliver into: a member, and in a direct chat
+    /// not blocked by the peer. (In a group the members' clients hide a blocked sender: the MLS
+    /// group still needs every message in order.)
+    async fn deliverable_route(&self, conv: ConvId) -> Result<std::sync::Arc<crate::hub::Route>, Reject> {
+        let route = self.core.route(conv).await?.ok_or(ErrorCode::ConversationNotFound)?;
+        if !route.has_member(self.user()) {
+            return Err(ErrorCode::ConversationNotFound.into());
+        }
+        if route.kind == ConvKind::Direct {
+            let peer = route.recipients.iter().map(|(u, _)| *u).find(|u| *u != self.user());
+            if let Some(peer) = peer {
+                if self.core.is_blocked(peer, self.user()).await? {
+                    return Err(ErrorCode::Blocked.into());
+                }
+            }
+        }
+        Ok(route)
+    }
+
     /// Validates a send and queues it for storage; the returned future completes once it is
     /// durable, and `Session::on_completed` then publishes it and answers.
     pub(crate) async fn submit_send(
@@ -482,20 +501,7 @@ impl Session {
     ) -> Result<PendingRequest, Reject> {
         let frame::Send { conv, msg_id, payload } = request;
         check_len(payload.len(), MESSAGE_BYTES_MAX)?;
-        let route = self.core.route(conv).await?.ok_or(ErrorCode::ConversationNotFound)?;
-        if !route.has_member(self.user()) {
-            return Err(ErrorCode::ConversationNotFound.into());
-        }
-        if route.kind == ConvKind::Direct {
-            // In a direct chat a block stops delivery; in a group the members' clients hide
-            // a blocked sender (the MLS group still needs every message in order).
-            let peer = route.recipients.iter().map(|(u, _)| *u).find(|u| *u != self.user());
-            if let Some(peer) = peer {
-                if self.core.is_blocked(peer, self.user()).await? {
-                    return Err(ErrorCode::Blocked.into());
-                }
-            }
-        }
+        let route = self.deliverable_route(conv).await?;
         let at_ms = self.core.env.now_ms();
         let stored = NewMessage {
             conv,
@@ -566,18 +572,7 @@ impl Session {
     }
 
     async fn typing(&mut self, conv: ConvId) -> Answer {
-        let route = self.core.route(conv).await?.ok_or(ErrorCode::ConversationNotFound)?;
-        if !route.has_member(self.user()) {
-            return Err(ErrorCode::ConversationNotFound.into());
-        }
-        if route.kind == ConvKind::Direct {
-            let peer = route.recipients.iter().map(|(u, _)| *u).find(|u| *u != self.user());
-            if let Some(peer) = peer {
-                if self.core.is_blocked(peer, self.user()).await? {
-                    return Err(ErrorCode::Blocked.into());
-                }
-            }
-        }
+        let route = self.deliverable_route(conv).await?;
         let event = frame::TypingEvent { conv, user: self.user(), device: self.device() };
         let bytes = Bytes::from(encode_server(0, &ServerFrame::TypingEvent(event)));
         let me = self.device();
