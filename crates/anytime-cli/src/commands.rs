@@ -235,12 +235,16 @@ impl Session {
 
     async fn send(&mut self, conv: ConvId, content: Content) -> anyhow::Result<()> {
         let msg_id = new_msg_id();
-        let seq = match self.client.send(&mut self.net, conv, content, msg_id).await {
+        let seq = match self.client.send(&mut self.net, conv, content.clone(), msg_id).await {
             Err(ClientError::NotInGroup(_)) => {
-                // Maybe the Welcome is just arriving: catch up once and retry.
+                // Maybe the Welcome is just arriving: catch up once and retry once.
                 self.catch_up(false).await?;
-                self.reconcile(conv).await?;
-                bail!("this device is not in the encrypted group of {conv} yet; run `anytime sync` and retry")
+                match self.client.send(&mut self.net, conv, content, msg_id).await {
+                    Err(ClientError::NotInGroup(_)) => bail!(
+                        "this device is not in the encrypted group of {conv} yet (a member's device adds it when it syncs); retry later"
+                    ),
+                    other => other?,
+                }
             }
             other => other?,
         };
