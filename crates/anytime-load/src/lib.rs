@@ -5,8 +5,15 @@
 //! `Sent` (it is on disk) and the receiver got it. Reports delivered messages per second and
 //! the group-commit batch sizes the server reached (from its `/metrics`).
 
-mod scenarios;
+//!
+//! `latency` (latency.rs): the same pairs under open-loop load at a fixed rate; send-to-receive
+//! latency percentiles. `xmpp` (xmpp.rs): the equivalent scenarios over XMPP, for ejabberd.
 
+pub mod latency;
+mod scenarios;
+pub mod xmpp;
+
+pub use latency::{open_loop, sweep, LatencyConfig, LatencyRun, LatencySweep, Percentiles};
 use scenarios::expect_sent;
 pub use scenarios::{catch_up, connections, fanout, CatchUpReport, ConnectionsReport, FanoutReport};
 
@@ -77,14 +84,17 @@ async fn scrape(base_url: &str) -> anyhow::Result<StoreTotals> {
     })
 }
 
-pub async fn durable(config: &DurableConfig, ws_url: &str) -> anyhow::Result<DurableReport> {
-    anyhow::ensure!(config.pairs > 0 && config.window > 0, "pairs and window must be at least 1");
-    // Registration hashes passwords with argon2 on purpose: do it a few at a time.
+/// Registers `count` sender/receiver pairs, connects both and opens a direct chat for each.
+pub(crate) async fn setup_pairs(
+    base_url: &str,
+    ws_url: &str,
+    count: usize,
+) -> anyhow::Result<Vec<(RawClient, RawClient, ConvId)>> {
     let run_id = msg_id().0[0..4].iter().map(|b| format!("{b:02x}")).collect::<String>();
-    let mut pairs = Vec::with_capacity(config.pairs);
-    for i in 0..config.pairs {
-        let sender = anytime_testkit::register(&config.base_url, &format!("s{run_id}x{i}")).await?;
-        let receiver = anytime_testkit::register(&config.base_url, &format!("r{run_id}x{i}")).await?;
+    let mut pairs = Vec::with_capacity(count);
+    for i in 0..count {
+        let sender = anytime_testkit::register(base_url, &format!("s{run_id}x{i}")).await?;
+        let receiver = anytime_testkit::register(base_url, &format!("r{run_id}x{i}")).await?;
         let mut s = RawClient::connect(ws_url, &sender.token).await?;
         let r = RawClient::connect(ws_url, &receiver.token).await?;
         let conv = match s.request(frame::CreateDirect { peer: receiver.user_id }.into()).await? {
@@ -93,6 +103,12 @@ pub async fn durable(config: &DurableConfig, ws_url: &str) -> anyhow::Result<Dur
         };
         pairs.push((s, r, conv));
     }
+    Ok(pairs)
+}
+
+pub async fn durable(config: &DurableConfig, ws_url: &str) -> anyhow::Result<DurableReport> {
+    anyhow::ensure!(config.pairs > 0 && config.window > 0, "pairs and window must be at least 1");
+    let pairs = setup_pairs(&config.base_url, ws_url, config.pairs).await?;
     let before = scrape(&config.base_url).await?;
     let started = Instant::now();
     let mut tasks = Vec::new();

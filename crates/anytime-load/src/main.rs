@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use anytime_load::{catch_up, connections, durable, fanout, DurableConfig};
+use anytime_load::xmpp::{self, XmppServer};
+use anytime_load::{catch_up, connections, durable, fanout, DurableConfig, LatencyConfig};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -76,6 +77,106 @@ enum Scenario {
         #[arg(long, default_value_t = 200)]
         messages: usize,
     },
+    /// Open-loop one-to-one latency: first the maximum durable rate (closed loop, as `durable`),
+    /// then a fixed-rate schedule at fractions of it; latency from intended send to receipt.
+    Latency {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        open_loop: OpenLoop,
+    },
+    /// The same scenarios over XMPP against a running XMPP server (ejabberd), for comparison.
+    Xmpp {
+        #[command(subcommand)]
+        scenario: XmppScenario,
+    },
+}
+
+/// Settings of the open-loop latency runs (and of the closed-loop run that finds the maximum).
+#[derive(Args)]
+struct OpenLoop {
+    #[arg(long, default_value_t = 100)]
+    pairs: usize,
+    /// Offered load in messages/s; skips the search for the maximum (then `--fractions` scale it).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Fractions of the maximum rate to run at.
+    #[arg(long, value_delimiter = ',', default_value = "0.5,0.9")]
+    fractions: Vec<f64>,
+    /// Seconds of sending per open-loop run.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Seconds at the start of each run whose messages are delivered but not timed.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    #[arg(long, default_value_t = 200)]
+    payload: usize,
+    /// Messages per sender of the closed-loop run that finds the maximum.
+    #[arg(long, default_value_t = 1000)]
+    max_messages: usize,
+    /// Window of the closed-loop run that finds the maximum.
+    #[arg(long, default_value_t = 64)]
+    window: usize,
+}
+
+/// A running XMPP server.
+#[derive(Args)]
+struct XmppTarget {
+    /// Its client-to-server listener.
+    #[arg(long, default_value = "127.0.0.1:5222")]
+    addr: std::net::SocketAddr,
+    #[arg(long, default_value = "localhost")]
+    domain: String,
+    #[arg(long, default_value = "conference.localhost")]
+    muc_domain: String,
+    /// Write the report as JSON here too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum XmppScenario {
+    /// Closed-loop one-to-one throughput (window = messages not yet received).
+    Throughput {
+        #[command(flatten)]
+        target: XmppTarget,
+        #[arg(long, default_value_t = 100)]
+        pairs: usize,
+        #[arg(long, default_value_t = 200)]
+        messages: usize,
+        #[arg(long, default_value_t = 64)]
+        window: usize,
+        #[arg(long, default_value_t = 200)]
+        payload: usize,
+    },
+    /// Open-loop one-to-one latency at fractions of the closed-loop maximum.
+    Latency {
+        #[command(flatten)]
+        target: XmppTarget,
+        #[command(flatten)]
+        open_loop: OpenLoop,
+    },
+    /// Group fan-out through a MUC room.
+    Fanout {
+        #[command(flatten)]
+        target: XmppTarget,
+        #[arg(long, default_value_t = 100)]
+        members: usize,
+        #[arg(long, default_value_t = 200)]
+        messages: usize,
+        #[arg(long, default_value_t = 200)]
+        payload: usize,
+    },
+    /// Idle authenticated connections (one user each), from many 127.0.0.x addresses.
+    Connections {
+        #[command(flatten)]
+        target: XmppTarget,
+        #[arg(long, default_value_t = 1_000)]
+        connections: usize,
+        /// The server's process id, to read its memory growth.
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -105,13 +206,19 @@ fn run() -> anyhow::Result<()> {
     let scenario = Cli::parse().scenario;
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let scenario = match scenario {
+        Scenario::Xmpp { scenario } => return runtime.block_on(run_xmpp(scenario)),
+        other => other,
+    };
     runtime.block_on(async move {
         let work = tempfile::tempdir()?;
         let target = match &scenario {
             Scenario::Durable { target, .. }
             | Scenario::CatchUp { target, .. }
             | Scenario::Fanout { target, .. }
-            | Scenario::Connections { target, .. } => target,
+            | Scenario::Connections { target, .. }
+            | Scenario::Latency { target, .. } => target,
+            Scenario::Xmpp { .. } => unreachable!("handled above"),
         };
         let (base_url, _server) = match (&target.binary, &target.url) {
             (Some(binary), _) => {
@@ -155,6 +262,26 @@ fn run() -> anyhow::Result<()> {
                 let report = fanout(&base_url, &ws_url, *members, *messages).await?;
                 (report.summary(), serde_json::to_vec_pretty(&report)?)
             }
+            Scenario::Latency { open_loop, .. } => {
+                let config = LatencyConfig {
+                    base_url: base_url.clone(),
+                    pairs: open_loop.pairs,
+                    rate: open_loop.rate.unwrap_or(1.0),
+                    seconds: open_loop.seconds,
+                    warmup_seconds: open_loop.warmup,
+                    payload_bytes: open_loop.payload,
+                };
+                let max = open_loop.rate.is_none().then(|| DurableConfig {
+                    base_url: base_url.clone(),
+                    pairs: open_loop.pairs,
+                    messages_per_sender: open_loop.max_messages,
+                    window: open_loop.window,
+                    payload_bytes: open_loop.payload,
+                });
+                let report = anytime_load::sweep(&config, &ws_url, max, &open_loop.fractions).await?;
+                (report.summary(), serde_json::to_vec_pretty(&report)?)
+            }
+            Scenario::Xmpp { .. } => unreachable!("handled above"),
         };
         writeln!(std::io::stdout().lock(), "{summary}")?;
         if let Some(path) = &target.json {
@@ -162,4 +289,44 @@ fn run() -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+async fn run_xmpp(scenario: XmppScenario) -> anyhow::Result<()> {
+    let target = match &scenario {
+        XmppScenario::Throughput { target, .. }
+        | XmppScenario::Latency { target, .. }
+        | XmppScenario::Fanout { target, .. }
+        | XmppScenario::Connections { target, .. } => target,
+    };
+    let server = XmppServer { addr: target.addr, domain: target.domain.clone(), muc_domain: target.muc_domain.clone() };
+    let (summary, json) = match &scenario {
+        XmppScenario::Throughput { pairs, messages, window, payload, .. } => {
+            let report = xmpp::throughput(&server, *pairs, *messages, *window, *payload).await?;
+            (report.summary(), serde_json::to_vec_pretty(&report)?)
+        }
+        XmppScenario::Latency { open_loop: o, .. } => {
+            let max = o.rate.is_none().then_some(xmpp::ClosedLoop {
+                pairs: o.pairs,
+                messages_per_sender: o.max_messages,
+                window: o.window,
+            });
+            let report =
+                xmpp::sweep(&server, max, o.rate.unwrap_or(1.0), &o.fractions, o.pairs, o.seconds, o.warmup, o.payload)
+                    .await?;
+            (report.summary(), serde_json::to_vec_pretty(&report)?)
+        }
+        XmppScenario::Fanout { members, messages, payload, .. } => {
+            let report = xmpp::muc_fanout(&server, *members, *messages, *payload).await?;
+            (report.summary().replacen("fan-out", "xmpp fan-out (MUC)", 1), serde_json::to_vec_pretty(&report)?)
+        }
+        XmppScenario::Connections { connections, server_pid, .. } => {
+            let report = xmpp::idle_connections(&server, *server_pid, *connections).await?;
+            (report.summary().replacen("connections", "xmpp connections", 1), serde_json::to_vec_pretty(&report)?)
+        }
+    };
+    writeln!(std::io::stdout().lock(), "{summary}")?;
+    if let Some(path) = &target.json {
+        std::fs::write(path, json).with_context(|| format!("while writing {}", path.display()))?;
+    }
+    Ok(())
 }

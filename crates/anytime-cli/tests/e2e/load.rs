@@ -31,3 +31,39 @@ async fn load_scenarios_smoke() {
     assert_eq!(connections.connections, 40);
     assert!(connections.server_rss_bytes_per_connection.is_some());
 }
+
+/// Open-loop latency (scenario 2): the closed-loop maximum first, then a fixed-rate schedule at a
+/// fraction of it; every scheduled message arrives, in order, and is timed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_latency_smoke() {
+    let h = Harness::start();
+    let config = anytime_load::LatencyConfig {
+        base_url: h.base(),
+        pairs: 4,
+        rate: 400.0,
+        seconds: 1.0,
+        warmup_seconds: 0.0,
+        payload_bytes: 200,
+    };
+    let run = anytime_load::open_loop(&config, &ws(&h)).await.expect("open-loop run");
+    assert_eq!(run.messages, 400);
+    assert_eq!(run.latency.samples, 400, "every message timed");
+    assert!(run.latency.p50_ms > 0.0 && run.latency.p99_ms >= run.latency.p50_ms);
+    assert!(run.latency.p999_ms >= run.latency.p99_ms && run.latency.max_ms >= run.latency.p999_ms);
+    let max = anytime_load::DurableConfig {
+        base_url: h.base(),
+        pairs: 4,
+        messages_per_sender: 100,
+        window: 16,
+        payload_bytes: 200,
+    };
+    let config = anytime_load::LatencyConfig { warmup_seconds: 0.2, ..config };
+    let sweep = anytime_load::sweep(&config, &ws(&h), Some(max), &[0.1]).await.expect("latency sweep");
+    let max = sweep.max.expect("the maximum was measured");
+    assert_eq!(max.messages, 400);
+    let (fraction, run) = &sweep.runs[0];
+    assert_eq!(*fraction, 0.1);
+    assert!((run.target_rate - max.messages_per_second * 0.1).abs() < 1e-6);
+    assert_eq!(run.messages % 4, 0);
+    assert!(run.latency.samples > 0 && run.latency.samples <= run.messages as u64);
+}
