@@ -171,55 +171,8 @@ impl Session {
         Ok(())
     }
 
-    /// Brings the MLS group in line with the server's membership: adds member devices that are
-    /// missing (new members, new devices) and removes devices that are gone (left, revoked).
     async fn reconcile(&mut self, conv: ConvId) -> anyhow::Result<Vec<Event>> {
-        let info = match self.net.request(frame::GetConversation { conv }.into()).await? {
-            ServerFrame::ConversationInfo(info) => info,
-            // No longer a member: nothing to repair.
-            _ => return Ok(Vec::new()),
-        };
-        if !self.client.crypto.has_group(conv) {
-            if info.epoch == 0 {
-                return Ok(self.client.establish(&mut self.net, &info).await?);
-            }
-            return Ok(Vec::new());
-        }
-        let server_devices: BTreeSet<DeviceId> = info.members.iter().flat_map(|m| m.devices.iter().copied()).collect();
-        let mls_members = self.client.crypto.members(conv);
-        let mut events = Vec::new();
-        let gone: BTreeSet<UserId> =
-            mls_members.iter().filter(|m| !server_devices.contains(&m.device)).map(|m| m.user).collect();
-        for user in gone {
-            events.extend(self.remove_devices_not_in(conv, user, &server_devices).await?);
-        }
-        events.extend(self.client.establish(&mut self.net, &info).await?);
-        Ok(events)
-    }
-
-    async fn remove_devices_not_in(
-        &mut self,
-        conv: ConvId,
-        user: UserId,
-        keep: &BTreeSet<DeviceId>,
-    ) -> anyhow::Result<Vec<Event>> {
-        let still_member =
-            keep.iter().any(|d| self.client.crypto.members(conv).iter().any(|m| m.user == user && m.device == *d));
-        if !still_member {
-            return Ok(self.client.remove_user_from_group(&mut self.net, conv, user).await?);
-        }
-        // The user stays but one of their devices went away (revoked): remove just that device.
-        let leaving: Vec<DeviceIdentity> = self
-            .client
-            .crypto
-            .members(conv)
-            .into_iter()
-            .filter(|m| m.user == user && !keep.contains(&m.device))
-            .collect();
-        if leaving.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(self.client.remove_devices(&mut self.net, conv, leaving).await?)
+        Ok(self.client.reconcile(&mut self.net, conv).await?)
     }
 
     async fn user(&mut self, username: &str) -> anyhow::Result<frame::Profile> {

@@ -50,6 +50,18 @@ pub struct ServeArgs {
     /// Turn off rate limits (benchmarks and load tests only).
     #[arg(long)]
     no_rate_limits: bool,
+    /// The built web client to serve at `/` (`cargo xtask web` builds it into target/web/dist).
+    /// Default: `web/` beside the executable, or `../web/dist` from it (the build tree).
+    #[arg(long, env = "ANYTIME_WEB_DIR")]
+    web_dir: Option<PathBuf>,
+}
+
+/// Where the web client is when `--web-dir` is not given: installed beside the binary, or in the
+/// build tree (target/release/anytime → target/web/dist).
+fn default_web_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [dir.join("web"), dir.join("../web/dist")].into_iter().find(|d| d.join("index.html").is_file())
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -82,6 +94,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         connections_max: args.connections_max,
         gc_interval: Duration::from_secs(args.gc_interval_secs.max(1)),
+        web_dir: args.web_dir.or_else(default_web_dir),
     };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("while starting the async runtime")?;

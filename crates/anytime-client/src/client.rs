@@ -7,6 +7,8 @@
 //! them is sent (a ratchet step or a new epoch must survive a crash), and a message is
 //! acknowledged to the server only after it was recorded locally.
 
+use std::collections::BTreeSet;
+
 use anytime_proto::frame::{self, ConvKind, MessageKind, Seq};
 use anytime_proto::limits::KEY_PACKAGES_LOW;
 use anytime_proto::{ClientFrame, ConvId, DeviceId, ErrorCode, MsgId, ServerFrame, UserId};
@@ -335,6 +337,11 @@ impl<S: ClientStore> Client<S> {
                 ServerFrame::Error(error) if error.code == ErrorCode::EpochMismatch => {
                     self.crypto.discard_pending(conv)?;
                     self.persist_crypto()?;
+                    if epoch == 0 {
+                        // Our group was never ordered: another device created it first (both
+                        // saw the fresh conversation). Its Welcome brings us in; see `establish`.
+                        return Err(ClientError::Server { code: ErrorCode::EpochMismatch });
+                    }
                     let target = error.epoch.unwrap_or(epoch + 1);
                     while self.crypto.epoch(conv).is_some_and(|e| e < target) {
                         let Some(push) = t.next_push(CATCH_UP_WAIT_MS).await? else { break };
@@ -458,6 +465,40 @@ impl<S: ClientStore> Client<S> {
             };
             events.extend(self.handle_push(t, push).await?);
         }
+        Ok(events)
+    }
+
+    /// Brings the MLS group of `conv` in line with the server's membership: adds member devices
+    /// that are missing (new members, new or approved devices) and removes devices that are gone
+    /// (left, removed, revoked). Membership pushes are ephemeral, so every client runs this after
+    /// catching up and on each `ConversationChanged`.
+    pub async fn reconcile<T: Transport>(&mut self, t: &mut T, conv: ConvId) -> Result<Vec<Event>, ClientError> {
+        let info = match t.request(frame::GetConversation { conv }.into()).await? {
+            ServerFrame::ConversationInfo(info) => info,
+            // No longer a member: nothing to repair.
+            _ => return Ok(Vec::new()),
+        };
+        if !self.crypto.has_group(conv) {
+            if info.epoch == 0 {
+                return self.establish(t, &info).await;
+            }
+            return Ok(Vec::new());
+        }
+        let server_devices: BTreeSet<DeviceId> = info.members.iter().flat_map(|m| m.devices.iter().copied()).collect();
+        let server_users: BTreeSet<UserId> = info.members.iter().map(|m| m.user).collect();
+        let mut events = Vec::new();
+        let gone: Vec<DeviceIdentity> =
+            self.crypto.members(conv).into_iter().filter(|m| !server_devices.contains(&m.device)).collect();
+        let gone_users: BTreeSet<UserId> = gone.iter().map(|m| m.user).filter(|u| !server_users.contains(u)).collect();
+        for user in gone_users {
+            events.extend(self.remove_user_from_group(t, conv, user).await?);
+        }
+        // Users who stay but lost a device (revoked): remove just those devices.
+        let leaving: Vec<DeviceIdentity> = gone.into_iter().filter(|m| server_users.contains(&m.user)).collect();
+        if !leaving.is_empty() {
+            events.extend(self.remove_devices(t, conv, leaving).await?);
+        }
+        events.extend(self.establish(t, &info).await?);
         Ok(events)
     }
 

@@ -9,6 +9,7 @@ pub mod client;
 pub mod content;
 pub mod e2ee;
 pub mod safety;
+pub mod timeline;
 
 pub use client::{Client, ClientError, ClientStore, Event, Transport};
 pub use content::Content;

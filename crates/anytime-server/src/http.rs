@@ -1,6 +1,7 @@
 //! HTTP routes: account registration and login (JSON), the device WebSocket, health, metrics.
 
 use std::net::SocketAddr;
+use std::path::Path;
 
 use anytime_proto::http::{ErrorBody, LoginRequest, RegisterRequest};
 use anytime_proto::limits::{HTTP_BODY_BYTES_MAX, WS_MESSAGE_BYTES_MAX};
@@ -8,19 +9,41 @@ use anytime_proto::ErrorCode;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State, WebSocketUpgrade};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::AppState;
 
 /// Initial WebSocket read buffer per connection, bytes.
 const WS_READ_BUFFER_BYTES: usize = 1024;
 
-pub(crate) fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(index))
+/// What the web client may load and talk to: only this origin, and wasm compilation. Keys live
+/// in the page, so injected script must not run (no inline script, no eval, no other origins).
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+     connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; object-src 'none'; \
+     base-uri 'none'; frame-ancestors 'none'";
+
+pub(crate) fn router(state: AppState, web_dir: Option<&Path>) -> Router {
+    let router = match web_dir {
+        // Layers wrap only what is already in the router: the static files, not the API below.
+        Some(dir) => Router::new()
+            .fallback_service(ServeDir::new(dir))
+            .layer(SetResponseHeaderLayer::overriding(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+            ))
+            .layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
+            .layer(SetResponseHeaderLayer::overriding(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            )),
+        None => Router::new().route("/", get(index)),
+    };
+    router
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/v1/register", post(register))

@@ -43,6 +43,8 @@ pub struct ServeConfig {
     /// Simultaneous WebSocket connections this node accepts.
     pub connections_max: u32,
     pub gc_interval: Duration,
+    /// The built web client (`cargo xtask web`) to serve at `/`; `None` serves a status page.
+    pub web_dir: Option<PathBuf>,
 }
 
 /// A started server: its address, and a handle to stop it.
@@ -122,7 +124,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let connections = Arc::new(Semaphore::new(config.connections_max as usize));
     let state = AppState { core: core.clone(), connections: connections.clone(), shutdown: shutdown_rx.clone() };
-    let app = http::router(state);
+    let app = http::router(state, config.web_dir.as_deref());
 
     if config.nats.is_some() {
         let beat_core = core.clone();

@@ -1,0 +1,319 @@
+//! A conversation's history as a user sees it: the client core's [`Event`]s folded into messages
+//! with their edits, deletions, reactions and receipts applied. Plain data without I/O or a clock
+//! (the caller passes `now_ms`), serialisable so a shell can persist it as it likes (the web
+//! client keeps one per conversation in IndexedDB).
+
+use anytime_proto::frame::Seq;
+use anytime_proto::{ConvId, DeviceId, MsgId, UserId};
+use serde::{Deserialize, Serialize};
+
+use crate::client::Event;
+use crate::content::{Content, ReceiptKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    Text,
+    Reply,
+    /// "disappearing messages: …" notices.
+    Timer,
+    Unsupported,
+    Undecryptable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub msg_id: MsgId,
+    /// Server order; 0 for entries that have none (undecryptable ones keep theirs).
+    pub seq: Seq,
+    pub sender: UserId,
+    pub sender_device: DeviceId,
+    pub sent_at_ms: u64,
+    pub kind: EntryKind,
+    pub body: String,
+    pub reply_to: Option<MsgId>,
+    pub edited: bool,
+    pub deleted: bool,
+    pub own: bool,
+    /// (user, emoji), one per user and emoji.
+    pub reactions: Vec<(UserId, String)>,
+    pub delivered_to: Vec<UserId>,
+    pub read_by: Vec<UserId>,
+    /// Disappearing messages: gone from this device after this instant.
+    pub expires_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeline {
+    pub conv: ConvId,
+    pub entries: Vec<Entry>,
+    /// Disappearing-message timer, seconds; 0 = off.
+    pub timer_seconds: u32,
+    /// Messages from others not yet marked read on this device.
+    pub unread: u32,
+}
+
+/// What applying an event changed, so a UI can react (notify, send a delivery receipt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Nothing,
+    /// A new visible message from someone else.
+    NewIncoming,
+    /// A new own message, or an edit/delete/reaction/receipt of an existing one.
+    Updated,
+}
+
+impl Timeline {
+    pub fn new(conv: ConvId) -> Timeline {
+        Timeline { conv, ..Timeline::default() }
+    }
+
+    pub fn last(&self) -> Option<&Entry> {
+        self.entries.last()
+    }
+
+    pub fn find(&self, msg_id: MsgId) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.msg_id == msg_id)
+    }
+
+    fn find_mut(&mut self, msg_id: MsgId, author: UserId) -> Option<&mut Entry> {
+        // Only the author may edit or delete: the MLS-authenticated sender must match.
+        self.entries.iter_mut().find(|e| e.msg_id == msg_id && e.sender == author)
+    }
+
+    /// Drops messages whose disappearing timer ran out.
+    pub fn expire(&mut self, now_ms: u64) {
+        self.entries.retain(|e| e.expires_at_ms.is_none_or(|at| at > now_ms));
+    }
+
+    /// Marks everything read; returns the ids of others' messages that were unread, for a read receipt.
+    pub fn mark_read(&mut self, me: UserId) -> Vec<MsgId> {
+        let ids: Vec<MsgId> = self
+            .entries
+            .iter()
+            .filter(|e| !e.own && !e.deleted && matches!(e.kind, EntryKind::Text | EntryKind::Reply))
+            .filter(|e| !e.read_by.contains(&me))
+            .map(|e| e.msg_id)
+            .collect();
+        for entry in self.entries.iter_mut().filter(|e| ids.contains(&e.msg_id)) {
+            entry.read_by.push(me);
+        }
+        self.unread = 0;
+        ids
+    }
+
+    /// Folds one event of this conversation in. `now_ms` stamps own messages and timers.
+    pub fn apply(&mut self, event: &Event, now_ms: u64) -> Applied {
+        match event {
+            Event::Message { seq, msg_id, sender, sent_at_ms, content, own, .. } => {
+                let sent_at = if *sent_at_ms == 0 { now_ms } else { *sent_at_ms };
+                let base = |kind: EntryKind, body: String, reply_to: Option<MsgId>, expires: Option<u64>| Entry {
+                    msg_id: *msg_id,
+                    seq: *seq,
+                    sender: sender.user,
+                    sender_device: sender.device,
+                    sent_at_ms: sent_at,
+                    kind,
+                    body,
+                    reply_to,
+                    edited: false,
+                    deleted: false,
+                    own: *own,
+                    reactions: Vec::new(),
+                    delivered_to: Vec::new(),
+                    read_by: Vec::new(),
+                    expires_at_ms: expires,
+                };
+                let expires = (self.timer_seconds > 0).then(|| sent_at + u64::from(self.timer_seconds) * 1000);
+                match content {
+                    Content::Text(text) => self.insert(base(EntryKind::Text, text.body.clone(), None, expires)),
+                    Content::Reply(reply) => {
+                        self.insert(base(EntryKind::Reply, reply.body.clone(), Some(reply.to), expires))
+                    }
+                    Content::Unsupported { .. } => {
+                        self.insert(base(EntryKind::Unsupported, "unsupported message".into(), None, expires))
+                    }
+                    Content::Timer(timer) => {
+                        self.timer_seconds = timer.seconds;
+                        let text = if timer.seconds == 0 {
+                            "disappearing messages: off".to_owned()
+                        } else {
+                            format!("disappearing messages: {}", describe_seconds(timer.seconds))
+                        };
+                        let mut entry = base(EntryKind::Timer, text, None, None);
+                        entry.own = *own;
+                        self.insert(entry);
+                        Applied::Updated
+                    }
+                    Content::Reaction(reaction) => {
+                        let Some(entry) = self.entries.iter_mut().find(|e| e.msg_id == reaction.to) else {
+                            return Applied::Nothing;
+                        };
+                        let key = (sender.user, reaction.emoji.clone());
+                        entry.reactions.retain(|r| *r != key);
+                        if !reaction.remove {
+                            entry.reactions.push(key);
+                        }
+                        Applied::Updated
+                    }
+                    Content::Edit(edit) => match self.find_mut(edit.to, sender.user) {
+                        Some(entry) if !entry.deleted => {
+                            entry.body = edit.body.clone();
+                            entry.edited = true;
+                            Applied::Updated
+                        }
+                        _ => Applied::Nothing,
+                    },
+                    Content::Delete(delete) => match self.find_mut(delete.to, sender.user) {
+                        Some(entry) => {
+                            entry.body.clear();
+                            entry.deleted = true;
+                            entry.reactions.clear();
+                            Applied::Updated
+                        }
+                        None => Applied::Nothing,
+                    },
+                    Content::Receipt(receipt) => {
+                        for entry in self.entries.iter_mut().filter(|e| receipt.messages.contains(&e.msg_id)) {
+                            let list = match receipt.kind {
+                                ReceiptKind::Delivered => &mut entry.delivered_to,
+                                ReceiptKind::Read => &mut entry.read_by,
+                            };
+                            if !list.contains(&sender.user) {
+                                list.push(sender.user);
+                            }
+                            // Read implies delivered.
+                            if receipt.kind == ReceiptKind::Read && !entry.delivered_to.contains(&sender.user) {
+                                entry.delivered_to.push(sender.user);
+                            }
+                        }
+                        if *own && receipt.kind == ReceiptKind::Read {
+                            // Read on another of my devices.
+                            self.unread = 0;
+                        }
+                        Applied::Updated
+                    }
+                }
+            }
+            Event::Undecryptable { seq, sender, reason, .. } => {
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&seq.to_be_bytes());
+                self.insert(Entry {
+                    msg_id: MsgId(id),
+                    seq: *seq,
+                    sender: *sender,
+                    sender_device: DeviceId(0),
+                    sent_at_ms: now_ms,
+                    kind: EntryKind::Undecryptable,
+                    body: format!("cannot decrypt this message ({reason})"),
+                    reply_to: None,
+                    edited: false,
+                    deleted: false,
+                    own: false,
+                    reactions: Vec::new(),
+                    delivered_to: Vec::new(),
+                    read_by: Vec::new(),
+                    expires_at_ms: None,
+                });
+                Applied::Updated
+            }
+            _ => Applied::Nothing,
+        }
+    }
+
+    fn insert(&mut self, entry: Entry) -> Applied {
+        if let Some(existing) = self.entries.iter_mut().find(|e| e.msg_id == entry.msg_id) {
+            // Our own message comes back from the server with its seq: keep the local one.
+            if existing.seq == 0 {
+                existing.seq = entry.seq;
+            }
+            return Applied::Nothing;
+        }
+        let incoming = !entry.own && matches!(entry.kind, EntryKind::Text | EntryKind::Reply);
+        self.entries.push(entry);
+        if incoming {
+            self.unread += 1;
+            Applied::NewIncoming
+        } else {
+            Applied::Updated
+        }
+    }
+}
+
+fn describe_seconds(seconds: u32) -> String {
+    match seconds {
+        s if s % 86_400 == 0 => format!("{} d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{} h", s / 3_600),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::content::{self, Content};
+    use crate::e2ee::DeviceIdentity;
+
+    fn msg(seq: Seq, id: u8, user: u64, own: bool, content: Content) -> Event {
+        Event::Message {
+            conv: ConvId(1),
+            seq,
+            msg_id: MsgId([id; 16]),
+            sender: DeviceIdentity { user: UserId(user), device: DeviceId(user * 10) },
+            sent_at_ms: 1_000,
+            content,
+            own,
+        }
+    }
+
+    fn text(body: &str) -> Content {
+        Content::Text(content::Text { body: body.into(), mentions: Vec::new() })
+    }
+
+    #[test]
+    fn edits_deletes_and_reactions_apply_only_by_their_author() {
+        let mut t = Timeline::new(ConvId(1));
+        assert_eq!(t.apply(&msg(1, 1, 2, false, text("hi")), 5), Applied::NewIncoming);
+        assert_eq!(t.unread, 1);
+        // User 3 cannot edit user 2's message.
+        let forged = Content::Edit(content::Edit { to: MsgId([1; 16]), body: "forged".into() });
+        assert_eq!(t.apply(&msg(2, 2, 3, false, forged), 5), Applied::Nothing);
+        let edit = Content::Edit(content::Edit { to: MsgId([1; 16]), body: "hello".into() });
+        t.apply(&msg(3, 3, 2, false, edit), 5);
+        let react = Content::Reaction(content::Reaction { to: MsgId([1; 16]), emoji: "👍".into(), remove: false });
+        t.apply(&msg(4, 4, 3, false, react), 5);
+        let entry = t.find(MsgId([1; 16])).expect("entry");
+        assert_eq!((entry.body.as_str(), entry.edited, entry.reactions.len()), ("hello", true, 1));
+        let delete = Content::Delete(content::Delete { to: MsgId([1; 16]) });
+        t.apply(&msg(5, 5, 2, false, delete), 5);
+        let entry = t.find(MsgId([1; 16])).expect("entry");
+        assert!(entry.deleted && entry.body.is_empty() && entry.reactions.is_empty());
+        assert_eq!(t.entries.len(), 1, "edits, reactions and deletes are not entries of their own");
+    }
+
+    #[test]
+    fn receipts_mark_read_and_disappearing_timer() {
+        let mut t = Timeline::new(ConvId(1));
+        t.apply(&msg(1, 1, 1, true, text("mine")), 5);
+        let read = Content::Receipt(content::Receipt { kind: ReceiptKind::Read, messages: vec![MsgId([1; 16])] });
+        t.apply(&msg(2, 2, 2, false, read), 5);
+        let entry = t.find(MsgId([1; 16])).expect("entry");
+        assert_eq!((entry.read_by.clone(), entry.delivered_to.clone()), (vec![UserId(2)], vec![UserId(2)]));
+        t.apply(&msg(3, 3, 2, false, Content::Timer(content::Timer { seconds: 60 })), 5);
+        t.apply(&msg(4, 4, 2, false, text("soon gone")), 5);
+        assert_eq!(t.mark_read(UserId(1)), vec![MsgId([4; 16])]);
+        assert_eq!(t.unread, 0);
+        t.expire(1_000 + 60_000);
+        assert!(t.find(MsgId([4; 16])).is_none(), "expired with the timer");
+        assert!(t.find(MsgId([1; 16])).is_some(), "sent before the timer: kept");
+    }
+
+    #[test]
+    fn own_message_is_not_duplicated_when_it_comes_back() {
+        let mut t = Timeline::new(ConvId(1));
+        t.apply(&msg(0, 1, 1, true, text("mine")), 5);
+        t.apply(&msg(7, 1, 1, true, text("mine")), 5);
+        assert_eq!(t.entries.len(), 1);
+        assert_eq!(t.entries[0].seq, 7);
+    }
+}

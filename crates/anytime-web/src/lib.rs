@@ -1,0 +1,288 @@
+//! The web client's core: the same `anytime-client` the CLI uses (protocol, MLS, sync), compiled
+//! to wasm32 and exposed to the page's UI (crates/anytime-web/static) through wasm-bindgen.
+//!
+//! Layers, as in the native client: `persist` (IndexedDB behind the core's synchronous store),
+//! `ws` (the browser WebSocket as the core's transport), `session` (one task that owns the
+//! client and serialises the UI's commands with the server's pushes) and `view` (the JSON the
+//! UI renders). The UI never sees keys or ciphertext; it calls commands and re-reads views when
+//! told something changed.
+
+/// Diagnostics to the browser console (the web client's equivalent of tracing output).
+macro_rules! console_log {
+    ($($arg:tt)*) => { web_sys::console::log_1(&wasm_bindgen::JsValue::from_str(&format!($($arg)*))) };
+}
+pub(crate) use console_log;
+
+mod persist;
+mod session;
+mod view;
+mod ws;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use anytime_client::e2ee::{DeviceCrypto, DeviceIdentity};
+use anytime_proto::http::SessionResponse;
+use futures_channel::{mpsc, oneshot};
+use js_sys::Promise;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::persist::{Account, Persist};
+use crate::session::{Cmd, Job};
+use crate::view::View;
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_name = setTimeout)]
+    fn set_timeout(callback: &js_sys::Function, ms: i32);
+}
+
+/// Resolves after `ms` milliseconds (in a window or a worker).
+pub(crate) async fn sleep(ms: u64) {
+    let promise = Promise::new(&mut |resolve, _reject| set_timeout(&resolve, ms.min(i32::MAX as u64) as i32));
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+pub(crate) fn now_ms() -> u64 {
+    js_sys::Date::now() as u64
+}
+
+/// 16 random bytes from the browser's CSPRNG.
+pub(crate) fn random_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    // crypto.getRandomValues cannot fail for 16 bytes in any browser that runs wasm.
+    let _ = getrandom_02::getrandom(&mut id);
+    id
+}
+
+/// State shared by the page-facing [`App`] and the session task.
+pub(crate) struct Shared {
+    pub persist: Rc<Persist>,
+    pub view: RefCell<View>,
+    pub commands: RefCell<Option<mpsc::UnboundedSender<Job>>>,
+    pub on_change: RefCell<Option<js_sys::Function>>,
+}
+
+impl Shared {
+    /// Tells the UI what changed: `kind` is "chats", "timeline", "status", "message" (a new
+    /// message from someone else, for notifications) or "signed_out".
+    pub fn notify(&self, kind: &str, conv: Option<anytime_proto::ConvId>) {
+        if let Some(callback) = self.on_change.borrow().as_ref() {
+            let conv = conv.map(|c| JsValue::from_str(&c.to_string())).unwrap_or(JsValue::NULL);
+            let _ = callback.call2(&JsValue::NULL, &JsValue::from_str(kind), &conv);
+        }
+    }
+}
+
+fn js_err(text: impl std::fmt::Display) -> JsValue {
+    JsValue::from_str(&text.to_string())
+}
+
+/// The web client as the page sees it. Every command returns a Promise of a JSON string.
+#[wasm_bindgen]
+pub struct App {
+    shared: Rc<Shared>,
+}
+
+/// Opens the local store (IndexedDB) of this browser.
+#[wasm_bindgen(js_name = openApp)]
+pub async fn open_app() -> Result<App, JsValue> {
+    let persist = Persist::open().await.map_err(js_err)?;
+    let shared = Shared {
+        persist: Rc::new(persist),
+        view: RefCell::default(),
+        commands: RefCell::default(),
+        on_change: RefCell::default(),
+    };
+    Ok(App { shared: Rc::new(shared) })
+}
+
+#[wasm_bindgen]
+impl App {
+    /// The signed-in account as JSON, or null.
+    pub fn account(&self) -> JsValue {
+        match &self.shared.persist.data.borrow().account {
+            Some(a) => JsValue::from_str(&view::account_json(a).to_string()),
+            None => JsValue::NULL,
+        }
+    }
+
+    /// Stores a fresh device for a register/login answer (`session` is the server's JSON):
+    /// makes its MLS identity and writes both to IndexedDB.
+    pub fn enroll(&self, server: String, username: String, session: String) -> Promise {
+        let shared = self.shared.clone();
+        future_to_promise(async move {
+            let session: SessionResponse =
+                serde_json::from_str(&session).map_err(|e| js_err(format!("unreadable login answer: {e}")))?;
+            let identity = DeviceIdentity { user: session.user_id, device: session.device_id };
+            let crypto = DeviceCrypto::new(identity).map_err(js_err)?;
+            let account = Account {
+                server: server.trim_end_matches('/').to_owned(),
+                token: session.token,
+                user: session.user_id,
+                device: session.device_id,
+                username,
+            };
+            shared.persist.set_account(account, crypto.export());
+            shared.persist.flush().await.map_err(js_err)?;
+            Ok(JsValue::from_str(&serde_json::json!({"pending": session.link_code}).to_string()))
+        })
+    }
+
+    /// Connects and keeps the session running (reconnecting with backoff); `on_change(kind,
+    /// conv)` is called whenever something the UI shows changed.
+    pub fn start(&self, on_change: js_sys::Function) {
+        *self.shared.on_change.borrow_mut() = Some(on_change);
+        if self.shared.commands.borrow().is_some() {
+            return;
+        }
+        let (tx, rx) = mpsc::unbounded();
+        *self.shared.commands.borrow_mut() = Some(tx);
+        wasm_bindgen_futures::spawn_local(session::run(self.shared.clone(), rx));
+    }
+
+    /// "connecting", "online", "offline: …" or "signed_out".
+    pub fn status(&self) -> String {
+        self.shared.view.borrow().status.clone()
+    }
+
+    /// The chat list as JSON (newest activity first).
+    pub fn chats(&self) -> String {
+        view::chats_json(&self.shared).to_string()
+    }
+
+    /// One chat with its timeline as JSON.
+    pub fn chat(&self, conv: String) -> String {
+        match conv.parse() {
+            Ok(conv) => view::chat_json(&self.shared, conv).to_string(),
+            Err(_) => "null".to_owned(),
+        }
+    }
+
+    fn run(&self, cmd: Cmd) -> Promise {
+        let sender = self.shared.commands.borrow().clone();
+        future_to_promise(async move {
+            let sender = sender.ok_or_else(|| js_err("not signed in"))?;
+            let (tx, rx) = oneshot::channel();
+            sender.unbounded_send((cmd, tx)).map_err(|_| js_err("the session has ended; reload the page"))?;
+            match rx.await {
+                Ok(Ok(value)) => Ok(JsValue::from_str(&value.to_string())),
+                Ok(Err(error)) => Err(js_err(error)),
+                Err(_) => Err(js_err("the connection dropped before the answer; try again")),
+            }
+        })
+    }
+
+    pub fn direct(&self, username: String) -> Promise {
+        self.run(Cmd::Direct(username))
+    }
+
+    pub fn group(&self, name: String, members: Vec<String>) -> Promise {
+        self.run(Cmd::Group(name, members))
+    }
+
+    /// Sends a text, or a reply when `reply_to` (a message id) is given.
+    pub fn send(&self, conv: String, text: String, reply_to: Option<String>) -> Promise {
+        self.run(Cmd::Send { conv, text, reply_to })
+    }
+
+    pub fn react(&self, conv: String, msg: String, emoji: String, remove: bool) -> Promise {
+        self.run(Cmd::React { conv, msg, emoji, remove })
+    }
+
+    pub fn edit(&self, conv: String, msg: String, text: String) -> Promise {
+        self.run(Cmd::Edit { conv, msg, text })
+    }
+
+    pub fn delete(&self, conv: String, msg: String) -> Promise {
+        self.run(Cmd::Delete { conv, msg })
+    }
+
+    /// Marks the chat read here and tells the senders (read receipts).
+    #[wasm_bindgen(js_name = markRead)]
+    pub fn mark_read(&self, conv: String) -> Promise {
+        self.run(Cmd::MarkRead(conv))
+    }
+
+    pub fn typing(&self, conv: String) -> Promise {
+        self.run(Cmd::Typing(conv))
+    }
+
+    #[wasm_bindgen(js_name = setTimer)]
+    pub fn set_timer(&self, conv: String, seconds: u32) -> Promise {
+        self.run(Cmd::Timer(conv, seconds))
+    }
+
+    pub fn rename(&self, conv: String, name: String) -> Promise {
+        self.run(Cmd::Rename(conv, name))
+    }
+
+    #[wasm_bindgen(js_name = addMembers)]
+    pub fn add_members(&self, conv: String, usernames: Vec<String>) -> Promise {
+        self.run(Cmd::Add(conv, usernames))
+    }
+
+    #[wasm_bindgen(js_name = removeMember)]
+    pub fn remove_member(&self, conv: String, user: String) -> Promise {
+        self.run(Cmd::Remove(conv, user))
+    }
+
+    #[wasm_bindgen(js_name = setAdmin)]
+    pub fn set_admin(&self, conv: String, user: String, admin: bool) -> Promise {
+        self.run(Cmd::Admin(conv, user, admin))
+    }
+
+    pub fn leave(&self, conv: String) -> Promise {
+        self.run(Cmd::Leave(conv))
+    }
+
+    pub fn invite(&self, conv: String) -> Promise {
+        self.run(Cmd::Invite(conv))
+    }
+
+    pub fn join(&self, code: String) -> Promise {
+        self.run(Cmd::Join(code))
+    }
+
+    /// Safety number with the other member of a direct chat.
+    pub fn safety(&self, conv: String) -> Promise {
+        self.run(Cmd::Safety(conv, false))
+    }
+
+    /// Marks the current safety number of a direct chat's peer as verified.
+    pub fn verify(&self, conv: String) -> Promise {
+        self.run(Cmd::Safety(conv, true))
+    }
+
+    pub fn devices(&self) -> Promise {
+        self.run(Cmd::Devices)
+    }
+
+    pub fn approve(&self, code: String) -> Promise {
+        self.run(Cmd::Approve(code))
+    }
+
+    pub fn revoke(&self, device: String) -> Promise {
+        self.run(Cmd::Revoke(device))
+    }
+
+    /// "everyone", "contacts" or "nobody".
+    #[wasm_bindgen(js_name = setPresencePrivacy)]
+    pub fn set_presence_privacy(&self, privacy: String) -> Promise {
+        self.run(Cmd::Privacy(privacy))
+    }
+
+    /// Ends this device's session on the server and wipes everything local.
+    pub fn logout(&self) -> Promise {
+        let shared = self.shared.clone();
+        let ended = self.run(Cmd::Logout);
+        future_to_promise(async move {
+            // Wiping must happen even when the server cannot be reached.
+            let _ = wasm_bindgen_futures::JsFuture::from(ended).await;
+            shared.commands.borrow_mut().take();
+            shared.persist.wipe().await.map_err(js_err)?;
+            Ok(JsValue::from_str("{}"))
+        })
+    }
+}

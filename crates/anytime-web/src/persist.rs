@@ -1,0 +1,230 @@
+//! The browser's local store: an in-memory working set (the client core's `ClientStore` is
+//! synchronous) written to IndexedDB before anything that depends on it leaves the device.
+//!
+//! Keys: `account`, `crypto` (MLS state), `meta` (cursors, outbox, verified safety numbers) and
+//! `conv:<id>` (one decrypted timeline per conversation). Only keys changed since the last
+//! flush are written, in one IndexedDB transaction. The transport flushes before every frame it
+//! sends, which keeps the core's order of effects: a ratchet step or an outbox entry is on disk
+//! before the message that depends on it is on the wire.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+
+use anytime_client::content::Content;
+use anytime_client::timeline::Timeline;
+use anytime_client::{ClientStore, Event};
+use anytime_proto::frame::Seq;
+use anytime_proto::{ConvId, DeviceId, MsgId, UserId};
+use js_sys::{Array, Uint8Array};
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen(module = "/js/idb.js")]
+extern "C" {
+    #[wasm_bindgen(catch, js_name = idbOpen)]
+    async fn idb_open(name: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = idbLoadAll)]
+    async fn idb_load_all(db: &JsValue) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = idbPut)]
+    async fn idb_put(db: &JsValue, keys: Array, values: Array) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = idbWipe)]
+    async fn idb_wipe(db: &JsValue, name: &str) -> Result<JsValue, JsValue>;
+}
+
+const DB_NAME: &str = "anytime";
+
+/// Who this browser is signed in as.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Account {
+    pub server: String,
+    pub token: String,
+    pub user: UserId,
+    pub device: DeviceId,
+    pub username: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Meta {
+    pub seqs: BTreeMap<ConvId, Seq>,
+    pub outbox: Vec<(ConvId, MsgId, Vec<u8>)>,
+    /// Verified safety numbers: user → (digits, direct chat, already warned of a change).
+    pub verified: BTreeMap<UserId, (String, ConvId, bool)>,
+}
+
+#[derive(Default)]
+pub struct Data {
+    pub account: Option<Account>,
+    pub crypto: Vec<u8>,
+    pub meta: Meta,
+    pub timelines: BTreeMap<ConvId, Timeline>,
+}
+
+#[derive(Default)]
+struct Dirty {
+    account: bool,
+    crypto: bool,
+    meta: bool,
+    convs: BTreeSet<ConvId>,
+}
+
+pub struct Persist {
+    db: JsValue,
+    pub data: RefCell<Data>,
+    dirty: RefCell<Dirty>,
+    /// Events recorded since the UI last looked (drained by the session loop).
+    pub recorded: RefCell<Vec<Event>>,
+}
+
+fn js_error(context: &str, error: JsValue) -> String {
+    format!("{context}: {}", error.as_string().unwrap_or_else(|| format!("{error:?}")))
+}
+
+fn now_ms() -> u64 {
+    js_sys::Date::now() as u64
+}
+
+impl Persist {
+    /// Opens (or creates) the browser's database and loads everything into memory.
+    pub async fn open() -> Result<Persist, String> {
+        let db = idb_open(DB_NAME).await.map_err(|e| js_error("could not open IndexedDB", e))?;
+        let loaded = idb_load_all(&db).await.map_err(|e| js_error("could not read IndexedDB", e))?;
+        let loaded = Array::from(&loaded);
+        let (keys, values) = (Array::from(&loaded.get(0)), Array::from(&loaded.get(1)));
+        let mut data = Data::default();
+        for i in 0..keys.length() {
+            let key = keys.get(i).as_string().unwrap_or_default();
+            let bytes = Uint8Array::new(&values.get(i)).to_vec();
+            let corrupt =
+                |what: &str, e: postcard::Error| format!("the stored {what} is unreadable ({e}); log out to reset");
+            match key.as_str() {
+                "account" => data.account = Some(postcard::from_bytes(&bytes).map_err(|e| corrupt("account", e))?),
+                "crypto" => data.crypto = bytes,
+                "meta" => data.meta = postcard::from_bytes(&bytes).map_err(|e| corrupt("state", e))?,
+                other => {
+                    if let Some(conv) = other.strip_prefix("conv:").and_then(|id| id.parse::<u64>().ok()) {
+                        let timeline: Timeline = postcard::from_bytes(&bytes).map_err(|e| corrupt("history", e))?;
+                        data.timelines.insert(ConvId(conv), timeline);
+                    }
+                }
+            }
+        }
+        let now = now_ms();
+        for timeline in data.timelines.values_mut() {
+            timeline.expire(now);
+        }
+        Ok(Persist { db, data: RefCell::new(data), dirty: RefCell::default(), recorded: RefCell::default() })
+    }
+
+    pub fn set_account(&self, account: Account, crypto: Vec<u8>) {
+        let mut data = self.data.borrow_mut();
+        data.account = Some(account);
+        data.crypto = crypto;
+        let mut dirty = self.dirty.borrow_mut();
+        dirty.account = true;
+        dirty.crypto = true;
+    }
+
+    pub fn touch_meta(&self) {
+        self.dirty.borrow_mut().meta = true;
+    }
+
+    pub fn touch_conv(&self, conv: ConvId) {
+        self.dirty.borrow_mut().convs.insert(conv);
+    }
+
+    /// Writes every changed key in one transaction; returns when it is durable.
+    pub async fn flush(&self) -> Result<(), String> {
+        let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
+        if !dirty.account && !dirty.crypto && !dirty.meta && dirty.convs.is_empty() {
+            return Ok(());
+        }
+        let (keys, values) = (Array::new(), Array::new());
+        {
+            let data = self.data.borrow();
+            let put = |key: String, bytes: &[u8]| {
+                keys.push(&JsValue::from_str(&key));
+                values.push(&Uint8Array::from(bytes));
+            };
+            if dirty.account {
+                if let Some(account) = &data.account {
+                    put("account".into(), &encode(account));
+                }
+            }
+            if dirty.crypto {
+                put("crypto".into(), &data.crypto);
+            }
+            if dirty.meta {
+                put("meta".into(), &encode(&data.meta));
+            }
+            for conv in &dirty.convs {
+                if let Some(timeline) = data.timelines.get(conv) {
+                    put(format!("conv:{}", conv.0), &encode(timeline));
+                }
+            }
+        }
+        idb_put(&self.db, keys, values).await.map_err(|e| js_error("could not write IndexedDB", e))?;
+        Ok(())
+    }
+
+    /// Logging out: everything this browser held about the account is deleted.
+    pub async fn wipe(&self) -> Result<(), String> {
+        *self.data.borrow_mut() = Data::default();
+        *self.dirty.borrow_mut() = Dirty::default();
+        idb_wipe(&self.db, DB_NAME).await.map_err(|e| js_error("could not delete IndexedDB", e))?;
+        Ok(())
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising plain structs into a Vec cannot fail.
+    postcard::to_allocvec(value).unwrap_or_default()
+}
+
+/// The client core's store: a view of [`Persist`] that marks what it changes.
+pub struct WebStore(pub std::rc::Rc<Persist>);
+
+impl ClientStore for WebStore {
+    fn save_crypto(&mut self, state: &[u8]) -> Result<(), String> {
+        self.0.data.borrow_mut().crypto = state.to_vec();
+        self.0.dirty.borrow_mut().crypto = true;
+        Ok(())
+    }
+
+    fn last_seq(&self, conv: ConvId) -> Result<Seq, String> {
+        Ok(self.0.data.borrow().meta.seqs.get(&conv).copied().unwrap_or(0))
+    }
+
+    fn record(&mut self, conv: ConvId, seq: Seq, event: Option<&Event>) -> Result<(), String> {
+        let mut data = self.0.data.borrow_mut();
+        if seq > 0 {
+            let last = data.meta.seqs.entry(conv).or_insert(0);
+            *last = (*last).max(seq);
+            self.0.touch_meta();
+        }
+        if let Some(event) = event {
+            data.timelines.entry(conv).or_insert_with(|| Timeline::new(conv)).apply(event, now_ms());
+            self.0.touch_conv(conv);
+            self.0.recorded.borrow_mut().push(event.clone());
+        }
+        Ok(())
+    }
+
+    fn outbox_add(&mut self, conv: ConvId, msg_id: MsgId, ciphertext: &[u8], _content: &Content) -> Result<(), String> {
+        let mut data = self.0.data.borrow_mut();
+        if !data.meta.outbox.iter().any(|(_, id, _)| *id == msg_id) {
+            data.meta.outbox.push((conv, msg_id, ciphertext.to_vec()));
+            self.0.touch_meta();
+        }
+        Ok(())
+    }
+
+    fn outbox_remove(&mut self, msg_id: MsgId) -> Result<(), String> {
+        self.0.data.borrow_mut().meta.outbox.retain(|(_, id, _)| *id != msg_id);
+        self.0.touch_meta();
+        Ok(())
+    }
+
+    fn outbox(&self) -> Result<Vec<(ConvId, MsgId, Vec<u8>)>, String> {
+        Ok(self.0.data.borrow().meta.outbox.clone())
+    }
+}

@@ -1,0 +1,591 @@
+//! The session task: owns the client core and the connection, and handles the UI's commands and
+//! the server's pushes one at a time (the core's state is never touched by two at once). On a
+//! lost connection it reconnects with backoff and resumes from the stored cursors.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use anytime_client::content::{self, Content, ReceiptKind};
+use anytime_client::e2ee::DeviceCrypto;
+use anytime_client::safety::safety_number;
+use anytime_client::{Client, ClientError, ClientStore, Event};
+use anytime_proto::frame::{self, PresencePrivacy};
+use anytime_proto::{ConvId, DeviceId, ErrorCode, MsgId, ServerFrame, UserId};
+use futures_channel::{mpsc, oneshot};
+use futures_util::future::{select, Either};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::persist::WebStore;
+use crate::view::{hex, parse_msg_id};
+use crate::ws::WsTransport;
+use crate::{now_ms, random_id, sleep, Shared};
+
+/// Quiet time after which catching up counts as done.
+const IDLE_MS: u64 = 300;
+/// How long a "typing…" indicator stays without a new typing event.
+const TYPING_SHOWN_MS: u64 = 6_000;
+const BACKOFF_MAX_MS: u64 = 10_000;
+
+pub(crate) enum Cmd {
+    Direct(String),
+    Group(String, Vec<String>),
+    Send { conv: String, text: String, reply_to: Option<String> },
+    React { conv: String, msg: String, emoji: String, remove: bool },
+    Edit { conv: String, msg: String, text: String },
+    Delete { conv: String, msg: String },
+    MarkRead(String),
+    Typing(String),
+    Timer(String, u32),
+    Rename(String, String),
+    Add(String, Vec<String>),
+    Remove(String, String),
+    Admin(String, String, bool),
+    Leave(String),
+    Invite(String),
+    Join(String),
+    Safety(String, bool),
+    Devices,
+    Approve(String),
+    Revoke(String),
+    Privacy(String),
+    Logout,
+}
+
+pub(crate) type Job = (Cmd, oneshot::Sender<Result<Value, String>>);
+
+/// Why a connected session ended.
+enum Ended {
+    /// The page dropped the App, or the user logged out.
+    Stopped,
+    /// The server will not take this session again (revoked, expired).
+    SignedOut(String),
+    /// Worth reconnecting.
+    Lost(String),
+}
+
+fn ended(error: ClientError) -> Ended {
+    match error {
+        ClientError::Server { code: ErrorCode::InvalidToken | ErrorCode::TokenExpired } => {
+            Ended::SignedOut("this device's session ended; sign in again".into())
+        }
+        ClientError::Server { code: ErrorCode::DeviceNotApproved } => {
+            Ended::Lost("this device waits for approval from one of your other devices".into())
+        }
+        other => Ended::Lost(other.to_string()),
+    }
+}
+
+pub(crate) async fn run(shared: Rc<Shared>, mut commands: mpsc::UnboundedReceiver<Job>) {
+    let mut backoff = 500;
+    loop {
+        set_status(&shared, "connecting".into());
+        match connect_and_serve(&shared, &mut commands).await {
+            Ended::Stopped => return,
+            Ended::SignedOut(reason) => {
+                set_status(&shared, format!("signed_out: {reason}"));
+                shared.notify("signed_out", None);
+                return;
+            }
+            Ended::Lost(reason) => set_status(&shared, format!("offline: {reason}")),
+        }
+        // Commands sent while offline fail at once instead of hanging.
+        while let Ok((_, reply)) = commands.try_recv() {
+            let _ = reply.send(Err("offline: not connected to the server; retrying".into()));
+        }
+        sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX_MS);
+    }
+}
+
+fn set_status(shared: &Shared, status: String) {
+    shared.view.borrow_mut().status = status;
+    shared.notify("status", None);
+}
+
+async fn connect_and_serve(shared: &Rc<Shared>, commands: &mut mpsc::UnboundedReceiver<Job>) -> Ended {
+    let (account, crypto) = {
+        let data = shared.persist.data.borrow();
+        let Some(account) = data.account.clone() else { return Ended::SignedOut("not signed in".into()) };
+        (account, data.crypto.clone())
+    };
+    let crypto = match DeviceCrypto::import(&crypto) {
+        Ok(crypto) => crypto,
+        Err(e) => return Ended::SignedOut(format!("the stored keys are unreadable ({e}); sign in again")),
+    };
+    let url = format!("{}/v1/ws", account.server.replacen("http", "ws", 1));
+    let net = match WsTransport::connect(&url, &account.token, shared.persist.clone()).await {
+        Ok(net) => net,
+        Err(e) => return ended(e),
+    };
+    let mut s = Session { client: Client::new(crypto, WebStore(shared.persist.clone())), net, shared: shared.clone() };
+    if let Err(e) = s.catch_up().await {
+        return ended(e);
+    }
+    if let Err(e) = s.after_batch().await {
+        return ended(e);
+    }
+    set_status(shared, "online".into());
+    loop {
+        let next = select(commands.next(), s.net.pushes.next()).await;
+        let result = match next {
+            Either::Left((None, _)) => return Ended::Stopped,
+            Either::Left((Some((Cmd::Logout, reply)), _)) => {
+                let answer = s.net_request(frame::Logout {}.into()).await;
+                let _ = reply.send(answer.map(|_| json!({})).map_err(|e| e.to_string()));
+                s.net.close();
+                return Ended::Stopped;
+            }
+            Either::Left((Some((cmd, reply)), _)) => {
+                let answer = s.command(cmd).await;
+                if let Err(error) = &answer {
+                    crate::console_log!("command failed: {error}");
+                }
+                let lost = matches!(answer, Err(ClientError::Transport(_)));
+                let _ = reply.send(answer.map_err(|e| describe(&e)));
+                if lost {
+                    return Ended::Lost("the connection dropped".into());
+                }
+                Ok(())
+            }
+            Either::Right((Some(push), _)) => s.push(push).await,
+            Either::Right((None, _)) => return Ended::Lost("the connection closed".into()),
+        };
+        if let Err(e) = result {
+            return ended(e);
+        }
+        if let Err(e) = s.after_batch().await {
+            return ended(e);
+        }
+    }
+}
+
+fn describe(error: &ClientError) -> String {
+    match error {
+        ClientError::Server { code: ErrorCode::UserNotFound } => "there is no user with that name".into(),
+        ClientError::Server { code: ErrorCode::NotAdmin } => "only admins of this group can do that".into(),
+        other => other.to_string(),
+    }
+}
+
+struct Session {
+    client: Client<WebStore>,
+    net: WsTransport,
+    shared: Rc<Shared>,
+}
+
+fn conv_id(text: &str) -> Result<ConvId, ClientError> {
+    text.parse().map_err(|_| ClientError::Protocol(format!("{text:?} is not a chat id")))
+}
+
+fn user_id(text: &str) -> Result<UserId, ClientError> {
+    text.parse().map_err(|_| ClientError::Protocol(format!("{text:?} is not a user id")))
+}
+
+fn msg_id(text: &str) -> Result<MsgId, ClientError> {
+    parse_msg_id(text).ok_or_else(|| ClientError::Protocol(format!("{text:?} is not a message id")))
+}
+
+fn refused(frame: ServerFrame) -> ClientError {
+    match frame {
+        ServerFrame::Error(e) => ClientError::Server { code: e.code },
+        other => ClientError::Protocol(format!("unexpected answer {other:?}")),
+    }
+}
+
+impl Session {
+    async fn net_request(&mut self, frame: anytime_proto::ClientFrame) -> Result<ServerFrame, ClientError> {
+        use anytime_client::Transport;
+        self.net.request(frame).await
+    }
+
+    async fn conversation(
+        &mut self,
+        frame: anytime_proto::ClientFrame,
+    ) -> Result<frame::ConversationInfo, ClientError> {
+        match self.net_request(frame).await? {
+            ServerFrame::ConversationInfo(info) => Ok(info),
+            other => Err(refused(other)),
+        }
+    }
+
+    async fn done(&mut self, frame: anytime_proto::ClientFrame) -> Result<(), ClientError> {
+        match self.net_request(frame).await? {
+            ServerFrame::Done(_) => Ok(()),
+            other => Err(refused(other)),
+        }
+    }
+
+    async fn user_by_name(&mut self, username: &str) -> Result<UserId, ClientError> {
+        match self.net_request(frame::LookupUser { username: username.trim().to_owned() }.into()).await? {
+            ServerFrame::Profile(p) => {
+                self.shared.view.borrow_mut().names.insert(p.user, p.username);
+                Ok(p.user)
+            }
+            other => Err(refused(other)),
+        }
+    }
+
+    /// Processes what is pending, repairs groups, refreshes the chat list and presence.
+    async fn catch_up(&mut self) -> Result<(), ClientError> {
+        self.client.replenish_key_packages(&mut self.net).await?;
+        let events = self.client.sync(&mut self.net, IDLE_MS).await?;
+        let mut convs: BTreeSet<ConvId> = self.client.crypto.groups().into_iter().collect();
+        for event in &events {
+            if let Event::ConversationChanged { conv, removed: false } = event {
+                convs.insert(*conv);
+            }
+        }
+        let list = match self.net_request(frame::ListConversations {}.into()).await? {
+            ServerFrame::Conversations(c) => c.conversations,
+            other => return Err(refused(other)),
+        };
+        convs.extend(list.iter().map(|c| c.conv));
+        let listed: BTreeSet<ConvId> = list.iter().map(|c| c.conv).collect();
+        self.shared.view.borrow_mut().chats.retain(|conv, _| listed.contains(conv));
+        for conv in convs {
+            if listed.contains(&conv) {
+                self.client.reconcile(&mut self.net, conv).await?;
+                self.refresh_chat(conv).await?;
+            }
+        }
+        self.subscribe_presence().await?;
+        self.shared.notify("chats", None);
+        Ok(())
+    }
+
+    /// Re-reads one conversation's members and name (and learns usernames it lacks).
+    async fn refresh_chat(&mut self, conv: ConvId) -> Result<(), ClientError> {
+        let info = match self.net_request(frame::GetConversation { conv }.into()).await? {
+            ServerFrame::ConversationInfo(info) => info,
+            ServerFrame::Error(_) => {
+                self.shared.view.borrow_mut().chats.remove(&conv);
+                return Ok(());
+            }
+            other => return Err(refused(other)),
+        };
+        for member in &info.members {
+            if self.shared.view.borrow().names.contains_key(&member.user) {
+                continue;
+            }
+            if let ServerFrame::Profile(p) = self.net_request(frame::GetProfile { user: member.user }.into()).await? {
+                self.shared.view.borrow_mut().names.insert(p.user, p.username);
+            }
+        }
+        let direct = info.kind == frame::ConvKind::Direct;
+        self.shared.view.borrow_mut().chats.insert(conv, info);
+        if direct && self.client.crypto.has_group(conv) {
+            // Key-change warning: compare with the number the user verified, if any.
+            let changed = self.safety(conv, false)?["changed"].as_bool().unwrap_or(false);
+            self.shared.view.borrow_mut().safety_changed.insert(conv, changed);
+        }
+        Ok(())
+    }
+
+    /// Presence of everyone this account shares a chat with.
+    async fn subscribe_presence(&mut self) -> Result<(), ClientError> {
+        let me = self.client.me().user;
+        let users: BTreeSet<UserId> = self
+            .shared
+            .view
+            .borrow()
+            .chats
+            .values()
+            .flat_map(|c| c.members.iter().map(|m| m.user))
+            .filter(|u| *u != me)
+            .collect();
+        let answer = self.net_request(frame::SubscribePresence { users: users.into_iter().collect() }.into()).await?;
+        if let ServerFrame::PresenceList(list) = answer {
+            let mut view = self.shared.view.borrow_mut();
+            for p in list.presence {
+                view.presence.insert(p.user, (p.online, p.last_seen_ms));
+            }
+        }
+        Ok(())
+    }
+
+    async fn push(&mut self, push: ServerFrame) -> Result<(), ClientError> {
+        match push {
+            ServerFrame::TypingEvent(t) => {
+                if t.user != self.client.me().user {
+                    let until = now_ms() + TYPING_SHOWN_MS;
+                    self.shared.view.borrow_mut().typing.insert((t.conv, t.user), until);
+                    self.shared.notify("timeline", Some(t.conv));
+                }
+                Ok(())
+            }
+            ServerFrame::PresenceEvent(p) => {
+                self.shared.view.borrow_mut().presence.insert(p.user, (p.online, p.last_seen_ms));
+                self.shared.notify("chats", None);
+                Ok(())
+            }
+            ServerFrame::SessionRevoked(_) => Err(ClientError::Server { code: ErrorCode::InvalidToken }),
+            other => {
+                let events = self.client.handle_push(&mut self.net, other).await?;
+                self.follow_up(events).await
+            }
+        }
+    }
+
+    /// Membership changes need the group repaired and the chat list refreshed.
+    async fn follow_up(&mut self, events: Vec<Event>) -> Result<(), ClientError> {
+        let mut changed = BTreeSet::new();
+        for event in events {
+            match event {
+                Event::ConversationChanged { conv, removed: true } => {
+                    self.shared.view.borrow_mut().chats.remove(&conv);
+                    self.shared.notify("chats", None);
+                }
+                Event::ConversationChanged { conv, removed: false } | Event::Joined { conv } => {
+                    changed.insert(conv);
+                }
+                Event::GroupChanged { conv, removed_self: false, .. } => {
+                    changed.insert(conv);
+                }
+                _ => {}
+            }
+        }
+        let new_people = changed.iter().any(|c| !self.shared.view.borrow().chats.contains_key(c));
+        for conv in changed {
+            self.client.reconcile(&mut self.net, conv).await?;
+            self.refresh_chat(conv).await?;
+            self.shared.notify("chats", Some(conv));
+        }
+        if new_people {
+            self.subscribe_presence().await?;
+        }
+        Ok(())
+    }
+
+    /// After each command or push: acknowledge delivery of new messages (delivery receipts),
+    /// write what changed to IndexedDB and tell the UI.
+    async fn after_batch(&mut self) -> Result<(), ClientError> {
+        let recorded = std::mem::take(&mut *self.shared.persist.recorded.borrow_mut());
+        let mut delivered: BTreeMap<ConvId, Vec<MsgId>> = BTreeMap::new();
+        let mut touched = BTreeSet::new();
+        for event in &recorded {
+            if let Event::Message { conv, msg_id, own, content, .. } = event {
+                touched.insert(*conv);
+                if !own && matches!(content, Content::Text(_) | Content::Reply(_)) {
+                    delivered.entry(*conv).or_default().push(*msg_id);
+                    self.shared.notify("message", Some(*conv));
+                }
+            } else if let Event::Undecryptable { conv, .. } = event {
+                touched.insert(*conv);
+            }
+        }
+        for (conv, messages) in delivered {
+            let receipt = Content::Receipt(content::Receipt { kind: ReceiptKind::Delivered, messages });
+            self.send_content(conv, receipt).await?;
+        }
+        self.shared.persist.flush().await.map_err(ClientError::Store)?;
+        for conv in touched {
+            self.shared.notify("timeline", Some(conv));
+        }
+        if !recorded.is_empty() {
+            self.shared.notify("chats", None);
+        }
+        Ok(())
+    }
+
+    async fn send_content(&mut self, conv: ConvId, content: Content) -> Result<Value, ClientError> {
+        let id = MsgId(random_id());
+        let seq = match self.client.send(&mut self.net, conv, content.clone(), id).await {
+            Err(ClientError::NotInGroup(_)) => {
+                // The Welcome may be just arriving: catch up once and retry once.
+                let events = self.client.sync(&mut self.net, IDLE_MS).await?;
+                self.follow_up(events).await?;
+                self.client.send(&mut self.net, conv, content, id).await?
+            }
+            other => other?,
+        };
+        Ok(json!({"msg_id": hex(&id.0), "seq": seq}))
+    }
+
+    async fn command(&mut self, cmd: Cmd) -> Result<Value, ClientError> {
+        match cmd {
+            Cmd::Direct(username) => {
+                let peer = self.user_by_name(&username).await?;
+                let info = self.conversation(frame::CreateDirect { peer }.into()).await?;
+                self.client.establish(&mut self.net, &info).await?;
+                self.opened(info.conv).await
+            }
+            Cmd::Group(name, members) => {
+                let mut users = Vec::new();
+                for m in members.iter().filter(|m| !m.trim().is_empty()) {
+                    users.push(self.user_by_name(m).await?);
+                }
+                let info = self.conversation(frame::CreateGroup { name, members: users }.into()).await?;
+                self.client.establish(&mut self.net, &info).await?;
+                self.opened(info.conv).await
+            }
+            Cmd::Send { conv, text, reply_to } => {
+                let conv = conv_id(&conv)?;
+                let content = match reply_to {
+                    Some(to) => Content::Reply(content::Reply { to: msg_id(&to)?, body: text, mentions: Vec::new() }),
+                    None => Content::Text(content::Text { body: text, mentions: Vec::new() }),
+                };
+                self.send_content(conv, content).await
+            }
+            Cmd::React { conv, msg, emoji, remove } => {
+                let content = Content::Reaction(content::Reaction { to: msg_id(&msg)?, emoji, remove });
+                self.send_content(conv_id(&conv)?, content).await
+            }
+            Cmd::Edit { conv, msg, text } => {
+                let content = Content::Edit(content::Edit { to: msg_id(&msg)?, body: text });
+                self.send_content(conv_id(&conv)?, content).await
+            }
+            Cmd::Delete { conv, msg } => {
+                let content = Content::Delete(content::Delete { to: msg_id(&msg)? });
+                self.send_content(conv_id(&conv)?, content).await
+            }
+            Cmd::MarkRead(conv) => {
+                let conv = conv_id(&conv)?;
+                let me = self.client.me().user;
+                let ids = {
+                    let mut data = self.shared.persist.data.borrow_mut();
+                    data.timelines.get_mut(&conv).map(|t| t.mark_read(me)).unwrap_or_default()
+                };
+                self.shared.persist.touch_conv(conv);
+                if !ids.is_empty() {
+                    let receipt = Content::Receipt(content::Receipt { kind: ReceiptKind::Read, messages: ids });
+                    self.send_content(conv, receipt).await?;
+                }
+                self.shared.notify("chats", None);
+                Ok(json!({}))
+            }
+            Cmd::Typing(conv) => {
+                use anytime_client::Transport;
+                self.net.notify(frame::Typing { conv: conv_id(&conv)? }.into()).await?;
+                Ok(json!({}))
+            }
+            Cmd::Timer(conv, seconds) => {
+                self.send_content(conv_id(&conv)?, Content::Timer(content::Timer { seconds })).await
+            }
+            Cmd::Rename(conv, name) => {
+                let conv = conv_id(&conv)?;
+                self.done(frame::RenameGroup { conv, name }.into()).await?;
+                self.opened(conv).await
+            }
+            Cmd::Add(conv, usernames) => {
+                let conv = conv_id(&conv)?;
+                let mut users = Vec::new();
+                for name in usernames.iter().filter(|m| !m.trim().is_empty()) {
+                    users.push(self.user_by_name(name).await?);
+                }
+                let info = self.conversation(frame::AddMembers { conv, users }.into()).await?;
+                self.client.establish(&mut self.net, &info).await?;
+                self.opened(conv).await
+            }
+            Cmd::Remove(conv, user) => {
+                let (conv, user) = (conv_id(&conv)?, user_id(&user)?);
+                self.done(frame::RemoveMember { conv, user }.into()).await?;
+                self.client.remove_user_from_group(&mut self.net, conv, user).await?;
+                self.opened(conv).await
+            }
+            Cmd::Admin(conv, user, admin) => {
+                let (conv, user) = (conv_id(&conv)?, user_id(&user)?);
+                self.done(frame::SetAdmin { conv, user, admin }.into()).await?;
+                self.opened(conv).await
+            }
+            Cmd::Leave(conv) => {
+                let conv = conv_id(&conv)?;
+                self.done(frame::Leave { conv }.into()).await?;
+                self.client.crypto.drop_group(conv);
+                let state = self.client.crypto.export();
+                self.client.store.save_crypto(&state).map_err(ClientError::Store)?;
+                self.shared.view.borrow_mut().chats.remove(&conv);
+                self.shared.notify("chats", None);
+                Ok(json!({}))
+            }
+            Cmd::Invite(conv) => {
+                let conv = conv_id(&conv)?;
+                let request = frame::CreateInvite { conv, ttl_secs: 7 * 86_400, max_uses: 50 };
+                match self.net_request(request.into()).await? {
+                    ServerFrame::Invite(i) => Ok(json!({"code": i.code, "expires_at_ms": i.expires_at_ms})),
+                    other => Err(refused(other)),
+                }
+            }
+            Cmd::Join(code) => {
+                let code = code.trim().rsplit(['#', '/', '=']).next().unwrap_or_default().to_owned();
+                let info = self.conversation(frame::JoinInvite { code }.into()).await?;
+                self.refresh_chat(info.conv).await?;
+                self.subscribe_presence().await?;
+                self.shared.notify("chats", None);
+                Ok(json!({"conv": info.conv.to_string()}))
+            }
+            Cmd::Safety(conv, verify) => self.safety(conv_id(&conv)?, verify),
+            Cmd::Devices => match self.net_request(frame::ListDevices {}.into()).await? {
+                ServerFrame::Devices(d) => Ok(Value::Array(
+                    d.devices
+                        .into_iter()
+                        .map(|d| {
+                            json!({"device": d.device.to_string(), "name": d.name, "current": d.current,
+                                "approved": d.approved, "last_seen_ms": d.last_seen_ms, "created_at_ms": d.created_at_ms})
+                        })
+                        .collect(),
+                )),
+                other => Err(refused(other)),
+            },
+            Cmd::Approve(code) => {
+                self.done(frame::ApproveDevice { code: code.trim().to_owned() }.into()).await?;
+                Ok(json!({}))
+            }
+            Cmd::Revoke(device) => {
+                let device: DeviceId =
+                    device.parse().map_err(|_| ClientError::Protocol(format!("{device:?} is not a device id")))?;
+                self.done(frame::RevokeDevice { device }.into()).await?;
+                for conv in self.client.crypto.groups() {
+                    self.client.reconcile(&mut self.net, conv).await?;
+                }
+                Ok(json!({}))
+            }
+            Cmd::Privacy(privacy) => {
+                let privacy = match privacy.as_str() {
+                    "everyone" => PresencePrivacy::Everyone,
+                    "contacts" => PresencePrivacy::Contacts,
+                    "nobody" => PresencePrivacy::Nobody,
+                    other => return Err(ClientError::Protocol(format!("unknown presence setting {other:?}"))),
+                };
+                self.done(frame::SetPresencePrivacy { privacy }.into()).await?;
+                self.shared.view.borrow_mut().privacy = Some(privacy);
+                Ok(json!({}))
+            }
+            Cmd::Logout => Ok(json!({})),
+        }
+    }
+
+    async fn opened(&mut self, conv: ConvId) -> Result<Value, ClientError> {
+        self.refresh_chat(conv).await?;
+        self.subscribe_presence().await?;
+        self.shared.notify("chats", Some(conv));
+        Ok(json!({"conv": conv.to_string()}))
+    }
+
+    fn safety(&mut self, conv: ConvId, verify: bool) -> Result<Value, ClientError> {
+        let me = self.client.me().user;
+        let peer = self
+            .shared
+            .view
+            .borrow()
+            .chats
+            .get(&conv)
+            .and_then(|c| c.members.iter().map(|m| m.user).find(|u| *u != me))
+            .ok_or_else(|| ClientError::Protocol("safety numbers are for direct chats".into()))?;
+        let keys = self.client.crypto.member_keys(conv);
+        let of = |user: UserId| -> Vec<Vec<u8>> {
+            keys.iter().filter(|(id, _)| id.user == user).map(|(_, k)| k.clone()).collect()
+        };
+        let number = safety_number((me, &of(me)), (peer, &of(peer)));
+        let mut data = self.shared.persist.data.borrow_mut();
+        if verify {
+            data.meta.verified.insert(peer, (number.digits.clone(), conv, false));
+            self.shared.persist.touch_meta();
+        }
+        let previous = data.meta.verified.get(&peer).map(|(digits, _, _)| digits.clone());
+        let changed = previous.as_ref().is_some_and(|p| *p != number.digits);
+        Ok(
+            json!({"digits": number.digits, "qr": number.qr, "verified": previous.is_some() && !changed, "changed": changed}),
+        )
+    }
+}

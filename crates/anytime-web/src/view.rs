@@ -1,0 +1,197 @@
+//! What the UI renders, as JSON: the chat list and one chat with its timeline. Built from the
+//! server's membership (names, admins), the decrypted local timelines and the ephemeral state
+//! (presence, typing) the session task keeps here.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anytime_client::timeline::{Entry, EntryKind, Timeline};
+use anytime_proto::frame::{ConvKind, ConversationInfo, PresencePrivacy};
+use anytime_proto::{ConvId, MsgId, UserId};
+use serde_json::{json, Value};
+
+use crate::persist::Account;
+use crate::{now_ms, Shared};
+
+#[derive(Default)]
+pub struct View {
+    pub status: String,
+    pub chats: BTreeMap<ConvId, ConversationInfo>,
+    pub names: HashMap<UserId, String>,
+    /// user → (online, last seen).
+    pub presence: HashMap<UserId, (bool, Option<u64>)>,
+    /// (conv, user) → shown until.
+    pub typing: HashMap<(ConvId, UserId), u64>,
+    pub privacy: Option<PresencePrivacy>,
+    /// Direct chats whose peer's safety number changed since it was verified.
+    pub safety_changed: HashMap<ConvId, bool>,
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn parse_msg_id(text: &str) -> Option<MsgId> {
+    if text.len() != 32 || !text.is_ascii() {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(MsgId(id))
+}
+
+pub fn account_json(a: &Account) -> Value {
+    json!({"username": a.username, "user": a.user.to_string(), "device": a.device.to_string(), "server": a.server})
+}
+
+fn name(view: &View, user: UserId) -> String {
+    view.names.get(&user).cloned().unwrap_or_else(|| format!("user {user}"))
+}
+
+/// The other member of a direct chat.
+fn peer(info: &ConversationInfo, me: UserId) -> Option<UserId> {
+    info.members.iter().map(|m| m.user).find(|u| *u != me)
+}
+
+fn title(view: &View, info: &ConversationInfo, me: UserId) -> String {
+    match info.kind {
+        ConvKind::Group => info.name.clone(),
+        ConvKind::Direct => peer(info, me).map(|u| name(view, u)).unwrap_or_else(|| "(just you)".into()),
+    }
+}
+
+fn preview(entry: &Entry) -> String {
+    if entry.deleted {
+        "message deleted".into()
+    } else {
+        entry.body.chars().take(80).collect()
+    }
+}
+
+fn presence_json(view: &View, user: Option<UserId>) -> Value {
+    match user.and_then(|u| view.presence.get(&u)) {
+        Some((true, _)) => json!({"online": true}),
+        Some((false, last_seen)) => json!({"online": false, "last_seen_ms": last_seen}),
+        None => Value::Null,
+    }
+}
+
+fn typing_names(view: &View, conv: ConvId, now: u64) -> Vec<String> {
+    let mut names: Vec<String> = view
+        .typing
+        .iter()
+        .filter(|((c, _), until)| *c == conv && **until > now)
+        .map(|((_, user), _)| name(view, *user))
+        .collect();
+    names.sort();
+    names
+}
+
+pub fn chats_json(shared: &Shared) -> Value {
+    let view = shared.view.borrow();
+    let data = shared.persist.data.borrow();
+    let Some(me) = data.account.as_ref().map(|a| a.user) else { return json!([]) };
+    let now = now_ms();
+    let mut chats: Vec<(u64, Value)> = view
+        .chats
+        .values()
+        .map(|info| {
+            let timeline = data.timelines.get(&info.conv);
+            let last = timeline.and_then(Timeline::last);
+            let activity = last.map(|e| e.sent_at_ms).unwrap_or(0);
+            let value = json!({
+                "conv": info.conv.to_string(),
+                "kind": if info.kind == ConvKind::Direct { "direct" } else { "group" },
+                "title": title(&view, info, me),
+                "unread": timeline.map(|t| t.unread).unwrap_or(0),
+                "last": last.map(|e| json!({"text": preview(e), "sender": name(&view, e.sender), "own": e.own, "at": e.sent_at_ms})),
+                "presence": if info.kind == ConvKind::Direct { presence_json(&view, peer(info, me)) } else { Value::Null },
+                "typing": typing_names(&view, info.conv, now),
+            });
+            (activity, value)
+        })
+        .collect();
+    chats.sort_by_key(|c| std::cmp::Reverse(c.0));
+    Value::Array(chats.into_iter().map(|(_, v)| v).collect())
+}
+
+fn status(entry: &Entry, me: UserId) -> &'static str {
+    if !entry.own {
+        ""
+    } else if entry.read_by.iter().any(|u| *u != me) {
+        "read"
+    } else if entry.delivered_to.iter().any(|u| *u != me) {
+        "delivered"
+    } else if entry.seq > 0 {
+        "sent"
+    } else {
+        "sending"
+    }
+}
+
+pub fn chat_json(shared: &Shared, conv: ConvId) -> Value {
+    let view = shared.view.borrow();
+    let data = shared.persist.data.borrow();
+    let (Some(info), Some(me)) = (view.chats.get(&conv), data.account.as_ref().map(|a| a.user)) else {
+        return Value::Null;
+    };
+    let now = now_ms();
+    let empty = Timeline::new(conv);
+    let timeline = data.timelines.get(&conv).unwrap_or(&empty);
+    let entries: Vec<Value> = timeline
+        .entries
+        .iter()
+        .filter(|e| e.expires_at_ms.is_none_or(|at| at > now))
+        .map(|e| {
+            let mut reactions: BTreeMap<&str, (u32, bool)> = BTreeMap::new();
+            for (user, emoji) in &e.reactions {
+                let slot = reactions.entry(emoji.as_str()).or_default();
+                slot.0 += 1;
+                slot.1 |= *user == me;
+            }
+            let reply = e.reply_to.map(|to| match timeline.find(to) {
+                Some(original) => json!({"msg_id": hex(&to.0), "sender": name(&view, original.sender), "text": preview(original)}),
+                None => json!({"msg_id": hex(&to.0), "sender": "", "text": "(message not on this device)"}),
+            });
+            json!({
+                "msg_id": hex(&e.msg_id.0),
+                "seq": e.seq,
+                "sender": name(&view, e.sender),
+                "own": e.own,
+                "at": e.sent_at_ms,
+                "kind": match e.kind {
+                    EntryKind::Text => "text",
+                    EntryKind::Reply => "reply",
+                    EntryKind::Timer => "notice",
+                    EntryKind::Unsupported => "unsupported",
+                    EntryKind::Undecryptable => "undecryptable",
+                },
+                "text": e.body,
+                "reply": reply,
+                "edited": e.edited,
+                "deleted": e.deleted,
+                "status": status(e, me),
+                "reactions": reactions.into_iter().map(|(emoji, (count, mine))| json!({"emoji": emoji, "count": count, "mine": mine})).collect::<Vec<_>>(),
+                "expires_at_ms": e.expires_at_ms,
+            })
+        })
+        .collect();
+    let me_admin = info.members.iter().any(|m| m.user == me && m.admin);
+    let direct_peer = (info.kind == ConvKind::Direct).then(|| peer(info, me)).flatten();
+    let verified = direct_peer.and_then(|p| data.meta.verified.get(&p));
+    json!({
+        "conv": conv.to_string(),
+        "kind": if info.kind == ConvKind::Direct { "direct" } else { "group" },
+        "title": title(&view, info, me),
+        "name": info.name,
+        "me_admin": me_admin,
+        "members": info.members.iter().map(|m| json!({"user": m.user.to_string(), "name": name(&view, m.user), "admin": m.admin, "me": m.user == me, "devices": m.devices.len()})).collect::<Vec<_>>(),
+        "presence": presence_json(&view, direct_peer),
+        "typing": typing_names(&view, conv, now),
+        "timer_seconds": timeline.timer_seconds,
+        "verified": verified.is_some(),
+        "safety_changed": view.safety_changed.get(&conv).copied().unwrap_or(false),
+        "entries": entries,
+    })
+}

@@ -1,0 +1,546 @@
+// Anytime web UI: renders what the wasm core (pkg/anytime_web.js, built from crates/anytime-web)
+// reports, and turns clicks and keys into its commands. No protocol, no cryptography and no
+// message storage here: those live in the Rust core, the same one the terminal client uses.
+
+import init, { openApp } from "/pkg/anytime_web.js";
+
+const root = document.getElementById("root");
+const toastBox = document.getElementById("toast");
+let app = null;
+let account = null;
+const ui = {
+  open: null, // conv id of the open chat
+  replyTo: null, // { msg_id, text }
+  editing: null, // msg_id
+  lastTyping: 0,
+  renderQueued: false,
+  lastTimelineHtml: "",
+};
+
+// ---------------------------------------------------------------- tiny DOM helpers
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (key === "class") el.className = value;
+    else el.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+function toast(text, isError = false) {
+  toastBox.textContent = text;
+  toastBox.className = isError ? "error shown" : "shown";
+  toastBox.setAttribute("role", isError ? "alert" : "status");
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { toastBox.className = ""; }, 4000);
+}
+
+async function call(promise) {
+  try {
+    const text = await promise;
+    return typeof text === "string" ? JSON.parse(text) : text;
+  } catch (error) {
+    toast(String(error), true);
+    throw error;
+  }
+}
+
+function time(ms) {
+  if (!ms) return "";
+  const d = new Date(ms);
+  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function presenceText(p) {
+  if (!p) return "";
+  if (p.online) return "online";
+  return p.last_seen_ms ? `last seen ${new Date(p.last_seen_ms).toLocaleString()}` : "offline";
+}
+
+// ---------------------------------------------------------------- dialogs
+
+function dialog(title, body, actions) {
+  const d = h("dialog", { "aria-labelledby": "dialog-title" },
+    h("form", { method: "dialog", class: "dialog" },
+      h("h2", { id: "dialog-title" }, title),
+      body,
+      h("div", { class: "actions" }, actions, h("button", { value: "cancel", type: "submit", class: "secondary" }, "Close"))));
+  d.addEventListener("close", () => d.remove());
+  document.body.append(d);
+  d.showModal();
+  return d;
+}
+
+function field(label, attrs) {
+  const id = attrs.id;
+  return h("div", { class: "field" }, h("label", { for: id }, label), h("input", attrs));
+}
+
+// ---------------------------------------------------------------- sign up / log in
+
+function renderAuth(mode = "register") {
+  root.setAttribute("aria-busy", "false");
+  const submit = async (event) => {
+    event.preventDefault();
+    const form = event.target;
+    const username = form.username.value.trim();
+    const password = form.password.value;
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    try {
+      const response = await fetch(mode === "register" ? "/v1/register" : "/v1/login", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ username, password, device_name: `Web (${navigator.platform || "browser"})` }),
+      });
+      const body = await response.text();
+      if (!response.ok) {
+        let message = body;
+        try { message = JSON.parse(body).message; } catch (_) { /* plain text */ }
+        throw new Error(message);
+      }
+      const enrolled = await call(app.enroll(location.origin, username, body));
+      if (enrolled.pending) {
+        toast(`Approve this browser from one of your devices with the code ${enrolled.pending}`);
+      }
+      start();
+    } catch (error) {
+      toast(error.message || String(error), true);
+      button.disabled = false;
+    }
+  };
+  const other = mode === "register" ? "login" : "register";
+  root.replaceChildren(h("main", { class: "auth" },
+    h("h1", {}, "Anytime"),
+    h("p", { class: "muted" }, "End-to-end encrypted: the server cannot read your chats."),
+    h("form", { onsubmit: submit, "aria-label": mode === "register" ? "Sign up" : "Log in" },
+      h("h2", {}, mode === "register" ? "Create an account" : "Log in"),
+      field("Username", { id: "username", name: "username", autocomplete: "username", required: true, minlength: 3, maxlength: 32, autofocus: true }),
+      field("Password", { id: "password", name: "password", type: "password", autocomplete: mode === "register" ? "new-password" : "current-password", required: true, minlength: 8 }),
+      h("button", { type: "submit" }, mode === "register" ? "Sign up" : "Log in")),
+    h("button", { class: "link", type: "button", onclick: () => renderAuth(other) },
+      mode === "register" ? "I already have an account: log in" : "New here? Create an account")));
+}
+
+// ---------------------------------------------------------------- main screen
+
+function start() {
+  account = JSON.parse(app.account());
+  app.start((kind, conv) => onChange(kind, conv));
+  renderShell();
+  const join = new URLSearchParams(location.hash.slice(1)).get("join");
+  if (join) {
+    history.replaceState(null, "", "/");
+    call(app.join(join)).then((r) => { toast("Joined the group"); openChat(r.conv); }).catch(() => {});
+  }
+}
+
+function onChange(kind, conv) {
+  if (kind === "signed_out") {
+    toast("This device was signed out", true);
+    app.logout().finally(() => location.reload());
+    return;
+  }
+  if (kind === "message" && document.hidden && "Notification" in window && Notification.permission === "granted") {
+    new Notification("Anytime", { body: "New message", tag: "anytime-new-message" });
+  }
+  if (kind === "message" && conv === ui.open && !document.hidden) queueMarkRead();
+  queueRender();
+}
+
+function queueRender() {
+  if (ui.renderQueued) return;
+  ui.renderQueued = true;
+  requestAnimationFrame(() => { ui.renderQueued = false; renderChats(); renderChat(); renderStatus(); });
+}
+
+// "typing…" expires without an event: re-render while any is shown.
+let typingTimer = null;
+function refreshWhileTyping(anyTyping) {
+  if (anyTyping && !typingTimer) typingTimer = setTimeout(() => { typingTimer = null; queueRender(); }, 1000);
+}
+
+let markReadTimer = null;
+function queueMarkRead() {
+  clearTimeout(markReadTimer);
+  markReadTimer = setTimeout(() => { if (ui.open) app.markRead(ui.open).catch(() => {}); }, 150);
+}
+
+document.addEventListener("visibilitychange", () => { if (!document.hidden && ui.open) queueMarkRead(); });
+
+function renderShell() {
+  root.setAttribute("aria-busy", "false");
+  root.replaceChildren(
+    h("div", { class: "layout", id: "layout" },
+      h("nav", { class: "sidebar", "aria-label": "Chats" },
+        h("header", { class: "bar" },
+          h("h1", {}, "Anytime"),
+          h("span", { id: "status", class: "status", "aria-live": "polite" })),
+        h("div", { class: "toolbar" },
+          h("button", { type: "button", onclick: newDirect }, "New chat"),
+          h("button", { type: "button", onclick: newGroup }, "New group"),
+          h("button", { type: "button", onclick: joinDialog }, "Join")),
+        h("ul", { id: "chat-list", class: "chat-list" }),
+        h("footer", { class: "toolbar" },
+          h("span", { class: "muted" }, account.username),
+          h("button", { type: "button", class: "secondary", onclick: devicesDialog }, "Devices"),
+          h("button", { type: "button", class: "secondary", onclick: settingsDialog }, "Settings"))),
+      h("main", { class: "conversation", id: "conversation", "aria-label": "Conversation" },
+        h("p", { class: "empty muted" }, "Pick a chat, or start one with “New chat”."))));
+  queueRender();
+}
+
+function renderStatus() {
+  const el = document.getElementById("status");
+  if (!el) return;
+  const status = app.status();
+  el.textContent = status === "online" ? "" : status.startsWith("offline") ? "offline, reconnecting…" : status === "connecting" ? "connecting…" : status;
+}
+
+function renderChats() {
+  const list = document.getElementById("chat-list");
+  if (!list) return;
+  const chats = JSON.parse(app.chats());
+  refreshWhileTyping(chats.some((c) => c.typing.length));
+  const focused = document.activeElement && document.activeElement.dataset.conv;
+  list.replaceChildren(...chats.map((c) => {
+    const last = c.last ? `${c.last.own ? "You" : c.last.sender}: ${c.last.text}` : "No messages yet";
+    const sub = c.typing.length ? `${c.typing.join(", ")} typing…` : last;
+    const button = h("button", {
+      type: "button", class: "chat" + (c.conv === ui.open ? " active" : ""), "data-conv": c.conv,
+      "aria-current": c.conv === ui.open ? "true" : null,
+      "aria-label": `${c.title}${c.unread ? `, ${c.unread} unread` : ""}. ${sub}`,
+      onclick: () => openChat(c.conv),
+    },
+    h("span", { class: "title" }, c.title,
+      c.presence && c.presence.online ? h("span", { class: "dot", title: "online" }) : null),
+    h("span", { class: "time" }, c.last ? time(c.last.at) : ""),
+    h("span", { class: "preview" }, sub),
+    c.unread ? h("span", { class: "badge", "data-testid": "unread" }, String(c.unread)) : null);
+    return h("li", {}, button);
+  }));
+  if (!chats.length) list.append(h("li", { class: "muted empty" }, "No chats yet"));
+  if (focused) list.querySelector(`[data-conv="${focused}"]`)?.focus();
+}
+
+function openChat(conv) {
+  ui.open = conv;
+  ui.replyTo = null;
+  ui.editing = null;
+  ui.lastTimelineHtml = "";
+  document.getElementById("layout")?.classList.add("show-chat");
+  renderChatFrame();
+  queueRender();
+  queueMarkRead();
+  document.getElementById("composer-input")?.focus();
+}
+
+function closeChat() {
+  ui.open = null;
+  document.getElementById("layout")?.classList.remove("show-chat");
+  const main = document.getElementById("conversation");
+  main.replaceChildren(h("p", { class: "empty muted" }, "Pick a chat, or start one with “New chat”."));
+  queueRender();
+  document.querySelector(".chat")?.focus();
+}
+
+function renderChatFrame() {
+  const main = document.getElementById("conversation");
+  const composer = h("form", { class: "composer", onsubmit: submitComposer },
+    h("div", { id: "composer-context", class: "composer-context", "aria-live": "polite" }),
+    h("label", { for: "composer-input", class: "visually-hidden" }, "Message"),
+    h("textarea", { id: "composer-input", rows: 1, placeholder: "Message", autocomplete: "off", onkeydown: composerKey, oninput: composerInput }),
+    h("button", { type: "submit", "aria-label": "Send" }, "Send"));
+  main.replaceChildren(
+    h("header", { class: "bar chat-header" },
+      h("button", { type: "button", class: "back secondary", "aria-label": "Back to chats", onclick: closeChat }, "←"),
+      h("div", { class: "heading" }, h("h2", { id: "chat-title" }), h("span", { id: "chat-sub", class: "muted" })),
+      h("button", { type: "button", class: "secondary", id: "info-button", onclick: infoDialog }, "Info")),
+    h("div", { id: "safety-banner" }),
+    h("ol", { id: "timeline", class: "timeline", role: "log", "aria-live": "polite", "aria-label": "Messages", tabindex: "0" }),
+    composer);
+}
+
+function renderChat() {
+  if (!ui.open) return;
+  const chat = JSON.parse(app.chat(ui.open));
+  if (!chat) { closeChat(); return; }
+  document.getElementById("chat-title").textContent = chat.title;
+  const sub = chat.typing.length ? `${chat.typing.join(", ")} typing…`
+    : chat.kind === "direct" ? presenceText(chat.presence) : `${chat.members.length} members`;
+  document.getElementById("chat-sub").textContent = sub;
+  const banner = document.getElementById("safety-banner");
+  banner.replaceChildren(chat.safety_changed ? h("p", { class: "warning", role: "alert" },
+    `${chat.title}'s safety number changed: a device was added or removed. Compare it again in Info.`) : "");
+  const timeline = document.getElementById("timeline");
+  const html = JSON.stringify(chat.entries) + ui.replyTo?.msg_id + ui.editing;
+  if (html === ui.lastTimelineHtml) return;
+  ui.lastTimelineHtml = html;
+  const atBottom = timeline.scrollHeight - timeline.scrollTop - timeline.clientHeight < 40;
+  const focusedId = document.activeElement?.closest?.(".message")?.dataset.msg;
+  const focusedAction = document.activeElement?.dataset?.action;
+  timeline.replaceChildren(...chat.entries.map((e) => renderEntry(chat, e)));
+  if (focusedId) timeline.querySelector(`[data-msg="${focusedId}"] [data-action="${focusedAction}"]`)?.focus();
+  if (atBottom || !focusedId) timeline.scrollTop = timeline.scrollHeight;
+}
+
+const STATUS_TEXT = { sending: "sending", sent: "✓ sent", delivered: "✓✓ delivered", read: "✓✓ read" };
+
+function renderEntry(chat, e) {
+  if (e.kind === "notice") return h("li", { class: "notice", "data-msg": e.msg_id }, e.text);
+  const classes = ["message", e.own ? "own" : "theirs", e.deleted ? "deleted" : "", e.kind].join(" ");
+  const reactions = e.reactions.map((r) => h("button", {
+    type: "button", class: "reaction" + (r.mine ? " mine" : ""), "data-action": `reaction-${r.emoji}`,
+    "aria-pressed": r.mine ? "true" : "false", "aria-label": `${r.emoji} ${r.count}`,
+    onclick: () => call(app.react(chat.conv, e.msg_id, r.emoji, r.mine)),
+  }, `${r.emoji} ${r.count}`));
+  const actions = e.deleted || e.kind === "undecryptable" ? null : h("div", { class: "actions", role: "group", "aria-label": "Message actions" },
+    h("button", { type: "button", "data-action": "reply", onclick: () => startReply(e) }, "Reply"),
+    h("button", { type: "button", "data-action": "react", "aria-label": "React with thumbs up", onclick: () => call(app.react(chat.conv, e.msg_id, "👍", e.reactions.some((r) => r.emoji === "👍" && r.mine))) }, "👍"),
+    h("button", { type: "button", "data-action": "react-heart", "aria-label": "React with heart", onclick: () => call(app.react(chat.conv, e.msg_id, "❤️", e.reactions.some((r) => r.emoji === "❤️" && r.mine))) }, "❤️"),
+    e.own ? h("button", { type: "button", "data-action": "edit", onclick: () => startEdit(e) }, "Edit") : null,
+    e.own ? h("button", { type: "button", "data-action": "delete", onclick: () => deleteMessage(chat.conv, e) }, "Delete") : null);
+  return h("li", { class: classes, "data-msg": e.msg_id, "data-seq": e.seq },
+    h("div", { class: "meta" }, e.own ? "You" : e.sender, " · ", h("time", {}, time(e.at)),
+      e.edited ? h("span", { class: "edited" }, " · edited") : null),
+    e.reply ? h("blockquote", { class: "quote" }, h("strong", {}, e.reply.sender), " ", e.reply.text) : null,
+    h("p", { class: "text" }, e.deleted ? "This message was deleted" : e.text),
+    reactions.length ? h("div", { class: "reactions" }, reactions) : null,
+    e.own ? h("span", { class: "receipt", "data-status": e.status }, STATUS_TEXT[e.status] || "") : null,
+    actions);
+}
+
+function setComposerContext(text) {
+  const box = document.getElementById("composer-context");
+  box.replaceChildren(text ? h("span", {}, text, " ", h("button", { type: "button", class: "link", onclick: cancelContext }, "Cancel")) : "");
+}
+
+function startReply(e) {
+  ui.editing = null;
+  ui.replyTo = { msg_id: e.msg_id, text: e.text };
+  setComposerContext(`Replying to ${e.own ? "yourself" : e.sender}: ${e.text.slice(0, 60)}`);
+  document.getElementById("composer-input").focus();
+}
+
+function startEdit(e) {
+  ui.replyTo = null;
+  ui.editing = e.msg_id;
+  const input = document.getElementById("composer-input");
+  input.value = e.text;
+  setComposerContext("Editing your message");
+  input.focus();
+}
+
+function cancelContext() {
+  ui.replyTo = null;
+  ui.editing = null;
+  document.getElementById("composer-input").value = "";
+  setComposerContext("");
+}
+
+async function deleteMessage(conv, e) {
+  if (!confirm("Delete this message for everyone?")) return;
+  await call(app.delete(conv, e.msg_id));
+  toast("Message deleted");
+}
+
+function composerKey(event) {
+  if (event.key === "Enter" && !event.shiftKey) {
+    event.preventDefault();
+    event.target.form.requestSubmit();
+  } else if (event.key === "Escape") {
+    cancelContext();
+  }
+}
+
+function composerInput() {
+  const now = Date.now();
+  if (ui.open && now - ui.lastTyping > 3000) {
+    ui.lastTyping = now;
+    app.typing(ui.open).catch(() => {});
+  }
+}
+
+async function submitComposer(event) {
+  event.preventDefault();
+  const input = document.getElementById("composer-input");
+  const text = input.value.trim();
+  if (!text || !ui.open) return;
+  const conv = ui.open;
+  input.value = "";
+  try {
+    if (ui.editing) await call(app.edit(conv, ui.editing, text));
+    else await call(app.send(conv, text, ui.replyTo ? ui.replyTo.msg_id : undefined));
+    ui.replyTo = null;
+    ui.editing = null;
+    setComposerContext("");
+  } catch (_) {
+    input.value = text; // keep what the user typed
+  }
+  input.focus();
+}
+
+// ---------------------------------------------------------------- dialogs for chats
+
+function newDirect() {
+  const d = dialog("New chat", field("Username", { id: "direct-username", name: "username", required: true, autocomplete: "off" }),
+    h("button", { type: "submit", value: "ok", onclick: async (ev) => {
+      ev.preventDefault();
+      const name = d.querySelector("#direct-username").value.trim();
+      if (!name) return;
+      const r = await call(app.direct(name));
+      d.close();
+      openChat(r.conv);
+    } }, "Start chat"));
+}
+
+function newGroup() {
+  const d = dialog("New group", [
+    field("Group name", { id: "group-name", required: true, autocomplete: "off" }),
+    field("Members (usernames, separated by commas)", { id: "group-members", autocomplete: "off" }),
+  ], h("button", { type: "submit", value: "ok", onclick: async (ev) => {
+    ev.preventDefault();
+    const name = d.querySelector("#group-name").value.trim();
+    const members = d.querySelector("#group-members").value.split(",").map((m) => m.trim()).filter(Boolean);
+    if (!name) return;
+    const r = await call(app.group(name, members));
+    d.close();
+    openChat(r.conv);
+  } }, "Create group"));
+}
+
+function joinDialog() {
+  const d = dialog("Join a group", field("Invite link or code", { id: "join-code", required: true, autocomplete: "off" }),
+    h("button", { type: "submit", value: "ok", onclick: async (ev) => {
+      ev.preventDefault();
+      const code = d.querySelector("#join-code").value.trim();
+      if (!code) return;
+      const r = await call(app.join(code));
+      d.close();
+      toast("Joined: a member's device adds this one to the encryption group");
+      openChat(r.conv);
+    } }, "Join"));
+}
+
+const TIMERS = [[0, "Off"], [30, "30 seconds"], [300, "5 minutes"], [3600, "1 hour"], [86400, "1 day"], [604800, "1 week"]];
+
+function timerField(chat) {
+  const select = h("select", { id: "timer", onchange: async (ev) => {
+    await call(app.setTimer(chat.conv, Number(ev.target.value)));
+    toast("Disappearing messages updated");
+  } }, TIMERS.map(([s, label]) => h("option", { value: s, selected: s === chat.timer_seconds }, label)));
+  return h("div", { class: "field" }, h("label", { for: "timer" }, "Disappearing messages"), select);
+}
+
+async function infoDialog() {
+  const chat = JSON.parse(app.chat(ui.open));
+  if (!chat) return;
+  if (chat.kind === "direct") return contactDialog(chat);
+  const conv = chat.conv;
+  const memberItems = chat.members.map((m) => h("li", {},
+    h("span", {}, m.name, m.admin ? " (admin)" : "", m.me ? " (you)" : ""),
+    chat.me_admin && !m.me ? h("span", { class: "row" },
+      h("button", { type: "button", class: "secondary", onclick: async () => { await call(app.setAdmin(conv, m.user, !m.admin)); d.close(); infoDialog(); } }, m.admin ? "Remove admin" : "Make admin"),
+      h("button", { type: "button", class: "secondary", onclick: async () => { await call(app.removeMember(conv, m.user)); d.close(); infoDialog(); } }, "Remove")) : null));
+  const inviteOut = h("output", { id: "invite-link", class: "invite" });
+  const d = dialog(chat.title, [
+    chat.me_admin ? h("div", { class: "row" },
+      field("Group name", { id: "rename", value: chat.name }),
+      h("button", { type: "button", onclick: async () => { await call(app.rename(conv, d.querySelector("#rename").value.trim())); toast("Renamed"); } }, "Rename")) : null,
+    h("h3", {}, "Members"),
+    h("ul", { class: "members" }, memberItems),
+    chat.me_admin ? h("div", { class: "row" },
+      field("Add members (usernames, commas)", { id: "add-members", autocomplete: "off" }),
+      h("button", { type: "button", onclick: async () => {
+        const names = d.querySelector("#add-members").value.split(",").map((m) => m.trim()).filter(Boolean);
+        await call(app.addMembers(conv, names)); d.close(); infoDialog();
+      } }, "Add")) : null,
+    chat.me_admin ? h("div", { class: "row" },
+      h("button", { type: "button", id: "create-invite", onclick: async () => {
+        const r = await call(app.invite(conv));
+        inviteOut.textContent = `${location.origin}/#join=${r.code}`;
+      } }, "Create invite link"), inviteOut) : null,
+    timerField(chat),
+  ], h("button", { type: "button", class: "danger", onclick: async () => {
+    if (!confirm("Leave this group?")) return;
+    await call(app.leave(conv)); d.close(); closeChat();
+  } }, "Leave group"));
+}
+
+async function contactDialog(chat) {
+  const safety = await call(app.safety(chat.conv));
+  const state = safety.changed ? "CHANGED since you verified it: compare it again"
+    : safety.verified ? "Verified" : "Not verified";
+  const d = dialog(chat.title, [
+    h("p", {}, presenceText(chat.presence)),
+    h("h3", {}, "Safety number"),
+    h("p", { class: "muted" }, "Compare these digits with your contact in person or on a call. If they match, nobody is in the middle."),
+    h("pre", { class: "safety", id: "safety-number" }, safety.digits.match(/.{1,5}/g).join(" ")),
+    h("p", { id: "safety-state", class: safety.changed ? "warning" : "" }, state),
+    timerField(chat),
+  ], h("button", { type: "button", onclick: async () => { await call(app.verify(chat.conv)); d.close(); toast("Marked as verified"); } }, "Mark as verified"));
+}
+
+async function devicesDialog() {
+  const devices = await call(app.devices());
+  const d = dialog("Linked devices", [
+    h("ul", { class: "members" }, devices.map((dev) => h("li", {},
+      h("span", {}, dev.name, dev.current ? " (this browser)" : "", dev.approved ? "" : " (waiting for approval)"),
+      dev.current ? null : h("button", { type: "button", class: "secondary", onclick: async () => {
+        if (!confirm(`Unlink ${dev.name}? It will not be able to read anything sent afterwards.`)) return;
+        await call(app.revoke(dev.device)); d.close(); toast("Device unlinked");
+      } }, "Unlink")))),
+    h("div", { class: "row" },
+      field("Link a new device: its approval code", { id: "approve-code", autocomplete: "off" }),
+      h("button", { type: "button", onclick: async () => { await call(app.approve(d.querySelector("#approve-code").value)); d.close(); toast("Device approved"); } }, "Approve")),
+  ], null);
+}
+
+function settingsDialog() {
+  const radios = [["everyone", "Everyone"], ["contacts", "My contacts"], ["nobody", "Nobody"]].map(([value, label]) =>
+    h("label", { class: "radio" }, h("input", { type: "radio", name: "presence", value, onchange: async () => {
+      await call(app.setPresencePrivacy(value)); toast("Saved");
+    } }), label));
+  dialog("Settings", [
+    h("fieldset", {}, h("legend", {}, "Who sees when I am online"), radios),
+    h("fieldset", {}, h("legend", {}, "Notifications"),
+      h("button", { type: "button", class: "secondary", onclick: enableNotifications }, "Enable notifications")),
+    h("p", { class: "muted" }, `Signed in as ${account.username} (device ${account.device}).`),
+  ], h("button", { type: "button", class: "danger", onclick: async () => {
+    if (!confirm("Log out? Your chats on this browser are deleted.")) return;
+    await app.logout().catch(() => {});
+    location.reload();
+  } }, "Log out"));
+}
+
+async function enableNotifications() {
+  if (!("Notification" in window)) { toast("This browser has no notifications", true); return; }
+  const permission = await Notification.requestPermission();
+  toast(permission === "granted" ? "Notifications on" : "Notifications blocked in the browser settings");
+}
+
+// ---------------------------------------------------------------- boot
+
+async function boot() {
+  try {
+    await init();
+    app = await openApp();
+  } catch (error) {
+    root.replaceChildren(h("main", { class: "auth" }, h("h1", {}, "Anytime"),
+      h("p", { role: "alert" }, `This browser cannot run Anytime: ${error}`)));
+    return;
+  }
+  if ("serviceWorker" in navigator) navigator.serviceWorker.register("/sw.js").catch(() => {});
+  window.anytime = app; // for the browser tests and the curious
+  if (app.account()) start();
+  else renderAuth("register");
+}
+
+boot();

@@ -1,0 +1,99 @@
+// Test harness: a real `anytime serve` on loopback serving the built web client, Debian's
+// Chromium driven by playwright-core, and the `anytime` CLI for cross-client tests.
+
+import { spawn, spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = fileURLToPath(new URL(".", import.meta.url));
+const workspace = resolve(here, "../../../..");
+export const BIN = process.env.ANYTIME_BIN || join(workspace, "target/debug/anytime");
+export const WEB_DIR = process.env.ANYTIME_WEB_DIR || join(workspace, "target/web/dist");
+export const ARTIFACTS = process.env.ANYTIME_ARTIFACTS || join(workspace, "target/browser-artifacts");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+
+export const PHONE = { width: 390, height: 844 };
+export const DESKTOP = { width: 1280, height: 800 };
+
+export async function startServer() {
+  const data = mkdtempSync(join(tmpdir(), "anytime-browser-"));
+  const child = spawn(BIN, ["serve", "--listen", "127.0.0.1:0", "--data", data, "--web-dir", WEB_DIR,
+    "--no-rate-limits", "--argon2-memory-kib", "1024", "--argon2-iterations", "1"], { stdio: ["ignore", "pipe", "inherit"] });
+  const url = await new Promise((ok, fail) => {
+    let seen = "";
+    const timer = setTimeout(() => fail(new Error(`server did not start: ${seen}`)), 30_000);
+    child.stdout.on("data", (chunk) => {
+      seen += chunk;
+      const match = seen.match(/running at (http:\/\/[^\s/]+)\//);
+      if (match) { clearTimeout(timer); ok(match[1]); }
+    });
+    child.on("exit", (code) => fail(new Error(`server exited with ${code}: ${seen}`)));
+  });
+  return {
+    url,
+    stop() { child.kill("SIGTERM"); rmSync(data, { recursive: true, force: true }); },
+  };
+}
+
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"],
+  });
+}
+
+/** A browser context (its own IndexedDB: one device) with a page on the app. */
+export async function openDevice(browser, url, viewport = DESKTOP) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.on("dialog", (d) => d.accept());
+  page.on("pageerror", (e) => console.error("page error:", e.message));
+  await page.goto(url);
+  return page;
+}
+
+export async function signUp(page, username, password = `password-${username}`) {
+  await page.getByLabel("Username").fill(username);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Sign up" }).click();
+  await page.getByRole("navigation", { name: "Chats" }).waitFor();
+  await waitOnline(page);
+}
+
+export async function waitOnline(page) {
+  await page.waitForFunction(() => window.anytime && window.anytime.status() === "online", null, { timeout: 30_000 });
+}
+
+export async function screenshot(page, name) {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`) });
+}
+
+/** Runs the CLI with --json; returns the parsed lines. Throws with its stderr when it fails. */
+export function cli(profile, ...args) {
+  const out = spawnSync(BIN, ["--profile", profile, "--json", ...args], { encoding: "utf8", timeout: 60_000 });
+  if (out.status !== 0) throw new Error(`anytime ${args.join(" ")} failed: ${out.stderr}`);
+  return out.stdout.split("\n").filter(Boolean).map((line) => JSON.parse(line));
+}
+
+export function tempProfile() {
+  return mkdtempSync(join(tmpdir(), "anytime-cli-profile-"));
+}
+
+/** Every form control has an accessible name; every button has one too. Returns offenders. */
+export async function unlabelled(page) {
+  return page.evaluate(() => {
+    const bad = [];
+    for (const el of document.querySelectorAll("input:not([type=hidden]), textarea, select")) {
+      const labelled = (el.id && document.querySelector(`label[for="${el.id}"]`)) || el.closest("label") || el.getAttribute("aria-label");
+      if (!labelled) bad.push(el.outerHTML.slice(0, 80));
+    }
+    for (const el of document.querySelectorAll("button")) {
+      if (!(el.textContent.trim() || el.getAttribute("aria-label"))) bad.push(el.outerHTML.slice(0, 80));
+    }
+    return bad;
+  });
+}

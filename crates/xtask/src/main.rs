@@ -1,0 +1,135 @@
+//! `cargo xtask`: development automation that would outgrow a shell script (rust-analyzer's
+//! pattern). Commands:
+//!
+//! - `web`  — builds the web client: the wasm32 core (`anytime-web`), its JS bindings
+//!   (wasm-bindgen-cli of exactly the version in Cargo.lock, installed if missing) and the static
+//!   UI, into `target/web/dist`. Installs the rustup target if missing.
+//! - `run [ARGS]` — `web`, then `anytime serve ARGS` (release build), which serves that
+//!   directory at `/`.
+//! - `test [ARGS]` — `web`, then `cargo test --workspace ARGS` (which includes the browser tests
+//!   in headless Chromium).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let task = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let root = workspace_root()?;
+    match task.as_str() {
+        "web" => build_web(&root).map(|_| ()),
+        "run" => {
+            build_web(&root)?;
+            let mut serve = cargo(&root);
+            serve.args(["run", "--release", "--package", "anytime-cli", "--", "serve"]).args(&rest);
+            run(serve)
+        }
+        "test" => {
+            build_web(&root)?;
+            let mut test = cargo(&root);
+            test.args(["test", "--workspace"]).args(&rest);
+            run(test)
+        }
+        _ => bail!("usage: cargo xtask web | run [SERVE ARGS] | test [CARGO TEST ARGS]"),
+    }
+}
+
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    Ok(manifest.ancestors().nth(2).context("xtask lives in crates/xtask")?.to_path_buf())
+}
+
+fn cargo(root: &Path) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(root);
+    command
+}
+
+fn run(mut command: Command) -> anyhow::Result<()> {
+    let shown = format!("{command:?}");
+    let status = command.status().with_context(|| format!("could not start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+fn output(command: &mut Command) -> Option<String> {
+    let out = command.output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The wasm-bindgen version the lock file pins: the CLI must match it exactly.
+fn wasm_bindgen_version(root: &Path) -> anyhow::Result<String> {
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).context("while reading Cargo.lock")?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == "name = \"wasm-bindgen\"" {
+            if let Some(version) = lines.next().and_then(|l| l.strip_prefix("version = \"")) {
+                return Ok(version.trim_end_matches('"').to_owned());
+            }
+        }
+    }
+    bail!("Cargo.lock has no wasm-bindgen entry")
+}
+
+fn ensure_tools(root: &Path) -> anyhow::Result<()> {
+    let targets = output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    if !targets.lines().any(|t| t.trim() == "wasm32-unknown-unknown") {
+        eprintln!("xtask: installing the wasm32-unknown-unknown target");
+        run({
+            let mut c = Command::new("rustup");
+            c.args(["target", "add", "wasm32-unknown-unknown"]);
+            c
+        })
+        .context("the web client needs `rustup target add wasm32-unknown-unknown`")?;
+    }
+    let wanted = wasm_bindgen_version(root)?;
+    let installed = output(Command::new("wasm-bindgen").arg("--version")).unwrap_or_default();
+    if installed.split_whitespace().nth(1) != Some(wanted.as_str()) {
+        eprintln!("xtask: installing wasm-bindgen-cli {wanted} (matches Cargo.lock; takes a few minutes once)");
+        let mut install = cargo(root);
+        install.args(["install", "wasm-bindgen-cli", "--version", &wanted]);
+        run(install).context("could not install wasm-bindgen-cli")?;
+    }
+    Ok(())
+}
+
+/// Builds the web client into target/web/dist; returns that directory.
+fn build_web(root: &Path) -> anyhow::Result<PathBuf> {
+    ensure_tools(root)?;
+    let mut build = cargo(root);
+    build.args(["build", "--package", "anytime-web", "--target", "wasm32-unknown-unknown", "--profile", "web"]);
+    run(build)?;
+    let target = root.join("target");
+    let dist = target.join("web/dist");
+    let pkg = dist.join("pkg");
+    std::fs::create_dir_all(&pkg).with_context(|| format!("while creating {}", pkg.display()))?;
+    let wasm = target.join("wasm32-unknown-unknown/web/anytime_web.wasm");
+    let mut bindgen = Command::new("wasm-bindgen");
+    bindgen.args(["--target", "web", "--no-typescript", "--out-dir"]).arg(&pkg).arg(&wasm);
+    run(bindgen)?;
+    let static_dir = root.join("crates/anytime-web/static");
+    copy_dir(&static_dir, &dist)?;
+    let size = std::fs::metadata(pkg.join("anytime_web_bg.wasm")).map(|m| m.len()).unwrap_or(0);
+    eprintln!("xtask: web client built in {} (wasm {} KiB)", dist.display(), size / 1024);
+    Ok(dist)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(from).with_context(|| format!("while reading {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            std::fs::create_dir_all(&target)?;
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("while copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
