@@ -36,6 +36,57 @@ pub struct LatencyConfig {
     /// Messages intended before this many seconds are delivered and counted, not timed.
     pub warmup_seconds: f64,
     pub payload_bytes: usize,
+    /// The server's process id, to report its CPU use next to the load tool's.
+    pub server_pid: Option<u32>,
+}
+
+/// CPU used over a measured window, in cores (1.0 = one core busy the whole time).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CpuUse {
+    pub server_cores: Option<f64>,
+    pub load_cores: f64,
+}
+
+/// User + system CPU ticks of a process from `/proc/<pid>/stat`.
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at the state, field 3.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Measures the CPU the server and this process use between `start` and `stop`.
+pub struct CpuMeter {
+    started: Instant,
+    server_pid: Option<u32>,
+    server: Option<u64>,
+    load: Option<u64>,
+}
+
+impl CpuMeter {
+    pub fn start(server_pid: Option<u32>) -> CpuMeter {
+        CpuMeter {
+            started: Instant::now(),
+            server_pid,
+            server: server_pid.and_then(|p| cpu_ticks(&p.to_string())),
+            load: cpu_ticks("self"),
+        }
+    }
+
+    pub fn stop(&self) -> CpuUse {
+        // SAFETY: sysconf with a valid name has no preconditions.
+        let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let seconds = self.started.elapsed().as_secs_f64().max(1e-9);
+        let cores = |before: Option<u64>, after: Option<u64>| match (before, after) {
+            (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / ticks_per_second / seconds),
+            _ => None,
+        };
+        CpuUse {
+            server_cores: cores(self.server, self.server_pid.and_then(|p| cpu_ticks(&p.to_string()))),
+            load_cores: cores(self.load, cpu_ticks("self")).unwrap_or(0.0),
+        }
+    }
 }
 
 /// Latency percentiles of one open-loop run, in milliseconds.
@@ -82,12 +133,14 @@ pub struct LatencyRun {
     /// not keep up with the schedule (its lateness is still counted in the latency).
     pub max_send_lag_ms: f64,
     pub latency: Percentiles,
+    /// CPU over the run (from the first intended send to the last receipt, roughly).
+    pub cpu: CpuUse,
 }
 
 impl LatencyRun {
     pub fn summary(&self, label: &str) -> String {
         format!(
-            "{label}: offered {:.0} msg/s over {} pairs ({} B): delivered {} at {:.0} msg/s; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.1} ms ({} samples); max send lag {:.1} ms",
+            "{label}: offered {:.0} msg/s over {} pairs ({} B): delivered {} at {:.0} msg/s; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.1} ms ({} samples); max send lag {:.1} ms; {}",
             self.target_rate,
             self.pairs,
             self.payload_bytes,
@@ -98,7 +151,8 @@ impl LatencyRun {
             self.latency.p999_ms,
             self.latency.max_ms,
             self.latency.samples,
-            self.max_send_lag_ms
+            self.max_send_lag_ms,
+            cpu_note(self.cpu)
         )
     }
 }
@@ -145,6 +199,8 @@ pub async fn open_loop(config: &LatencyConfig, ws_url: &str) -> anyhow::Result<L
             .push(tokio::spawn(async move { send_on_schedule(sender, conv, schedule, index, n, size, epoch).await }));
         receivers.push(tokio::spawn(async move { receive_timed(receiver, conv, n, epoch, timed_from).await }));
     }
+    tokio::time::sleep_until(schedule.start).await;
+    let meter = CpuMeter::start(config.server_pid);
     let mut max_lag = Duration::ZERO;
     for task in senders {
         max_lag = max_lag.max(task.await.context("sender panicked")??);
@@ -156,6 +212,7 @@ pub async fn open_loop(config: &LatencyConfig, ws_url: &str) -> anyhow::Result<L
         histogram.add(&h).context("while merging histograms")?;
         last = last.max(at);
     }
+    let cpu = meter.stop();
     let messages = n * config.pairs;
     let seconds = last.saturating_duration_since(schedule.start).as_secs_f64();
     Ok(LatencyRun {
@@ -167,6 +224,7 @@ pub async fn open_loop(config: &LatencyConfig, ws_url: &str) -> anyhow::Result<L
         delivered_per_second: messages as f64 / seconds,
         max_send_lag_ms: max_lag.as_secs_f64() * 1000.0,
         latency: Percentiles::from_histogram(&histogram),
+        cpu,
     })
 }
 
@@ -300,4 +358,13 @@ pub async fn sweep(
         runs.push((fraction, run));
     }
     Ok(LatencySweep { max: max_report, runs })
+}
+
+/// "CPU server x cores, load tool y" for a summary line.
+pub fn cpu_note(cpu: CpuUse) -> String {
+    format!(
+        "CPU server {} cores, load tool {:.2}",
+        cpu.server_cores.map_or("n/a".into(), |c| format!("{c:.2}")),
+        cpu.load_cores
+    )
 }

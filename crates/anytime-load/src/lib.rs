@@ -13,7 +13,7 @@ pub mod latency;
 mod scenarios;
 pub mod xmpp;
 
-pub use latency::{open_loop, sweep, LatencyConfig, LatencyRun, LatencySweep, Percentiles};
+pub use latency::{open_loop, sweep, CpuUse, LatencyConfig, LatencyRun, LatencySweep, Percentiles};
 use scenarios::expect_sent;
 pub use scenarios::{catch_up, connections, fanout, CatchUpReport, ConnectionsReport, FanoutReport};
 
@@ -32,6 +32,8 @@ pub struct DurableConfig {
     pub messages_per_sender: usize,
     pub window: usize,
     pub payload_bytes: usize,
+    /// The server's process id, to report its CPU use next to the load tool's.
+    pub server_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -45,12 +47,13 @@ pub struct DurableReport {
     pub store_batches: u64,
     pub mean_batch_size: f64,
     pub mean_commit_ms: f64,
+    pub cpu: CpuUse,
 }
 
 impl DurableReport {
     pub fn summary(&self) -> String {
         format!(
-            "durable: {} msgs ({} B) over {} pairs, window {}: {:.0} msg/s in {:.2} s; {} store commits, mean batch {:.1} ops, mean commit {:.2} ms",
+            "durable: {} msgs ({} B) over {} pairs, window {}: {:.0} msg/s in {:.2} s; {} store commits, mean batch {:.1} ops, mean commit {:.2} ms; {}",
             self.messages,
             self.payload_bytes,
             self.pairs,
@@ -59,7 +62,8 @@ impl DurableReport {
             self.seconds,
             self.store_batches,
             self.mean_batch_size,
-            self.mean_commit_ms
+            self.mean_commit_ms,
+            latency::cpu_note(self.cpu)
         )
     }
 }
@@ -111,6 +115,7 @@ pub async fn durable(config: &DurableConfig, ws_url: &str) -> anyhow::Result<Dur
     let pairs = setup_pairs(&config.base_url, ws_url, config.pairs).await?;
     let before = scrape(&config.base_url).await?;
     let started = Instant::now();
+    let meter = latency::CpuMeter::start(config.server_pid);
     let mut tasks = Vec::new();
     for (sender, receiver, conv) in pairs {
         let (n, window, size) = (config.messages_per_sender, config.window, config.payload_bytes);
@@ -121,6 +126,7 @@ pub async fn durable(config: &DurableConfig, ws_url: &str) -> anyhow::Result<Dur
         task.await.context("load task panicked")??;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = meter.stop();
     let after = scrape(&config.base_url).await?;
     let messages = config.pairs * config.messages_per_sender;
     let batches = after.batches.saturating_sub(before.batches);
@@ -134,6 +140,7 @@ pub async fn durable(config: &DurableConfig, ws_url: &str) -> anyhow::Result<Dur
         store_batches: batches,
         mean_batch_size: (after.ops - before.ops) / batches.max(1) as f64,
         mean_commit_ms: (after.commit_seconds - before.commit_seconds) * 1000.0 / batches.max(1) as f64,
+        cpu,
     })
 }
 

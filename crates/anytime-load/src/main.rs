@@ -76,6 +76,8 @@ enum Scenario {
         members: usize,
         #[arg(long, default_value_t = 200)]
         messages: usize,
+        #[arg(long, default_value_t = 200)]
+        payload: usize,
     },
     /// Open-loop one-to-one latency: first the maximum durable rate (closed loop, as `durable`),
     /// then a fixed-rate schedule at fractions of it; latency from intended send to receipt.
@@ -132,6 +134,9 @@ struct XmppTarget {
     /// Write the report as JSON here too.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// The server's process id, to report its CPU and memory use.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -173,9 +178,6 @@ enum XmppScenario {
         target: XmppTarget,
         #[arg(long, default_value_t = 1_000)]
         connections: usize,
-        /// The server's process id, to read its memory growth.
-        #[arg(long)]
-        server_pid: Option<u32>,
     },
 }
 
@@ -245,6 +247,7 @@ fn run() -> anyhow::Result<()> {
                     messages_per_sender: *messages,
                     window: *window,
                     payload_bytes: *payload,
+                    server_pid: _server.as_ref().map(|s| s.pid()),
                 };
                 let report = durable(&config, &ws_url).await?;
                 (report.summary(), serde_json::to_vec_pretty(&report)?)
@@ -258,8 +261,8 @@ fn run() -> anyhow::Result<()> {
                 let report = connections(&base_url, &ws_url, pid, *devices, *per_device).await?;
                 (report.summary(), serde_json::to_vec_pretty(&report)?)
             }
-            Scenario::Fanout { members, messages, .. } => {
-                let report = fanout(&base_url, &ws_url, *members, *messages).await?;
+            Scenario::Fanout { members, messages, payload, .. } => {
+                let report = fanout(&base_url, &ws_url, *members, *messages, *payload).await?;
                 (report.summary(), serde_json::to_vec_pretty(&report)?)
             }
             Scenario::Latency { open_loop, .. } => {
@@ -270,6 +273,7 @@ fn run() -> anyhow::Result<()> {
                     seconds: open_loop.seconds,
                     warmup_seconds: open_loop.warmup,
                     payload_bytes: open_loop.payload,
+                    server_pid: _server.as_ref().map(|s| s.pid()),
                 };
                 let max = open_loop.rate.is_none().then(|| DurableConfig {
                     base_url: base_url.clone(),
@@ -277,6 +281,7 @@ fn run() -> anyhow::Result<()> {
                     messages_per_sender: open_loop.max_messages,
                     window: open_loop.window,
                     payload_bytes: open_loop.payload,
+                    server_pid: _server.as_ref().map(|s| s.pid()),
                 });
                 let report = anytime_load::sweep(&config, &ws_url, max, &open_loop.fractions).await?;
                 (report.summary(), serde_json::to_vec_pretty(&report)?)
@@ -298,7 +303,12 @@ async fn run_xmpp(scenario: XmppScenario) -> anyhow::Result<()> {
         | XmppScenario::Fanout { target, .. }
         | XmppScenario::Connections { target, .. } => target,
     };
-    let server = XmppServer { addr: target.addr, domain: target.domain.clone(), muc_domain: target.muc_domain.clone() };
+    let server = XmppServer {
+        addr: target.addr,
+        domain: target.domain.clone(),
+        muc_domain: target.muc_domain.clone(),
+        pid: target.server_pid,
+    };
     let (summary, json) = match &scenario {
         XmppScenario::Throughput { pairs, messages, window, payload, .. } => {
             let report = xmpp::throughput(&server, *pairs, *messages, *window, *payload).await?;
@@ -319,8 +329,8 @@ async fn run_xmpp(scenario: XmppScenario) -> anyhow::Result<()> {
             let report = xmpp::muc_fanout(&server, *members, *messages, *payload).await?;
             (report.summary().replacen("fan-out", "xmpp fan-out (MUC)", 1), serde_json::to_vec_pretty(&report)?)
         }
-        XmppScenario::Connections { connections, server_pid, .. } => {
-            let report = xmpp::idle_connections(&server, *server_pid, *connections).await?;
+        XmppScenario::Connections { connections, .. } => {
+            let report = xmpp::idle_connections(&server, *connections).await?;
             (report.summary().replacen("connections", "xmpp connections", 1), serde_json::to_vec_pretty(&report)?)
         }
     };

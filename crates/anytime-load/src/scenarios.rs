@@ -125,7 +125,14 @@ impl FanoutReport {
 
 /// One sender, a group of `members` online devices (the sender included), `messages` sent with a
 /// window of 16: deliveries per second and, per message, the time until its last delivery.
-pub async fn fanout(base_url: &str, ws_url: &str, members: usize, messages: usize) -> anyhow::Result<FanoutReport> {
+/// Payloads are `payload_bytes` long (at least 8: the message number).
+pub async fn fanout(
+    base_url: &str,
+    ws_url: &str,
+    members: usize,
+    messages: usize,
+    payload_bytes: usize,
+) -> anyhow::Result<FanoutReport> {
     anyhow::ensure!(members >= 2, "a group needs at least 2 members");
     let tag = run_tag();
     let mut sessions = Vec::with_capacity(members);
@@ -177,11 +184,9 @@ pub async fn fanout(base_url: &str, ws_url: &str, members: usize, messages: usiz
             expect_sent(&mut owner, in_flight.pop_front()).await?;
         }
         *slot = epoch.elapsed().as_micros() as u64;
-        in_flight.push_back(
-            owner
-                .send(frame::Send { conv, msg_id: msg_id(), payload: (i as u64).to_le_bytes().to_vec() }.into())
-                .await?,
-        );
+        let mut payload = vec![0x66; payload_bytes.max(8)];
+        payload[0..8].copy_from_slice(&(i as u64).to_le_bytes());
+        in_flight.push_back(owner.send(frame::Send { conv, msg_id: msg_id(), payload }.into()).await?);
     }
     while let Some(id) = in_flight.pop_front() {
         expect_sent(&mut owner, Some(id)).await?;

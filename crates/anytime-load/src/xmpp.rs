@@ -27,7 +27,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::latency::{latency_histogram, micros_since, LatencyRun, Percentiles, Schedule, STAMP_BYTES};
+use crate::latency::{
+    cpu_note, latency_histogram, micros_since, CpuMeter, CpuUse, LatencyRun, Percentiles, Schedule, STAMP_BYTES,
+};
 use crate::{ConnectionsReport, FanoutReport};
 
 /// How long any single wait for a stanza may take before the run fails.
@@ -41,6 +43,8 @@ pub struct XmppServer {
     pub domain: String,
     /// The MUC service, e.g. `conference.localhost`.
     pub muc_domain: String,
+    /// The server's process id (beam.smp), for its CPU and memory use.
+    pub pid: Option<u32>,
 }
 
 /// The parts of a top-level stanza (or stream element) the load client looks at.
@@ -339,13 +343,20 @@ pub struct ThroughputReport {
     pub window: usize,
     pub seconds: f64,
     pub messages_per_second: f64,
+    pub cpu: CpuUse,
 }
 
 impl ThroughputReport {
     pub fn summary(&self) -> String {
         format!(
-            "xmpp 1:1: {} msgs ({} B payload, base64 body) over {} pairs, window {} (end to end): {:.0} msg/s in {:.2} s",
-            self.messages, self.payload_bytes, self.pairs, self.window, self.messages_per_second, self.seconds
+            "xmpp 1:1: {} msgs ({} B payload, base64 body) over {} pairs, window {} (end to end): {:.0} msg/s in {:.2} s; {}",
+            self.messages,
+            self.payload_bytes,
+            self.pairs,
+            self.window,
+            self.messages_per_second,
+            self.seconds,
+            cpu_note(self.cpu)
         )
     }
 }
@@ -362,6 +373,7 @@ pub async fn throughput(
     anyhow::ensure!(pairs > 0 && window > 0, "pairs and window must be at least 1");
     let clients = setup_pairs(server, pairs).await?;
     let started = Instant::now();
+    let meter = CpuMeter::start(server.pid);
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
     let mut drains = Vec::new();
@@ -401,6 +413,7 @@ pub async fn throughput(
         open.push(task.await.context("receiver panicked")??);
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = meter.stop();
     for task in senders {
         let _writer = task.await.context("sender panicked")??;
     }
@@ -421,6 +434,7 @@ pub async fn throughput(
         window,
         seconds,
         messages_per_second: messages as f64 / seconds,
+        cpu,
     })
 }
 
@@ -482,6 +496,8 @@ pub async fn open_loop(
             anyhow::Ok((histogram, last, reader, writer))
         }));
     }
+    tokio::time::sleep_until(schedule.start).await;
+    let meter = CpuMeter::start(server.pid);
     let mut histogram = latency_histogram();
     let mut last = epoch;
     let mut open = Vec::new();
@@ -496,6 +512,7 @@ pub async fn open_loop(
         let (_writer, lag) = task.await.context("sender panicked")??;
         max_lag = max_lag.max(lag);
     }
+    let cpu = meter.stop();
     for task in drains {
         task.abort();
     }
@@ -510,6 +527,7 @@ pub async fn open_loop(
         delivered_per_second: messages as f64 / seconds,
         max_send_lag_ms: max_lag.as_secs_f64() * 1000.0,
         latency: Percentiles::from_histogram(&histogram),
+        cpu,
     })
 }
 
@@ -699,11 +717,8 @@ fn tcp_kernel_bytes() -> u64 {
 /// Idle authenticated connections: `connections` users are registered first (so their accounts
 /// are not counted), then each logs in once — from addresses across 127.0.0.0/8 — sends initial
 /// presence and stays idle. Server memory growth is read from `/proc/<server_pid>/status`.
-pub async fn idle_connections(
-    server: &XmppServer,
-    server_pid: Option<u32>,
-    connections: usize,
-) -> anyhow::Result<ConnectionsReport> {
+pub async fn idle_connections(server: &XmppServer, connections: usize) -> anyhow::Result<ConnectionsReport> {
+    let server_pid = server.pid;
     let tag = run_tag();
     let users: Vec<String> = (0..connections).map(|i| format!("c{tag}x{i}")).collect();
     let local = |n: usize| Some(IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2 + (n % 250) as u8)));

@@ -16,13 +16,14 @@ async fn load_scenarios_smoke() {
         messages_per_sender: 200,
         window: 16,
         payload_bytes: 200,
+        server_pid: Some(h.server.pid()),
     };
     let durable = anytime_load::durable(&config, &ws(&h)).await.expect("durable scenario");
     assert_eq!(durable.messages, 800);
     assert!(durable.store_batches > 0);
     let catch_up = anytime_load::catch_up(&h.base(), &ws(&h), 2_000, 200).await.expect("catch-up scenario");
     assert_eq!(catch_up.messages, 2_000);
-    let fanout = anytime_load::fanout(&h.base(), &ws(&h), 8, 50).await.expect("fan-out scenario");
+    let fanout = anytime_load::fanout(&h.base(), &ws(&h), 8, 50, 200).await.expect("fan-out scenario");
     assert_eq!(fanout.deliveries, 400);
     assert!(fanout.last_delivery_ms_p99 >= fanout.last_delivery_ms_p50);
     let pid = h.server.pid();
@@ -44,18 +45,21 @@ async fn load_latency_smoke() {
         seconds: 1.0,
         warmup_seconds: 0.0,
         payload_bytes: 200,
+        server_pid: Some(h.server.pid()),
     };
     let run = anytime_load::open_loop(&config, &ws(&h)).await.expect("open-loop run");
     assert_eq!(run.messages, 400);
     assert_eq!(run.latency.samples, 400, "every message timed");
     assert!(run.latency.p50_ms > 0.0 && run.latency.p99_ms >= run.latency.p50_ms);
     assert!(run.latency.p999_ms >= run.latency.p99_ms && run.latency.max_ms >= run.latency.p999_ms);
+    assert!(run.cpu.server_cores.is_some_and(|c| c > 0.0), "server CPU measured");
     let max = anytime_load::DurableConfig {
         base_url: h.base(),
         pairs: 4,
         messages_per_sender: 100,
         window: 16,
         payload_bytes: 200,
+        server_pid: Some(h.server.pid()),
     };
     let config = anytime_load::LatencyConfig { warmup_seconds: 0.2, ..config };
     let sweep = anytime_load::sweep(&config, &ws(&h), Some(max), &[0.1]).await.expect("latency sweep");
