@@ -54,6 +54,17 @@ pub struct ServeArgs {
     /// Default: `web/` beside the executable, or `../web/dist` from it (the build tree).
     #[arg(long, env = "ANYTIME_WEB_DIR")]
     web_dir: Option<PathBuf>,
+    /// VAPID private key for Web Push (made on first start). Default: `vapid-private-key` in the
+    /// data directory; give every node of a cluster the same file.
+    #[arg(long, env = "ANYTIME_VAPID_KEY_FILE")]
+    vapid_key_file: Option<PathBuf>,
+    /// Contact for the browsers' push services (`mailto:…` or `https://…`).
+    #[arg(long, default_value = "mailto:admin@localhost")]
+    push_contact: String,
+    /// Also accept push endpoints under this URL prefix (a self-hosted push service; tests).
+    /// Without it only the browsers' own push services (Google, Mozilla, Apple, Microsoft) are.
+    #[arg(long = "push-endpoint-prefix")]
+    push_endpoint_prefixes: Vec<String>,
 }
 
 /// Where the web client is when `--web-dir` is not given: installed beside the binary, or in the
@@ -91,10 +102,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             retention_ms: args.retention_secs.saturating_mul(1000),
             rate_limits,
             argon2_cost: (args.argon2_memory_kib, args.argon2_iterations),
+            push_endpoint_prefixes: args.push_endpoint_prefixes,
         },
         connections_max: args.connections_max,
         gc_interval: Duration::from_secs(args.gc_interval_secs.max(1)),
         web_dir: args.web_dir.or_else(default_web_dir),
+        vapid_key_file: args.vapid_key_file,
+        push_contact: args.push_contact,
     };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("while starting the async runtime")?;

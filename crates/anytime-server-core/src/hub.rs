@@ -165,6 +165,11 @@ impl Hub {
         false
     }
 
+    /// Whether the device has an open connection on this node.
+    pub fn device_connected(&self, device: DeviceId) -> bool {
+        read!(self.conns).get(&device).is_some_and(|list| !list.is_empty())
+    }
+
     /// Hands `push` to every open connection of each device; never waits.
     pub fn push_to_devices<'a>(&self, devices: impl IntoIterator<Item = &'a DeviceId>, push: &Push) -> u64 {
         let conns = read!(self.conns);

@@ -17,6 +17,7 @@ pub mod ratelimit;
 mod requests;
 pub mod session;
 pub mod store;
+pub mod web_push;
 
 use std::sync::Arc;
 
@@ -45,6 +46,8 @@ pub struct Config {
     /// argon2id cost for new password hashes: (memory KiB, iterations). Existing hashes keep the
     /// cost they were made with.
     pub argon2_cost: (u32, u32),
+    /// Push endpoints allowed besides the browsers' push services (tests, self-hosted services).
+    pub push_endpoint_prefixes: Vec<String>,
 }
 
 /// OWASP's recommended argon2id setting (19 MiB, 2 iterations), the `argon2` crate's default.
@@ -57,6 +60,7 @@ impl Default for Config {
             session_ttl_ms: 90 * 24 * 3_600_000,
             retention_ms: 30 * 24 * 3_600_000,
             rate_limits: RateLimits::default(),
+            push_endpoint_prefixes: Vec::new(),
         }
     }
 }
@@ -64,6 +68,7 @@ impl Default for Config {
 /// Shared state of one server node.
 pub struct ServerCore {
     pub(crate) bus: Option<Arc<dyn cluster::Bus>>,
+    pub(crate) pusher: Option<web_push::Pusher>,
     /// Random id of this node in a cluster.
     pub(crate) node: u64,
     pub(crate) store: Arc<dyn ServerStore>,
@@ -82,6 +87,7 @@ impl ServerCore {
         };
         ServerCore {
             bus: None,
+            pusher: None,
             node,
             store,
             env,

@@ -534,6 +534,7 @@ impl Session {
         match outcome {
             Outcome::Sent { route, mut message, result } => match result {
                 Ok(appended) => {
+                    let sender_device = message.sender_device;
                     if !appended.duplicate {
                         self.core.metrics.messages_in.fetch_add(1, Relaxed);
                         message.seq = appended.seq;
@@ -541,6 +542,9 @@ impl Session {
                     }
                     let sent = frame::Sent { seq: appended.seq, duplicate: appended.duplicate };
                     self.send_frame(request_id, &ServerFrame::Sent(sent)).await;
+                    if !appended.duplicate {
+                        self.core.wake_offline(&route.recipients, sender_device).await;
+                    }
                 }
                 Err(error) => self.reject(request_id, error.into()).await,
             },

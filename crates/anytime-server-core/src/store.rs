@@ -247,6 +247,12 @@ pub trait ServerStore: Send + Sync + 'static {
     /// limit, and expired sessions.
     async fn collect_garbage(&self, now_ms: u64, retention_ms: u64) -> StoreResult<Collected>;
 
+    // ---- Web Push
+    /// Sets (or with `None` clears) the Web Push endpoint of a device; one per device.
+    async fn set_push_endpoint(&self, device: DeviceId, endpoint: Option<String>) -> StoreResult<()>;
+    /// The push endpoints of those of `devices` that have one and still exist.
+    async fn push_endpoints(&self, devices: Vec<DeviceId>) -> StoreResult<Vec<(DeviceId, String)>>;
+
     /// Makes every acknowledged write durable and stops accepting writes (graceful shutdown).
     async fn flush(&self) -> StoreResult<()>;
 }

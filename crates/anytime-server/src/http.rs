@@ -49,6 +49,8 @@ pub(crate) fn router(state: AppState, web_dir: Option<&Path>) -> Router {
         .route("/v1/register", post(register))
         .route("/v1/login", post(login))
         .route("/v1/ws", get(websocket))
+        .route("/v1/push/key", get(push_key))
+        .route("/v1/push/endpoint", post(push_endpoint))
         .layer(DefaultBodyLimit::max(HTTP_BODY_BYTES_MAX as usize))
         .with_state(state)
 }
@@ -108,6 +110,39 @@ async fn login(
     };
     match state.core.login(peer.ip(), request).await {
         Ok(session) => Json(session).into_response(),
+        Err(code) => error_response(code),
+    }
+}
+
+/// The VAPID public key a browser subscribes with (`applicationServerKey`).
+async fn push_key(State(state): State<AppState>) -> Response {
+    Json(serde_json::json!({"public_key": state.vapid.public_key})).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct PushEndpointRequest {
+    /// The push subscription's endpoint; `null` stops pushes to this device.
+    endpoint: Option<String>,
+}
+
+/// Registers the calling device's push endpoint (`Authorization: Bearer <session token>`).
+async fn push_endpoint(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned();
+    let request: PushEndpointRequest = match parse(body) {
+        Ok(request) => request,
+        Err(code) => return error_response(code),
+    };
+    match state.core.set_push_endpoint(&token, request.endpoint).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(code) => error_response(code),
     }
 }

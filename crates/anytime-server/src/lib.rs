@@ -7,6 +7,8 @@
 mod http;
 mod nats_bus;
 mod system_env;
+mod vapid;
+mod web_push;
 mod ws;
 
 use std::net::SocketAddr;
@@ -45,6 +47,11 @@ pub struct ServeConfig {
     pub gc_interval: Duration,
     /// The built web client (`cargo xtask web`) to serve at `/`; `None` serves a status page.
     pub web_dir: Option<PathBuf>,
+    /// The VAPID private key for Web Push; `None`: `vapid-private-key` in `data_dir` (made on
+    /// first start). Every node of a cluster needs the same one.
+    pub vapid_key_file: Option<PathBuf>,
+    /// Contact the push services may use (`mailto:…` or `https://…`), sent in every push.
+    pub push_contact: String,
 }
 
 /// A started server: its address, and a handle to stop it.
@@ -75,6 +82,7 @@ impl Running {
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub core: Arc<ServerCore>,
+    pub vapid: Arc<vapid::Vapid>,
     pub connections: Arc<Semaphore>,
     pub shutdown: watch::Receiver<bool>,
 }
@@ -98,7 +106,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             )
         }
     };
-    let mut core = ServerCore::new(store, Arc::new(SystemEnv), metrics, config.core.clone());
+    let vapid_path = config.vapid_key_file.clone().unwrap_or_else(|| config.data_dir.join("vapid-private-key"));
+    let vapid = Arc::new(vapid::Vapid::load_or_create(&vapid_path, config.push_contact.clone())?);
+    let mut core = ServerCore::new(store, Arc::new(SystemEnv), metrics, config.core.clone())
+        .with_push(Arc::new(web_push::WebPushSender::new(vapid.clone()).context("while setting up Web Push")?));
     let mut slot = None;
     if let Some((url, prefix)) = &config.nats {
         let (bus, core_slot) = nats_bus::connect(url, prefix).await?;
@@ -123,7 +134,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let connections = Arc::new(Semaphore::new(config.connections_max as usize));
-    let state = AppState { core: core.clone(), connections: connections.clone(), shutdown: shutdown_rx.clone() };
+    let state = AppState { core: core.clone(), vapid, connections: connections.clone(), shutdown: shutdown_rx.clone() };
     let app = http::router(state, config.web_dir.as_deref());
 
     if config.nats.is_some() {

@@ -35,6 +35,7 @@ cases!(
     invites_count_uses_atomically,
     a_group_holds_a_thousand_members_with_two_devices_each,
     a_pending_device_is_no_recipient_until_approved_with_its_code,
+    push_endpoints_are_one_per_existing_device,
 );
 
 fn user(id: u64, name: &str) -> (UserRecord, DeviceRecord) {
@@ -319,4 +320,25 @@ async fn a_pending_device_is_no_recipient_until_approved_with_its_code(store: St
         store.approve_device(UserId(2), "123456", 5, 9).await,
         Err(StoreError::Rejected(ErrorCode::LinkCodeInvalid))
     );
+}
+
+async fn push_endpoints_are_one_per_existing_device(store: Store) {
+    setup(&store).await;
+    let (ann, bob) = (DeviceId(10), DeviceId(20));
+    store.set_push_endpoint(ann, Some("https://push.example/a1".into())).await.unwrap();
+    store.set_push_endpoint(ann, Some("https://push.example/a2".into())).await.unwrap();
+    store.set_push_endpoint(bob, Some("https://push.example/b".into())).await.unwrap();
+    // A device that does not exist gets nothing stored.
+    store.set_push_endpoint(DeviceId(999), Some("https://push.example/x".into())).await.unwrap();
+    let all = store.push_endpoints(vec![ann, bob, DeviceId(999)]).await.unwrap();
+    assert_eq!(
+        all,
+        vec![(ann, "https://push.example/a2".to_owned()), (bob, "https://push.example/b".to_owned())],
+        "the latest endpoint replaces the previous one"
+    );
+    store.set_push_endpoint(ann, None).await.unwrap();
+    assert_eq!(store.push_endpoints(vec![ann]).await.unwrap(), vec![]);
+    // A revoked device's endpoint goes with it.
+    store.revoke_device(UserId(2), bob).await.unwrap();
+    assert_eq!(store.push_endpoints(vec![bob]).await.unwrap(), vec![]);
 }

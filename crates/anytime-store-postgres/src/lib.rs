@@ -79,6 +79,27 @@ impl ServerStore for PgStore {
         )
         .await
     }
+    async fn set_push_endpoint(&self, device: DeviceId, endpoint: Option<String>) -> StoreResult<()> {
+        match endpoint {
+            Some(endpoint) => {
+                pg::execute(
+                    &self.pool,
+                    "INSERT INTO push_endpoints (device_id, endpoint) SELECT id, $2 FROM devices WHERE id = $1
+                     ON CONFLICT (device_id) DO UPDATE SET endpoint = excluded.endpoint",
+                    &[&pg::id(device.0), &endpoint],
+                )
+                .await
+            }
+            None => {
+                pg::execute(&self.pool, "DELETE FROM push_endpoints WHERE device_id = $1", &[&pg::id(device.0)]).await
+            }
+        }
+    }
+
+    async fn push_endpoints(&self, devices: Vec<DeviceId>) -> StoreResult<Vec<(DeviceId, String)>> {
+        pg::push_endpoints(&self.pool, &devices).await
+    }
+
     async fn set_presence_privacy(&self, user: UserId, privacy: PresencePrivacy) -> StoreResult<()> {
         pg::execute(
             &self.pool,

@@ -10,7 +10,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 /// Step `i` upgrades from version `i` to `i + 1`.
-const STEPS: &[&str] = &[include_str!("migrations/v0_to_v1.sql")];
+const STEPS: &[&str] = &[include_str!("migrations/v0_to_v1.sql"), include_str!("migrations/v1_to_v2.sql")];
 /// Serialises schema migrations between nodes starting at once.
 const MIGRATION_LOCK: i64 = 0x616e_7974_696d_6501;
 
@@ -323,6 +323,17 @@ pub(crate) async fn blocked_by(pool: &Pool, blocker: UserId) -> StoreResult<Vec<
     )
     .await?;
     Ok(rows.iter().map(|r| UserId(uid(r.get(0)))).collect())
+}
+
+pub(crate) async fn push_endpoints(pool: &Pool, devices: &[DeviceId]) -> StoreResult<Vec<(DeviceId, String)>> {
+    let ids: Vec<i64> = devices.iter().map(|d| id(d.0)).collect();
+    let rows = query(
+        &client(pool).await?,
+        "SELECT device_id, endpoint FROM push_endpoints WHERE device_id = ANY($1) ORDER BY device_id",
+        &[&ids],
+    )
+    .await?;
+    Ok(rows.iter().map(|r| (DeviceId(uid(r.get(0))), r.get(1))).collect())
 }
 
 // ---------------------------------------------------------------- conversations

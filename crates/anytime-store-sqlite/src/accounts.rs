@@ -190,7 +190,39 @@ pub(crate) fn delete_device(conn: &Connection, device: i64) -> rusqlite::Result<
     conn.execute("DELETE FROM cursors WHERE device_id = ?", [device])?;
     conn.execute("DELETE FROM key_packages WHERE device_id = ?", [device])?;
     conn.execute("DELETE FROM welcome_targets WHERE device_id = ?", [device])?;
+    conn.execute("DELETE FROM push_endpoints WHERE device_id = ?", [device])?;
     Ok(())
+}
+
+pub(crate) fn set_push_endpoint(conn: &Connection, device: DeviceId, endpoint: Option<String>) -> StoreResult<()> {
+    match endpoint {
+        Some(endpoint) => conn.execute(
+            "INSERT INTO push_endpoints (device_id, endpoint) SELECT id, ? FROM devices WHERE id = ?
+             ON CONFLICT(device_id) DO UPDATE SET endpoint = excluded.endpoint",
+            params![endpoint, id(device.0)],
+        ),
+        None => conn.execute("DELETE FROM push_endpoints WHERE device_id = ?", [id(device.0)]),
+    }
+    .map_err(backend)?;
+    Ok(())
+}
+
+pub(crate) fn push_endpoints(conn: &Connection, devices: &[DeviceId]) -> StoreResult<Vec<(DeviceId, String)>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT p.device_id, p.endpoint FROM push_endpoints p JOIN devices d ON d.id = p.device_id
+             WHERE p.device_id = ?",
+        )
+        .map_err(backend)?;
+    let mut out = Vec::new();
+    for device in devices {
+        let row: Option<(i64, String)> =
+            stmt.query_row([id(device.0)], |r| Ok((r.get(0)?, r.get(1)?))).optional().map_err(backend)?;
+        if let Some((device, endpoint)) = row {
+            out.push((DeviceId(device as u64), endpoint));
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn revoke_device(conn: &Connection, user: UserId, device: DeviceId) -> StoreResult<()> {

@@ -93,6 +93,14 @@ impl ServerStore for SqliteStore {
         self.engine.write(move |c| accounts::set_profile(c, user, display_name, avatar)).await
     }
 
+    async fn set_push_endpoint(&self, device: DeviceId, endpoint: Option<String>) -> StoreResult<()> {
+        self.engine.write(move |c| accounts::set_push_endpoint(c, device, endpoint)).await
+    }
+
+    async fn push_endpoints(&self, devices: Vec<DeviceId>) -> StoreResult<Vec<(DeviceId, String)>> {
+        self.engine.read(move |c| accounts::push_endpoints(c, &devices)).await
+    }
+
     async fn set_presence_privacy(&self, user: UserId, privacy: PresencePrivacy) -> StoreResult<()> {
         self.engine.write(move |c| accounts::set_presence_privacy(c, user, privacy)).await
     }

@@ -5,7 +5,11 @@
 use rusqlite::Connection;
 
 /// Step `i` upgrades from version `i` to `i + 1`.
-const STEPS: &[&str] = &[include_str!("migrations/v0_to_v1.sql"), include_str!("migrations/v1_to_v2.sql")];
+const STEPS: &[&str] = &[
+    include_str!("migrations/v0_to_v1.sql"),
+    include_str!("migrations/v1_to_v2.sql"),
+    include_str!("migrations/v2_to_v3.sql"),
+];
 
 pub const SCHEMA_VERSION: u32 = STEPS.len() as u32;
 

@@ -142,6 +142,12 @@ impl App {
         wasm_bindgen_futures::spawn_local(session::run(self.shared.clone(), rx));
     }
 
+    /// The session token, for the page's own HTTP calls (registering a Web Push endpoint).
+    #[wasm_bindgen(js_name = sessionToken)]
+    pub fn session_token(&self) -> Option<String> {
+        self.shared.persist.data.borrow().account.as_ref().map(|a| a.token.clone())
+    }
+
     /// "connecting", "online", "offline: …" or "signed_out".
     pub fn status(&self) -> String {
         self.shared.view.borrow().status.clone()

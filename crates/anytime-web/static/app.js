@@ -134,6 +134,8 @@ function renderAuth(mode = "register") {
 function start() {
   account = JSON.parse(app.account());
   app.start((kind, conv) => onChange(kind, conv));
+  // Endpoints can change: refresh the registration when notifications are already allowed.
+  if ("Notification" in window && Notification.permission === "granted") subscribePush().catch(() => {});
   renderShell();
   const join = new URLSearchParams(location.hash.slice(1)).get("join");
   if (join) {
@@ -523,7 +525,30 @@ function settingsDialog() {
 async function enableNotifications() {
   if (!("Notification" in window)) { toast("This browser has no notifications", true); return; }
   const permission = await Notification.requestPermission();
-  toast(permission === "granted" ? "Notifications on" : "Notifications blocked in the browser settings");
+  if (permission !== "granted") { toast("Notifications blocked in the browser settings", true); return; }
+  try {
+    await subscribePush();
+    toast("Notifications on, also when Anytime is closed");
+  } catch (error) {
+    toast(`Notifications on while Anytime is open; push unavailable: ${error.message || error}`, true);
+  }
+}
+
+// Web Push: the browser's push service wakes the service worker, which shows "New message".
+// The server only learns the endpoint; pushes carry no content.
+async function subscribePush() {
+  if (!("serviceWorker" in navigator) || !("PushManager" in window)) throw new Error("this browser has no Web Push");
+  const registration = await navigator.serviceWorker.ready;
+  const { public_key: key } = await (await fetch("/v1/push/key")).json();
+  const raw = Uint8Array.from(atob(key.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+  const subscription = await registration.pushManager.getSubscription()
+    || await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: raw });
+  const response = await fetch("/v1/push/endpoint", {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${app.sessionToken()}` },
+    body: JSON.stringify({ endpoint: subscription.endpoint }),
+  });
+  if (!response.ok) throw new Error((await response.json()).message);
 }
 
 // ---------------------------------------------------------------- boot

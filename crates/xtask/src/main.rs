@@ -29,6 +29,7 @@ fn main() -> anyhow::Result<()> {
         }
         "test" => {
             build_web(&root)?;
+            ensure_browser_tools()?;
             let mut test = cargo(&root);
             test.args(["test", "--workspace"]).args(&rest);
             run(test)
@@ -96,6 +97,34 @@ fn ensure_tools(root: &Path) -> anyhow::Result<()> {
         run(install).context("could not install wasm-bindgen-cli")?;
     }
     Ok(())
+}
+
+/// The browser tests need Chromium and Node (Debian packages); installs them where apt can.
+fn ensure_browser_tools() -> anyhow::Result<()> {
+    let have = |path: &str| Path::new(path).is_file();
+    let mut missing = Vec::new();
+    if std::env::var_os("CHROMIUM").is_none() && !have("/usr/bin/chromium") {
+        missing.extend(["chromium", "fonts-noto-color-emoji"]);
+    }
+    if output(Command::new("node").arg("--version")).is_none() {
+        missing.extend(["nodejs", "npm"]);
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {} for the browser tests", missing.join(" "));
+    let root_user = output(Command::new("id").arg("-u")).is_some_and(|id| id.trim() == "0");
+    let apt = |args: &[&str]| {
+        let mut c = if root_user { Command::new("apt-get") } else { Command::new("sudo") };
+        if !root_user {
+            c.arg("apt-get");
+        }
+        c.args(args);
+        run(c)
+    };
+    apt(&["update", "-qq"])
+        .and_then(|()| apt(&[&["install", "-y", "-qq"][..], &missing].concat()))
+        .with_context(|| format!("the browser tests need {}: install them and run again", missing.join(" ")))
 }
 
 /// Builds the web client into target/web/dist; returns that directory.

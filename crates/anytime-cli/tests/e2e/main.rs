@@ -11,3 +11,4 @@ mod durability;
 mod load;
 mod messaging;
 mod privacy;
+mod push;
