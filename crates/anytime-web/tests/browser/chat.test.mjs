@@ -30,7 +30,8 @@ async function openChatNamed(page, title) {
   // At phone width the list and the chat are separate screens.
   const back = page.getByRole("button", { name: "Back to chats" });
   if (await back.isVisible()) await back.click();
-  await page.locator(".chat", { hasText: title }).click();
+  const exact = page.locator(".title", { hasText: new RegExp(`^${title}$`) });
+  await page.locator(".chat").filter({ has: exact }).click();
   await page.locator("#chat-title", { hasText: title }).waitFor();
 }
 
@@ -216,6 +217,77 @@ test("a CLI user and browser users talk in the same group", async () => {
     if (!seen) await new Promise((r) => setTimeout(r, 300));
   }
   assert.ok(seen, "the CLI user decrypted the browser user's message");
+});
+
+test("group info: rename, make admin, remove a member", async () => {
+  const { alice, bob } = pages;
+  await openChatNamed(alice, "Trip");
+  await alice.getByRole("button", { name: "Info" }).click();
+  await alice.getByLabel("Group name").fill("Road trip");
+  await alice.getByRole("button", { name: "Rename" }).click();
+  await alice.getByRole("button", { name: "Close" }).click();
+  await alice.locator("#chat-title", { hasText: "Road trip" }).waitFor();
+  await bob.locator("#chat-title", { hasText: "Road trip" }).waitFor();
+
+  await alice.getByRole("button", { name: "Info" }).click();
+  const bobRow = alice.locator(".members li", { hasText: "bob" });
+  await bobRow.getByRole("button", { name: "Make admin" }).click();
+  await alice.locator(".members li", { hasText: "bob (admin)" }).waitFor();
+  const daveRow = alice.locator(".members li", { hasText: "dave" });
+  await daveRow.getByRole("button", { name: "Remove" }).click();
+  await alice.locator(".members li", { hasText: "dave" }).waitFor({ state: "detached" });
+  await alice.getByRole("button", { name: "Close" }).click();
+  await alice.locator("#chat-sub", { hasText: "3 members" }).waitFor();
+});
+
+test("linked device: a second browser logs in, is approved from the first, and reads new messages", async () => {
+  const { alice, bob } = pages;
+  const second = await openDevice(browser, server.url, PHONE);
+  await second.getByRole("button", { name: "I already have an account: log in" }).click();
+  await second.getByLabel("Username").fill("alice");
+  await second.getByLabel("Password").fill("password-alice");
+  await second.getByRole("button", { name: "Log in" }).click();
+  const toastText = await second.locator("#toast", { hasText: "code" }).textContent();
+  const code = toastText.match(/code (\S+)/)[1];
+
+  await alice.getByRole("button", { name: "Devices" }).click();
+  await alice.getByLabel("Link a new device: its approval code").fill(code);
+  await alice.getByRole("button", { name: "Approve" }).click();
+  await waitOnline(second);
+  // Alice's first browser adds the new device to her groups; new messages reach it.
+  await second.locator(".chat", { hasText: "bob" }).waitFor();
+  await alice.getByRole("button", { name: "Devices" }).click();
+  await alice.locator(".members li", { hasText: "(this browser)" }).waitFor();
+  assert.equal(await alice.locator(".members li").count(), 2);
+  await screenshot(alice, "desktop-linked-devices");
+  await alice.getByRole("button", { name: "Close" }).click();
+  await openChatNamed(bob, "alice");
+  for (let attempt = 0; attempt < 20; attempt++) {
+    await send(bob, `to both of alice's devices ${attempt}`);
+    try {
+      await openChatNamed(second, "bob");
+      await message(second, `to both of alice's devices ${attempt}`).waitFor({ timeout: 1_500 });
+      break;
+    } catch (error) {
+      if (attempt === 19) throw error;
+    }
+  }
+  // Alice verified Bob's safety number earlier; her new device changed it: she is warned.
+  await openChatNamed(alice, "bob");
+  await alice.getByRole("alert").filter({ hasText: "safety number changed" }).waitFor();
+  await screenshot(alice, "desktop-key-change-warning");
+  await second.context().close();
+});
+
+test("installable: manifest and service worker", async () => {
+  const { alice } = pages;
+  const manifest = await alice.evaluate(async () => (await fetch("/manifest.webmanifest")).json());
+  assert.equal(manifest.name, "Anytime");
+  assert.equal(manifest.display, "standalone");
+  const scope = await alice.evaluate(async () => (await navigator.serviceWorker.ready).scope);
+  assert.equal(scope, `${server.url}/`);
+  const csp = await alice.evaluate(async () => (await fetch("/")).headers.get("content-security-policy"));
+  assert.match(csp, /script-src 'self' 'wasm-unsafe-eval'/);
 });
 
 test("logging out wipes the browser's store", async () => {
