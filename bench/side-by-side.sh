@@ -9,7 +9,7 @@
 #
 # Settings (environment): ROUNDS=3 PAIRS=100 MAX_MESSAGES=1000 WINDOW=64 RUN_SECONDS=10 WARMUP=1
 # MEMBERS=100 FANOUT_MESSAGES=200 CONNECTIONS=9000 (0 skips) SCENARIOS="latency fanout connections"
-# ANYTIME_BIN=target/release/anytime LOAD_BIN=target/release/anytime-load
+# ANYTIME_BIN=target/release/anytime LOAD_BIN=target/release/anytime-load COMMIT=(git HEAD)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -33,6 +33,7 @@ for bin in "$ANYTIME_BIN" "$LOAD_BIN"; do
 done
 mkdir -p "$out"
 work=$(mktemp -d /tmp/anytime-peers.XXXXXX)
+chmod 755 "$work" # ejabberd runs as its own user
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cleanup() {
     "$here/peers/ejabberd.sh" stop "$work/ejabberd" || true
@@ -46,7 +47,7 @@ xmpp=(--addr "127.0.0.1:$port" --domain localhost --muc-domain conference.localh
 
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "commit: ${COMMIT:-$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)}"
     echo "ejabberd: $(dpkg-query -W -f '${Version}' ejabberd)"
     echo "cpus: $(nproc); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
     echo "settings: ROUNDS=$ROUNDS PAIRS=$PAIRS MAX_MESSAGES=$MAX_MESSAGES WINDOW=$WINDOW RUN_SECONDS=$SECONDS_PER_RUN WARMUP=$WARMUP MEMBERS=$MEMBERS FANOUT_MESSAGES=$FANOUT_MESSAGES CONNECTIONS=$CONNECTIONS"
@@ -57,6 +58,8 @@ run() { # name, then the command; prints its summary and keeps it
     shift
     echo "== $name: $*" | sed "s|$root/||g"
     "$@" --json "$out/$name.json" | tee "$out/$name.txt"
+    # How busy the shared machine was meanwhile (other tenants' builds show up here).
+    echo "machine: load $(cut -d' ' -f1-3 /proc/loadavg); io pressure $(head -n1 /proc/pressure/io 2>/dev/null || echo n/a)" | tee -a "$out/$name.txt"
 }
 
 for round in $(seq 1 "$ROUNDS"); do

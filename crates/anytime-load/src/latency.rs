@@ -135,12 +135,14 @@ pub struct LatencyRun {
     pub latency: Percentiles,
     /// CPU over the run (from the first intended send to the last receipt, roughly).
     pub cpu: CpuUse,
+    /// The server's group commits over the run (Anytime only).
+    pub store: Option<crate::StoreUse>,
 }
 
 impl LatencyRun {
     pub fn summary(&self, label: &str) -> String {
         format!(
-            "{label}: offered {:.0} msg/s over {} pairs ({} B): delivered {} at {:.0} msg/s; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.1} ms ({} samples); max send lag {:.1} ms; {}",
+            "{label}: offered {:.0} msg/s over {} pairs ({} B): delivered {} at {:.0} msg/s; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.1} ms ({} samples); max send lag {:.1} ms; {}{}",
             self.target_rate,
             self.pairs,
             self.payload_bytes,
@@ -152,7 +154,11 @@ impl LatencyRun {
             self.latency.max_ms,
             self.latency.samples,
             self.max_send_lag_ms,
-            cpu_note(self.cpu)
+            cpu_note(self.cpu),
+            self.store.map_or(String::new(), |s| format!(
+                "; {} store commits, mean batch {:.1} ops, mean commit {:.2} ms",
+                s.batches, s.mean_batch_size, s.mean_commit_ms
+            ))
         )
     }
 }
@@ -201,6 +207,7 @@ pub async fn open_loop(config: &LatencyConfig, ws_url: &str) -> anyhow::Result<L
     }
     tokio::time::sleep_until(schedule.start).await;
     let meter = CpuMeter::start(config.server_pid);
+    let store_before = crate::scrape(&config.base_url).await?;
     let mut max_lag = Duration::ZERO;
     for task in senders {
         max_lag = max_lag.max(task.await.context("sender panicked")??);
@@ -213,6 +220,7 @@ pub async fn open_loop(config: &LatencyConfig, ws_url: &str) -> anyhow::Result<L
         last = last.max(at);
     }
     let cpu = meter.stop();
+    let store = crate::scrape(&config.base_url).await?.since(&store_before);
     let messages = n * config.pairs;
     let seconds = last.saturating_duration_since(schedule.start).as_secs_f64();
     Ok(LatencyRun {
@@ -225,6 +233,7 @@ pub async fn open_loop(config: &LatencyConfig, ws_url: &str) -> anyhow::Result<L
         max_send_lag_ms: max_lag.as_secs_f64() * 1000.0,
         latency: Percentiles::from_histogram(&histogram),
         cpu,
+        store: Some(store),
     })
 }
 

@@ -70,13 +70,32 @@ impl DurableReport {
 
 /// Histogram totals scraped from `/metrics`.
 #[derive(Debug, Default, Clone, Copy)]
-struct StoreTotals {
+pub(crate) struct StoreTotals {
     batches: u64,
     ops: f64,
     commit_seconds: f64,
 }
 
-async fn scrape(base_url: &str) -> anyhow::Result<StoreTotals> {
+/// Group commits between two scrapes.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct StoreUse {
+    pub batches: u64,
+    pub mean_batch_size: f64,
+    pub mean_commit_ms: f64,
+}
+
+impl StoreTotals {
+    pub(crate) fn since(&self, before: &StoreTotals) -> StoreUse {
+        let batches = self.batches.saturating_sub(before.batches);
+        StoreUse {
+            batches,
+            mean_batch_size: (self.ops - before.ops) / batches.max(1) as f64,
+            mean_commit_ms: (self.commit_seconds - before.commit_seconds) * 1000.0 / batches.max(1) as f64,
+        }
+    }
+}
+
+pub(crate) async fn scrape(base_url: &str) -> anyhow::Result<StoreTotals> {
     let text = reqwest::get(format!("{base_url}/metrics")).await?.text().await?;
     let value = |name: &str| -> f64 {
         text.lines().find_map(|line| line.strip_prefix(name).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)

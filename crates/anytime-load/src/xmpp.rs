@@ -528,6 +528,7 @@ pub async fn open_loop(
         max_send_lag_ms: max_lag.as_secs_f64() * 1000.0,
         latency: Percentiles::from_histogram(&histogram),
         cpu,
+        store: None,
     })
 }
 
