@@ -130,6 +130,25 @@ test("contact profile shows the same safety number on both sides", async () => {
   await bob.getByRole("button", { name: "Close" }).click();
 });
 
+test("disappearing messages: the timer is set from the contact profile and reaches the other side", async () => {
+  const { alice, bob } = pages;
+  await alice.getByRole("button", { name: "Info" }).click();
+  await alice.getByLabel("Disappearing messages").selectOption("3600");
+  await alice.locator("#toast", { hasText: "Disappearing messages updated" }).waitFor();
+  await alice.getByRole("button", { name: "Close" }).click();
+  await bob.locator(".notice", { hasText: "disappearing messages: 1 h" }).waitFor();
+  await send(bob, "this one disappears in an hour");
+  const expires = await alice.evaluate((conv) => {
+    const chat = JSON.parse(window.anytime.chat(conv));
+    return chat.entries.find((e) => e.text === "this one disappears in an hour")?.expires_at_ms;
+  }, await alice.locator(".chat.active").getAttribute("data-conv"));
+  assert.ok(expires > Date.now() + 3_500_000 && expires < Date.now() + 3_700_000, `expires_at_ms ${expires}`);
+  await alice.getByRole("button", { name: "Info" }).click();
+  await alice.getByLabel("Disappearing messages").selectOption("0");
+  await alice.getByRole("button", { name: "Close" }).click();
+  await bob.locator(".notice", { hasText: "disappearing messages: off" }).waitFor();
+});
+
 test("group: invite link brings a third browser in; everyone reads everyone", async () => {
   const { alice, bob } = pages;
   await alice.getByRole("button", { name: "New group" }).click();
