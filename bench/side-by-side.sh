@@ -37,6 +37,7 @@ chmod 755 "$work" # ejabberd runs as its own user
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cleanup() {
     "$here/peers/ejabberd.sh" stop "$work/ejabberd" || true
+    cp -r "$work/ejabberd/log" "$out/ejabberd-log" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT

@@ -414,15 +414,16 @@ pub async fn throughput(
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu = meter.stop();
+    // Writers stay open until the drains are checked: closing one ends that sender's stream.
+    let mut writers = Vec::new();
     for task in senders {
-        let _writer = task.await.context("sender panicked")??;
-    }
-    for task in &drains {
-        if task.is_finished() {
-            anyhow::bail!("a sender's stream ended early");
-        }
+        writers.push(task.await.context("sender panicked")??);
     }
     for task in drains {
+        if task.is_finished() {
+            task.await.context("drain panicked")?.context("a sender's stream")?;
+            anyhow::bail!("a sender's stream ended early");
+        }
         task.abort();
     }
     drop(open);
@@ -508,12 +509,18 @@ pub async fn open_loop(
         open.push((reader, writer));
     }
     let mut max_lag = Duration::ZERO;
+    let mut writers = Vec::new();
     for task in senders {
-        let (_writer, lag) = task.await.context("sender panicked")??;
+        let (writer, lag) = task.await.context("sender panicked")??;
+        writers.push(writer);
         max_lag = max_lag.max(lag);
     }
     let cpu = meter.stop();
     for task in drains {
+        if task.is_finished() {
+            task.await.context("drain panicked")?.context("a sender's stream")?;
+            anyhow::bail!("a sender's stream ended early");
+        }
         task.abort();
     }
     let messages = n * pairs;
