@@ -337,7 +337,11 @@ impl LatencySweep {
             lines.push(format!("max (closed loop) {}", max.summary()));
         }
         for (fraction, run) in &self.runs {
-            lines.push(run.summary(&format!("latency at {:.0}% of max", fraction * 100.0)));
+            let label = match self.max {
+                Some(_) => format!("latency at {:.0}% of max", fraction * 100.0),
+                None => format!("latency at {:.0} msg/s", run.target_rate),
+            };
+            lines.push(run.summary(&label));
         }
         lines.join("\n")
     }
