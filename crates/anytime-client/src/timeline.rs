@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::client::Event;
 use crate::content::{Content, ReceiptKind};
 
+/// Longest reaction kept: enough for any emoji sequence (flags, skin tones, families).
+pub const REACTION_BYTES_MAX: usize = 64;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryKind {
     Text,
@@ -145,6 +148,10 @@ impl Timeline {
                         Applied::Updated
                     }
                     Content::Reaction(reaction) => {
+                        if reaction.emoji.is_empty() || reaction.emoji.len() > REACTION_BYTES_MAX {
+                            // A reaction is one emoji (a few code points), not a message.
+                            return Applied::Nothing;
+                        }
                         let Some(entry) = self.entries.iter_mut().find(|e| e.msg_id == reaction.to) else {
                             return Applied::Nothing;
                         };
@@ -282,6 +289,8 @@ mod tests {
         t.apply(&msg(3, 3, 2, false, edit), 5);
         let react = Content::Reaction(content::Reaction { to: MsgId([1; 16]), emoji: "👍".into(), remove: false });
         t.apply(&msg(4, 4, 3, false, react), 5);
+        let essay = Content::Reaction(content::Reaction { to: MsgId([1; 16]), emoji: "x".repeat(65), remove: false });
+        assert_eq!(t.apply(&msg(6, 6, 3, false, essay), 5), Applied::Nothing, "an oversized reaction is ignored");
         let entry = t.find(MsgId([1; 16])).expect("entry");
         assert_eq!((entry.body.as_str(), entry.edited, entry.reactions.len()), ("hello", true, 1));
         let delete = Content::Delete(content::Delete { to: MsgId([1; 16]) });

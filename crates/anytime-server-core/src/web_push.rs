@@ -90,7 +90,7 @@ impl ServerCore {
         if offline.is_empty() {
             return;
         }
-        let endpoints = match self.store.push_endpoints(offline).await {
+        let endpoints = match self.store.push_endpoints(offline.clone()).await {
             Ok(endpoints) => endpoints,
             Err(error) => {
                 tracing::warn!(%error, "could not read push endpoints");
@@ -98,10 +98,14 @@ impl ServerCore {
             }
         };
         let mut last = pusher.last.lock().unwrap_or_else(|e| e.into_inner());
-        // Forget old entries so the map stays as small as the set of recently woken devices.
+        // Forget old entries so the map stays as small as the set of recently checked devices.
         last.retain(|_, at| now.saturating_sub(*at) < PUSH_COOLDOWN_MS);
-        for (device, endpoint) in endpoints {
+        // Devices without an endpoint count as checked too: storage is asked about an offline
+        // device at most once per cooldown, however busy its conversations are.
+        for device in offline {
             last.insert(device, now);
+        }
+        for (device, endpoint) in endpoints {
             pusher.sender.send(device, endpoint);
         }
     }

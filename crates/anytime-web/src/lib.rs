@@ -38,6 +38,9 @@ extern "C" {
     fn set_timeout(callback: &js_sys::Function, ms: i32);
 }
 
+/// How long logging out waits for the server before wiping anyway.
+const LOGOUT_WAIT_MS: u64 = 5_000;
+
 /// Resolves after `ms` milliseconds (in a window or a worker).
 pub(crate) async fn sleep(ms: u64) {
     let promise = Promise::new(&mut |resolve, _reject| set_timeout(&resolve, ms.min(i32::MAX as u64) as i32));
@@ -284,8 +287,10 @@ impl App {
         let shared = self.shared.clone();
         let ended = self.run(Cmd::Logout);
         future_to_promise(async move {
-            // Wiping must happen even when the server cannot be reached.
-            let _ = wasm_bindgen_futures::JsFuture::from(ended).await;
+            // Wiping must happen even when the server cannot be reached: wait for the server's
+            // answer at most a few seconds.
+            let answered = Box::pin(wasm_bindgen_futures::JsFuture::from(ended));
+            let _ = futures_util::future::select(answered, Box::pin(sleep(LOGOUT_WAIT_MS))).await;
             shared.commands.borrow_mut().take();
             shared.persist.wipe().await.map_err(js_err)?;
             Ok(JsValue::from_str("{}"))

@@ -229,7 +229,7 @@ function renderChats() {
     return h("li", {}, button);
   }));
   if (!chats.length) list.append(h("li", { class: "muted empty" }, "No chats yet"));
-  if (focused) list.querySelector(`[data-conv="${focused}"]`)?.focus();
+  if (focused) list.querySelector(`[data-conv="${CSS.escape(focused)}"]`)?.focus();
 }
 
 function openChat(conv) {
@@ -289,7 +289,10 @@ function renderChat() {
   const focusedId = document.activeElement?.closest?.(".message")?.dataset.msg;
   const focusedAction = document.activeElement?.dataset?.action;
   timeline.replaceChildren(...chat.entries.map((e) => renderEntry(chat, e)));
-  if (focusedId) timeline.querySelector(`[data-msg="${focusedId}"] [data-action="${focusedAction}"]`)?.focus();
+  // Reaction actions carry another user's text: escape it before it goes into a selector.
+  if (focusedId && focusedAction) {
+    timeline.querySelector(`[data-msg="${CSS.escape(focusedId)}"] [data-action="${CSS.escape(focusedAction)}"]`)?.focus();
+  }
   if (atBottom || !focusedId) timeline.scrollTop = timeline.scrollHeight;
 }
 
