@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use anytime_client::content::{self, Content, ReceiptKind};
 use anytime_client::e2ee::{DeviceCrypto, DeviceIdentity};
-use anytime_client::safety::safety_number;
 use anytime_client::{Client, ClientError, Event, Transport};
 use anytime_proto::frame::{self, ConvKind};
 use anytime_proto::http::{ErrorBody, SessionResponse};
-use anytime_proto::{ConvId, DeviceId, MsgId, ServerFrame, UserId};
+use anytime_proto::{ConvId, DeviceId, MsgId, ServerFrame};
 use serde_json::json;
 
 use crate::net::{self, Net};
@@ -150,16 +149,11 @@ impl Session {
 
     /// Prints a warning, once, for each verified contact whose keys changed since verification.
     fn warn_changed_safety_numbers(&self) -> anyhow::Result<()> {
-        let me = self.client.me().user;
         for (user, verified, conv, warned) in self.client.store.verified_contacts()? {
-            let keys = self.client.crypto.member_keys(conv);
-            if warned || keys.is_empty() {
+            if warned || !self.client.crypto.has_group(conv) {
                 continue;
             }
-            let of = |u: UserId| -> Vec<Vec<u8>> {
-                keys.iter().filter(|(id, _)| id.user == u).map(|(_, k)| k.clone()).collect()
-            };
-            let now = safety_number((me, &of(me)), (user, &of(user)));
+            let now = self.client.safety_number_with(conv, user);
             if now.digits != verified {
                 self.out.print(
                     format!("WARNING: the safety number with user {user} changed (a device was added or removed); compare it again with `anytime safety`"),
@@ -514,12 +508,7 @@ async fn safety(s: &mut Session, username: &str, verify: bool) -> anyhow::Result
     let peer = s.user(username).await?;
     let info = expect(s.net.request(frame::CreateDirect { peer: peer.user }.into()).await?, conversation)?;
     s.client.establish(&mut s.net, &info).await?;
-    let me = s.client.me().user;
-    let keys = s.client.crypto.member_keys(info.conv);
-    let of = |user: UserId| -> Vec<Vec<u8>> {
-        keys.iter().filter(|(id, _)| id.user == user).map(|(_, k)| k.clone()).collect()
-    };
-    let number = safety_number((me, &of(me)), (peer.user, &of(peer.user)));
+    let number = s.client.safety_number_with(info.conv, peer.user);
     let previous = s.client.store.verified(peer.user)?;
     let changed = previous.as_ref().is_some_and(|p| *p != number.digits);
     if verify {

@@ -502,6 +502,17 @@ impl<S: ClientStore> Client<S> {
         Ok(events)
     }
 
+    /// The safety number between this user and `peer`, over both users' device keys as they are
+    /// in the MLS group of `conv` (their direct chat). Changes when either adds or loses a device.
+    pub fn safety_number_with(&self, conv: ConvId, peer: UserId) -> crate::safety::SafetyNumber {
+        let me = self.me().user;
+        let keys = self.crypto.member_keys(conv);
+        let of = |user: UserId| -> Vec<Vec<u8>> {
+            keys.iter().filter(|(id, _)| id.user == user).map(|(_, k)| k.clone()).collect()
+        };
+        crate::safety::safety_number((me, &of(me)), (peer, &of(peer)))
+    }
+
     pub fn is_direct(info: &frame::ConversationInfo) -> bool {
         info.kind == ConvKind::Direct
     }

@@ -7,7 +7,6 @@ use std::rc::Rc;
 
 use anytime_client::content::{self, Content, ReceiptKind};
 use anytime_client::e2ee::DeviceCrypto;
-use anytime_client::safety::safety_number;
 use anytime_client::{Client, ClientError, ClientStore, Event};
 use anytime_proto::frame::{self, PresencePrivacy};
 use anytime_proto::{ConvId, DeviceId, ErrorCode, MsgId, ServerFrame, UserId};
@@ -572,11 +571,7 @@ impl Session {
             .get(&conv)
             .and_then(|c| c.members.iter().map(|m| m.user).find(|u| *u != me))
             .ok_or_else(|| ClientError::Protocol("safety numbers are for direct chats".into()))?;
-        let keys = self.client.crypto.member_keys(conv);
-        let of = |user: UserId| -> Vec<Vec<u8>> {
-            keys.iter().filter(|(id, _)| id.user == user).map(|(_, k)| k.clone()).collect()
-        };
-        let number = safety_number((me, &of(me)), (peer, &of(peer)));
+        let number = self.client.safety_number_with(conv, peer);
         let mut data = self.shared.persist.data.borrow_mut();
         if verify {
             data.meta.verified.insert(peer, (number.digits.clone(), conv, false));
