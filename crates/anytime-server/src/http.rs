@@ -31,7 +31,7 @@ pub(crate) fn router(state: AppState, web_dir: Option<&Path>) -> Router {
     let router = match web_dir {
         // Layers wrap only what is already in the router: the static files, not the API below.
         Some(dir) => Router::new()
-            .fallback_service(ServeDir::new(dir))
+            .fallback_service(ServeDir::new(dir).precompressed_gzip())
             .layer(SetResponseHeaderLayer::overriding(
                 header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static(CONTENT_SECURITY_POLICY),

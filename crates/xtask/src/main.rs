@@ -143,8 +143,23 @@ fn build_web(root: &Path) -> anyhow::Result<PathBuf> {
     run(bindgen)?;
     let static_dir = root.join("crates/anytime-web/static");
     copy_dir(&static_dir, &dist)?;
-    let size = std::fs::metadata(pkg.join("anytime_web_bg.wasm")).map(|m| m.len()).unwrap_or(0);
-    eprintln!("xtask: web client built in {} (wasm {} KiB)", dist.display(), size / 1024);
+    // Precompressed copies: the server sends `.gz` to browsers that accept gzip (the wasm shrinks
+    // to a third). Debian's gzip, not a compression crate, since it is only a build step.
+    let compressible =
+        [pkg.join("anytime_web_bg.wasm"), pkg.join("anytime_web.js"), dist.join("app.js"), dist.join("style.css")];
+    let mut gzip = Command::new("gzip");
+    gzip.args(["-9", "--keep", "--force"]).args(&compressible);
+    if let Err(error) = run(gzip) {
+        eprintln!("xtask: no precompressed files ({error:#}); the server will send them uncompressed");
+    }
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len() / 1024).unwrap_or(0);
+    let wasm = pkg.join("anytime_web_bg.wasm");
+    eprintln!(
+        "xtask: web client built in {} (wasm {} KiB, {} KiB gzipped)",
+        dist.display(),
+        size(&wasm),
+        size(&wasm.with_extension("wasm.gz"))
+    );
     Ok(dist)
 }
 

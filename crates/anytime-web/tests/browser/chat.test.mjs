@@ -307,6 +307,9 @@ test("installable: manifest and service worker", async () => {
   assert.equal(scope, `${server.url}/`);
   const csp = await alice.evaluate(async () => (await fetch("/")).headers.get("content-security-policy"));
   assert.match(csp, /script-src 'self' 'wasm-unsafe-eval'/);
+  // The wasm travels precompressed.
+  const encoding = await alice.evaluate(async () => (await fetch("/pkg/anytime_web_bg.wasm", { cache: "no-store" })).headers.get("content-encoding"));
+  assert.equal(encoding, "gzip");
 });
 
 test("logging out wipes the browser's store", async () => {
