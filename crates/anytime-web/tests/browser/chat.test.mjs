@@ -312,6 +312,44 @@ test("installable: manifest and service worker", async () => {
   assert.equal(encoding, "gzip");
 });
 
+test("presence privacy: 'Nobody' hides being online", async () => {
+  const { alice, bob } = pages;
+  await openChatNamed(alice, "bob");
+  await alice.locator("#chat-sub", { hasText: "online" }).waitFor();
+  await bob.getByRole("button", { name: "Back to chats" }).click();
+  await bob.getByRole("button", { name: "Settings" }).click();
+  await bob.getByLabel("Nobody").check();
+  await bob.locator("#toast", { hasText: "Saved" }).waitFor();
+  await bob.getByRole("button", { name: "Close" }).click();
+  // Presence is re-read on the next subscription: reload Alice's page.
+  await alice.reload();
+  await waitOnline(alice);
+  await openChatNamed(alice, "bob");
+  await alice.locator(".message").first().waitFor();
+  assert.doesNotMatch(await alice.locator("#chat-sub").textContent(), /online/);
+  await bob.getByRole("button", { name: "Settings" }).click();
+  await bob.getByLabel("Everyone").check();
+  await bob.locator("#toast", { hasText: "Saved" }).waitFor();
+  await bob.getByRole("button", { name: "Close" }).click();
+  // The same check sees "online" again once allowed: the absence above was the setting.
+  await alice.reload();
+  await waitOnline(alice);
+  await openChatNamed(alice, "bob");
+  await alice.locator("#chat-sub", { hasText: "online" }).waitFor();
+});
+
+test("the server crashes and restarts: browsers reconnect and resume", async () => {
+  const { alice, bob } = pages;
+  await server.crashAndRestart();
+  await waitOnline(alice);
+  await waitOnline(bob);
+  await openChatNamed(bob, "alice");
+  await send(alice, "after the crash");
+  await message(bob, "after the crash").waitFor();
+  await send(bob, "back to you");
+  await message(alice, "back to you").waitFor();
+});
+
 test("logging out wipes the browser's store", async () => {
   const { carol } = pages;
   await carol.getByRole("button", { name: "Settings" }).click();

@@ -20,7 +20,22 @@ export const DESKTOP = { width: 1280, height: 800 };
 
 export async function startServer() {
   const data = mkdtempSync(join(tmpdir(), "anytime-browser-"));
-  const child = spawn(BIN, ["serve", "--listen", "127.0.0.1:0", "--data", data, "--web-dir", WEB_DIR,
+  let { child, url } = await spawnServer(data, "127.0.0.1:0");
+  return {
+    get url() { return url; },
+    /** SIGKILL, then start again on the same address and data: a crash and a restart. */
+    async crashAndRestart() {
+      const exited = new Promise((ok) => child.once("exit", ok));
+      child.kill("SIGKILL");
+      await exited;
+      ({ child, url } = await spawnServer(data, url.replace("http://", "")));
+    },
+    stop() { child.kill("SIGTERM"); rmSync(data, { recursive: true, force: true }); },
+  };
+}
+
+async function spawnServer(data, listen) {
+  const child = spawn(BIN, ["serve", "--listen", listen, "--data", data, "--web-dir", WEB_DIR,
     "--no-rate-limits", "--argon2-memory-kib", "1024", "--argon2-iterations", "1"], { stdio: ["ignore", "pipe", "inherit"] });
   const url = await new Promise((ok, fail) => {
     let seen = "";
@@ -32,10 +47,7 @@ export async function startServer() {
     });
     child.on("exit", (code) => fail(new Error(`server exited with ${code}: ${seen}`)));
   });
-  return {
-    url,
-    stop() { child.kill("SIGTERM"); rmSync(data, { recursive: true, force: true }); },
-  };
+  return { child, url };
 }
 
 export async function launchBrowser() {
