@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Tables of one side-by-side run (bench/side-by-side.sh): median [min–max] over rounds for
-Anytime and ejabberd, and the ratio of the medians, Anytime / ejabberd (for rates higher is better
-for Anytime; for latency, CPU and memory lower is)."""
+Anytime and each peer (ejabberd, Synapse), and the ratio of the medians, Anytime / peer (for rates
+higher is better for Anytime; for latency, CPU and memory lower is)."""
 
 import json
 import pathlib
@@ -29,14 +29,16 @@ def row(label, a_values, b_values, digits=0, lower_is_better=False):
     a, am = fmt(a_values, digits)
     b, bm = fmt(b_values, digits)
     if am and bm:
-        ratio = f"{am / bm:.2f}" + (" (lower is better)" if lower_is_better else "")
+        r = am / bm
+        # Small ratios keep 2 significant digits (Anytime's latency against Synapse's is ~0.004).
+        ratio = (f"{r:.2f}" if r >= 0.1 else f"{r:.2g}") + (" (lower is better)" if lower_is_better else "")
     else:
         ratio = "n/a"
     return f"| {label} | {a} | {b} | {ratio} |"
 
 
-def header(title, note):
-    return [f"### {title}", "", note, "", "| measure | Anytime | ejabberd | Anytime / ejabberd |", "| --- | --- | --- | --- |"]
+def header(title, note, peer="ejabberd"):
+    return [f"### {title}", "", note, "", f"| measure | Anytime | {peer} | Anytime / {peer} |", "| --- | --- | --- | --- |"]
 
 
 def latency(out):
@@ -97,11 +99,59 @@ def connections(out):
     return lines + [""]
 
 
+def matrix(out):
+    """Anytime and Synapse (scenario "matrix" of side-by-side.sh)."""
+    lines = []
+    a, b = load(out, "anytime", "durable"), load(out, "synapse", "throughput")
+    if a and b:
+        lines += header(
+            "Anytime and Synapse: 1:1 messages, closed loop",
+            f"{a[0]['pairs']} pairs, window {a[0]['window']} unanswered sends per sender (Anytime: `Sent` after "
+            "the fsynced SQLite commit; Synapse: the 200 to `PUT …/send` after the event is in PostgreSQL); "
+            "a message counts when its receiver has it (Synapse: through `/sync`). Messages per run: Anytime "
+            f"{a[0]['messages']:,}, Synapse {b[0]['messages']:,}.",
+            "Synapse",
+        )
+        lines.append(row("delivered msg/s", [r["messages_per_second"] for r in a], [r["messages_per_second"] for r in b]))
+        lines.append(row("server CPU, cores", [r["cpu"]["server_cores"] for r in a], [r["cpu"]["server_cores"] for r in b], 2, True))
+        lines.append(row("load tool CPU, cores", [r["cpu"]["load_cores"] for r in a], [r["cpu"]["load_cores"] for r in b], 2, True))
+        lines.append("")
+    a, b = load(out, "anytime", "fixedrate"), load(out, "synapse", "fixedrate")
+    if a and b:
+        lines += header(
+            "Anytime and Synapse: 1:1 messages, open loop at the same fixed rates",
+            "Every sender on a fixed schedule; latency from the intended send time (in the payload) to receipt.",
+            "Synapse",
+        )
+        for i, (_, first) in enumerate(a[0]["runs"]):
+            rate = f"{first['target_rate']:,.0f} msg/s"
+            ar = [r["runs"][i][1] for r in a]
+            br = [r["runs"][i][1] for r in b]
+            lines.append(row(f"at {rate}: delivered msg/s", [r["delivered_per_second"] for r in ar], [r["delivered_per_second"] for r in br], 1))
+            for key, name in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
+                lines.append(row(f"at {rate}: latency {name}, ms", [r["latency"][key] for r in ar], [r["latency"][key] for r in br], 2, True))
+            lines.append(row(f"at {rate}: server CPU, cores", [r["cpu"]["server_cores"] for r in ar], [r["cpu"]["server_cores"] for r in br], 2, True))
+        lines.append("")
+    a, b = load(out, "anytime", "roomfanout"), load(out, "synapse", "roomfanout")
+    if a and b:
+        lines += header(
+            f"Anytime and Synapse: group fan-out, {a[0]['members']} online members, {a[0]['messages']} messages",
+            "One sender, 16 sends unanswered (Anytime: `Sent`; Synapse: the answer to `PUT …/send`); every "
+            "member (sender included) receives (Synapse: each member long-polls `/sync`).",
+            "Synapse",
+        )
+        lines.append(row("deliveries/s", [r["deliveries_per_second"] for r in a], [r["deliveries_per_second"] for r in b]))
+        lines.append(row("time to last delivery p50, ms", [r["last_delivery_ms_p50"] for r in a], [r["last_delivery_ms_p50"] for r in b], 1, True))
+        lines.append(row("time to last delivery p99, ms", [r["last_delivery_ms_p99"] for r in a], [r["last_delivery_ms_p99"] for r in b], 1, True))
+        lines.append("")
+    return lines
+
+
 def main():
     out = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".")
     info = (out / "run.txt").read_text() if (out / "run.txt").exists() else ""
     lines = ["```", info.strip(), "```", ""]
-    lines += latency(out) + fanout(out) + connections(out)
+    lines += latency(out) + fanout(out) + connections(out) + matrix(out)
     print("\n".join(lines))
 
 

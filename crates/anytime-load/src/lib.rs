@@ -7,9 +7,11 @@
 
 //!
 //! `latency` (latency.rs): the same pairs under open-loop load at a fixed rate; send-to-receive
-//! latency percentiles. `xmpp` (xmpp.rs): the equivalent scenarios over XMPP, for ejabberd.
+//! latency percentiles. `xmpp` (xmpp.rs): the equivalent scenarios over XMPP, for ejabberd;
+//! `matrix` (matrix.rs): over the Matrix client-server API, for Synapse.
 
 pub mod latency;
+pub mod matrix;
 mod scenarios;
 pub mod xmpp;
 

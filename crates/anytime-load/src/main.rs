@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use anytime_load::matrix::{self, MatrixServer};
 use anytime_load::xmpp::{self, XmppServer};
 use anytime_load::{catch_up, connections, durable, fanout, DurableConfig, LatencyConfig};
 use clap::{Args, Parser, Subcommand};
@@ -91,6 +92,11 @@ enum Scenario {
     Xmpp {
         #[command(subcommand)]
         scenario: XmppScenario,
+    },
+    /// The same scenarios over the Matrix client-server API against a running homeserver (Synapse).
+    Matrix {
+        #[command(subcommand)]
+        scenario: MatrixScenario,
     },
 }
 
@@ -181,6 +187,58 @@ enum XmppScenario {
     },
 }
 
+/// A running Matrix homeserver.
+#[derive(Args)]
+struct MatrixTarget {
+    /// Its client-server API (plain HTTP).
+    #[arg(long, default_value = "http://127.0.0.1:8008")]
+    url: String,
+    /// Write the report as JSON here too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// The homeserver's process id, to report its CPU use.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Most sends in flight over all senders at once (one HTTP/1.1 connection each).
+    #[arg(long, default_value_t = 256)]
+    max_in_flight: usize,
+}
+
+#[derive(Subcommand)]
+enum MatrixScenario {
+    /// Closed-loop one-to-one throughput (window = unanswered sends per sender).
+    Throughput {
+        #[command(flatten)]
+        target: MatrixTarget,
+        #[arg(long, default_value_t = 100)]
+        pairs: usize,
+        #[arg(long, default_value_t = 200)]
+        messages: usize,
+        #[arg(long, default_value_t = 64)]
+        window: usize,
+        #[arg(long, default_value_t = 200)]
+        payload: usize,
+    },
+    /// Open-loop one-to-one latency at fractions of the closed-loop maximum (or at `--rate`).
+    Latency {
+        #[command(flatten)]
+        target: MatrixTarget,
+        #[command(flatten)]
+        open_loop: OpenLoop,
+    },
+    /// Group fan-out in one room, every member long-polling /sync.
+    Fanout {
+        #[command(flatten)]
+        target: MatrixTarget,
+        #[arg(long, default_value_t = 100)]
+        members: usize,
+        #[arg(long, default_value_t = 200)]
+        messages: usize,
+        #[arg(long, default_value_t = 200)]
+        payload: usize,
+    },
+}
+
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -210,6 +268,7 @@ fn run() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let scenario = match scenario {
         Scenario::Xmpp { scenario } => return runtime.block_on(run_xmpp(scenario)),
+        Scenario::Matrix { scenario } => return runtime.block_on(run_matrix(scenario)),
         other => other,
     };
     runtime.block_on(async move {
@@ -220,7 +279,7 @@ fn run() -> anyhow::Result<()> {
             | Scenario::Fanout { target, .. }
             | Scenario::Connections { target, .. }
             | Scenario::Latency { target, .. } => target,
-            Scenario::Xmpp { .. } => unreachable!("handled above"),
+            Scenario::Xmpp { .. } | Scenario::Matrix { .. } => unreachable!("handled above"),
         };
         let (base_url, _server) = match (&target.binary, &target.url) {
             (Some(binary), _) => {
@@ -286,7 +345,7 @@ fn run() -> anyhow::Result<()> {
                 let report = anytime_load::sweep(&config, &ws_url, max, &open_loop.fractions).await?;
                 (report.summary(), serde_json::to_vec_pretty(&report)?)
             }
-            Scenario::Xmpp { .. } => unreachable!("handled above"),
+            Scenario::Xmpp { .. } | Scenario::Matrix { .. } => unreachable!("handled above"),
         };
         writeln!(std::io::stdout().lock(), "{summary}")?;
         if let Some(path) = &target.json {
@@ -332,6 +391,53 @@ async fn run_xmpp(scenario: XmppScenario) -> anyhow::Result<()> {
         XmppScenario::Connections { connections, .. } => {
             let report = xmpp::idle_connections(&server, *connections).await?;
             (report.summary().replacen("connections", "xmpp connections", 1), serde_json::to_vec_pretty(&report)?)
+        }
+    };
+    writeln!(std::io::stdout().lock(), "{summary}")?;
+    if let Some(path) = &target.json {
+        std::fs::write(path, json).with_context(|| format!("while writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn run_matrix(scenario: MatrixScenario) -> anyhow::Result<()> {
+    let target = match &scenario {
+        MatrixScenario::Throughput { target, .. }
+        | MatrixScenario::Latency { target, .. }
+        | MatrixScenario::Fanout { target, .. } => target,
+    };
+    let server = MatrixServer {
+        base_url: target.url.trim_end_matches('/').to_owned(),
+        max_in_flight: target.max_in_flight,
+        pid: target.server_pid,
+    };
+    let (summary, json) = match &scenario {
+        MatrixScenario::Throughput { pairs, messages, window, payload, .. } => {
+            let report = matrix::throughput(&server, *pairs, *messages, *window, *payload).await?;
+            (report.summary(), serde_json::to_vec_pretty(&report)?)
+        }
+        MatrixScenario::Latency { open_loop: o, .. } => {
+            let max = o.rate.is_none().then_some(matrix::ClosedLoop {
+                pairs: o.pairs,
+                messages_per_sender: o.max_messages,
+                window: o.window,
+            });
+            let report = matrix::sweep(
+                &server,
+                max,
+                o.rate.unwrap_or(1.0),
+                &o.fractions,
+                o.pairs,
+                o.seconds,
+                o.warmup,
+                o.payload,
+            )
+            .await?;
+            (report.summary(), serde_json::to_vec_pretty(&report)?)
+        }
+        MatrixScenario::Fanout { members, messages, payload, .. } => {
+            let report = matrix::fanout(&server, *members, *messages, *payload).await?;
+            (report.summary().replacen("fan-out", "matrix fan-out (one room)", 1), serde_json::to_vec_pretty(&report)?)
         }
     };
     writeln!(std::io::stdout().lock(), "{summary}")?;
