@@ -151,6 +151,11 @@ fn open_connection(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection
         // Deleted rows are overwritten with zeros: a delivered message is gone, not just
         // unlinked from the b-tree.
         conn.pragma_update(None, "secure_delete", "ON")?;
+        // Every job of a batch runs in its own savepoint. SQLite keeps the savepoints'
+        // sub-journal in memory only up to 64 KiB and then writes it to a temporary file: with
+        // batches of thousands of jobs that spilled, and those writes were ~40% of the writer
+        // thread's time (perf, BENCHMARKS.md). In memory it is a few MiB per batch at most.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
     }
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
