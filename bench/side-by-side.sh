@@ -58,6 +58,15 @@ done
 mkdir -p "$out"
 work=$(mktemp -d /tmp/anytime-peers.XXXXXX)
 chmod 755 "$work" # ejabberd runs as its own user
+# Pin the binaries for the whole run: a build in the same checkout (target/ is shared) must not
+# swap them between rounds.
+mkdir -p "$work/bin"
+built_anytime=$(date -u -r "$ANYTIME_BIN" +%Y-%m-%dT%H:%M:%SZ)
+built_load=$(date -u -r "$LOAD_BIN" +%Y-%m-%dT%H:%M:%SZ)
+cp "$ANYTIME_BIN" "$work/bin/anytime"
+cp "$LOAD_BIN" "$work/bin/anytime-load"
+ANYTIME_BIN=$work/bin/anytime
+LOAD_BIN=$work/bin/anytime-load
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 cleanup() {
     if [ -d "$work/ejabberd" ]; then
@@ -90,6 +99,7 @@ fi
     echo "commit: ${COMMIT:-$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)}"
     [ "$need_ejabberd" = 0 ] || echo "ejabberd: $(dpkg-query -W -f '${Version}' ejabberd)"
     [ "$need_synapse" = 0 ] || echo "synapse: $("$here/peers/synapse.sh" version "$work/synapse")"
+    echo "binaries: anytime sha256 $(sha256sum "$ANYTIME_BIN" | cut -c1-12) (built $built_anytime), anytime-load sha256 $(sha256sum "$LOAD_BIN" | cut -c1-12) (built $built_load)"
     echo "cpus: $(nproc); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
     echo "settings: ROUNDS=$ROUNDS PAIRS=$PAIRS MAX_MESSAGES=$MAX_MESSAGES WINDOW=$WINDOW RUN_SECONDS=$SECONDS_PER_RUN WARMUP=$WARMUP MEMBERS=$MEMBERS FANOUT_MESSAGES=$FANOUT_MESSAGES CONNECTIONS=$CONNECTIONS SCENARIOS=\"$SCENARIOS\""
     [ "$need_synapse" = 0 ] || echo "matrix settings: MATRIX_MESSAGES=$MATRIX_MESSAGES MATRIX_RATE=$MATRIX_RATE MATRIX_FRACTIONS=$MATRIX_FRACTIONS MATRIX_FANOUT_MESSAGES=$MATRIX_FANOUT_MESSAGES MATRIX_MAX_IN_FLIGHT=$MATRIX_MAX_IN_FLIGHT"
@@ -98,7 +108,7 @@ fi
 run() { # name, then the command; prints its summary and keeps it
     local name=$1
     shift
-    echo "== $name: $*" | sed "s|$root/||g"
+    echo "== $name: $*" | sed "s|$root/||g; s|$work/bin/|target/release/|g"
     "$@" --json "$out/$name.json" | tee "$out/$name.txt"
     # How busy the shared machine was meanwhile (other tenants' builds show up here).
     echo "machine: load $(cut -d' ' -f1-3 /proc/loadavg); io pressure $(head -n1 /proc/pressure/io 2>/dev/null || echo n/a)" | tee -a "$out/$name.txt"
