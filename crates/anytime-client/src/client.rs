@@ -289,7 +289,14 @@ impl<S: ClientStore> Client<S> {
         ciphertext: Vec<u8>,
         content: Option<Content>,
     ) -> Result<Seq, ClientError> {
-        match t.request(frame::Send { conv, msg_id, payload: ciphertext }.into()).await? {
+        // Receipts, edits and deletions need nobody woken up (Web Push); the server cannot tell.
+        let silent = matches!(content, Some(Content::Receipt(_) | Content::Edit(_) | Content::Delete(_)));
+        let request = if silent {
+            frame::SendSilent { conv, msg_id, payload: ciphertext }.into()
+        } else {
+            frame::Send { conv, msg_id, payload: ciphertext }.into()
+        };
+        match t.request(request).await? {
             ServerFrame::Sent(sent) => {
                 if let Some(content) = content {
                     let event = Event::Message {

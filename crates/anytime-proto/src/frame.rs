@@ -135,6 +135,22 @@ pub struct Send {
     pub payload: Vec<u8>,
 }
 
+/// `Send` for content nobody needs to be woken for (receipts, edits, deletions): stored and
+/// delivered exactly like `Send`, answered with `Sent`, but never triggers a Web Push. The
+/// server cannot read the content, so the client says so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendSilent {
+    pub conv: ConvId,
+    pub msg_id: MsgId,
+    pub payload: Vec<u8>,
+}
+
+impl From<SendSilent> for Send {
+    fn from(silent: SendSilent) -> Send {
+        Send { conv: silent.conv, msg_id: silent.msg_id, payload: silent.payload }
+    }
+}
+
 /// Cumulative: this device has durably processed every message of `conv` up to `seq`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
@@ -515,6 +531,7 @@ frame_enum! {
         31 => ListBlocked,
         32 => Logout,
         33 => ApproveDevice,
+        34 => SendSilent,
     }
 }
 

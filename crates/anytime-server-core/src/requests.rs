@@ -35,7 +35,7 @@ impl Session {
     pub(crate) async fn dispatch(&mut self, frame: anytime_proto::ClientFrame) -> Answer {
         use anytime_proto::ClientFrame as F;
         let kind = match &frame {
-            F::Send(_) | F::Commit(_) => LimitKind::SendPerAccount,
+            F::Send(_) | F::SendSilent(_) | F::Commit(_) => LimitKind::SendPerAccount,
             F::Ack(_) | F::AckWelcome(_) => LimitKind::SendPerAccount,
             _ => LimitKind::RequestPerAccount,
         };
@@ -64,7 +64,7 @@ impl Session {
             F::GetKeyPackageCount(_) => self.key_package_count().await,
             F::Commit(r) => self.commit(r).await,
             // Sends are pipelined: `Session::on_bytes` routes them to `submit_send`.
-            F::Send(_) => Err(ErrorCode::Internal.into()),
+            F::Send(_) | F::SendSilent(_) => Err(ErrorCode::Internal.into()),
             F::Ack(r) => self.ack(r.conv, r.seq).await,
             F::AckWelcome(r) => {
                 self.core.store.ack_welcome(self.device(), r.welcome).await?;
@@ -498,6 +498,7 @@ impl Session {
         &mut self,
         request_id: u32,
         request: frame::Send,
+        silent: bool,
     ) -> Result<PendingRequest, Reject> {
         let frame::Send { conv, msg_id, payload } = request;
         check_len(payload.len(), MESSAGE_BYTES_MAX)?;
@@ -524,7 +525,7 @@ impl Session {
         };
         Ok(Box::pin(async move {
             let result = pending.await;
-            Completed { request_id, outcome: Outcome::Sent { route, message, result } }
+            Completed { request_id, outcome: Outcome::Sent { route, message, result, silent } }
         }))
     }
 
@@ -532,7 +533,7 @@ impl Session {
     pub async fn on_completed(&mut self, completed: Completed) -> crate::Flow {
         let Completed { request_id, outcome } = completed;
         match outcome {
-            Outcome::Sent { route, mut message, result } => match result {
+            Outcome::Sent { route, mut message, result, silent } => match result {
                 Ok(appended) => {
                     let sender_device = message.sender_device;
                     if !appended.duplicate {
@@ -542,7 +543,7 @@ impl Session {
                     }
                     let sent = frame::Sent { seq: appended.seq, duplicate: appended.duplicate };
                     self.send_frame(request_id, &ServerFrame::Sent(sent)).await;
-                    if !appended.duplicate {
+                    if !appended.duplicate && !silent {
                         self.core.wake_offline(&route.recipients, sender_device).await;
                     }
                 }

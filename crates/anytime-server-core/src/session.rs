@@ -56,7 +56,13 @@ pub struct Completed {
 }
 
 pub(crate) enum Outcome {
-    Sent { route: Arc<crate::hub::Route>, message: frame::Message, result: Result<crate::store::Appended, StoreError> },
+    Sent {
+        route: Arc<crate::hub::Route>,
+        message: frame::Message,
+        result: Result<crate::store::Appended, StoreError>,
+        /// `SendSilent`: wake nobody.
+        silent: bool,
+    },
 }
 
 /// Why a request failed, as answered to the client.
@@ -111,6 +117,21 @@ impl Session {
         Session { core, out, peer_ip, auth: None, last_ack: None }
     }
 
+    /// `Send` is pipelined: queued for storage, answered when durable (`on_completed`).
+    async fn pipelined_send(&mut self, request_id: u32, send: frame::Send, silent: bool) -> Flow {
+        if !self.allow(LimitKind::SendPerAccount) {
+            self.reject(request_id, ErrorCode::RateLimited.into()).await;
+            return Flow::Continue;
+        }
+        match self.submit_send(request_id, send, silent).await {
+            Ok(pending) => Flow::Pending(pending),
+            Err(reject) => {
+                self.reject(request_id, reject).await;
+                Flow::Continue
+            }
+        }
+    }
+
     pub fn is_authenticated(&self) -> bool {
         self.auth.is_some()
     }
@@ -133,19 +154,11 @@ impl Session {
             self.reject(request_id, ErrorCode::NotAuthenticated.into()).await;
             return Flow::Continue;
         }
-        if let ClientFrame::Send(send) = frame {
-            if !self.allow(LimitKind::SendPerAccount) {
-                self.reject(request_id, ErrorCode::RateLimited.into()).await;
-                return Flow::Continue;
-            }
-            return match self.submit_send(request_id, send).await {
-                Ok(pending) => Flow::Pending(pending),
-                Err(reject) => {
-                    self.reject(request_id, reject).await;
-                    Flow::Continue
-                }
-            };
-        }
+        let frame = match frame {
+            ClientFrame::Send(send) => return self.pipelined_send(request_id, send, false).await,
+            ClientFrame::SendSilent(send) => return self.pipelined_send(request_id, send.into(), true).await,
+            other => other,
+        };
         // Guarantee: once a request is answered, every Ack sent before it on this connection is
         // durable (clients use any answered request as a barrier before disconnecting).
         if !matches!(frame, ClientFrame::Ack(_) | ClientFrame::AckWelcome(_) | ClientFrame::Typing(_)) {

@@ -12,6 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use anytime_proto::{frame, ServerFrame};
+
 use crate::support::{create_direct, send, Harness};
 
 /// One request as the fake push service saw it.
@@ -99,9 +101,16 @@ async fn an_offline_device_is_woken_once_without_content_and_an_online_one_not_a
     send(&mut a, conv, b"while bob is here").await;
     assert!(tokio::time::timeout(Duration::from_millis(800), pushes.recv()).await.is_err(), "online: no push");
 
-    // Bob offline: one push, empty, VAPID-signed for the push service's origin.
+    // Bob offline: a silent send (a receipt, an edit) wakes nobody…
     b.close().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let silent = frame::SendSilent { conv, msg_id: anytime_client_tokio::msg_id(), payload: b"a receipt".to_vec() };
+    match a.request(silent.into()).await.expect("answer") {
+        ServerFrame::Sent(sent) => assert!(!sent.duplicate),
+        other => panic!("SendSilent answered {other:?}"),
+    }
+    assert!(tokio::time::timeout(Duration::from_millis(800), pushes.recv()).await.is_err(), "silent: no push");
+    // …a message wakes with one push, empty, VAPID-signed for the push service's origin.
     send(&mut a, conv, b"while bob is away").await;
     let seen = tokio::time::timeout(Duration::from_secs(10), pushes.recv()).await.expect("a push").expect("open");
     assert_eq!(seen.path, "/push/bob");
