@@ -323,14 +323,34 @@ async fn receive_timed(
     Ok((histogram, last))
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct LatencySweep {
-    /// The closed-loop run that measured the maximum rate (absent when a rate was given).
-    pub max: Option<crate::DurableReport>,
-    pub runs: Vec<(f64, LatencyRun)>,
+/// What a closed-loop run that measured the maximum rate says about itself.
+pub trait MaxRun {
+    fn summary(&self) -> String;
+    fn messages_per_second(&self) -> f64;
 }
 
-impl LatencySweep {
+impl MaxRun for crate::DurableReport {
+    fn summary(&self) -> String {
+        crate::DurableReport::summary(self)
+    }
+    fn messages_per_second(&self) -> f64 {
+        self.messages_per_second
+    }
+}
+
+/// A closed-loop maximum (absent when a rate was given) and open-loop runs at fractions of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sweep<M> {
+    pub max: Option<M>,
+    pub runs: Vec<(f64, LatencyRun)>,
+    /// "latency", "xmpp latency", …: the start of each summary line.
+    #[serde(skip)]
+    pub label: &'static str,
+}
+
+pub type LatencySweep = Sweep<crate::DurableReport>;
+
+impl<M: MaxRun> Sweep<M> {
     pub fn summary(&self) -> String {
         let mut lines = Vec::new();
         if let Some(max) = &self.max {
@@ -338,8 +358,8 @@ impl LatencySweep {
         }
         for (fraction, run) in &self.runs {
             let label = match self.max {
-                Some(_) => format!("latency at {:.0}% of max", fraction * 100.0),
-                None => format!("latency at {:.0} msg/s", run.target_rate),
+                Some(_) => format!("{} at {:.0}% of max", self.label, fraction * 100.0),
+                None => format!("{} at {:.0} msg/s", self.label, run.target_rate),
             };
             lines.push(run.summary(&label));
         }
@@ -347,30 +367,102 @@ impl LatencySweep {
     }
 }
 
-/// Finds the maximum durable rate with the closed-loop scenario (unless `max_rate` is given),
-/// then runs open loop at each fraction of it.
+/// Runs `max` (the closed-loop run) if given and takes its rate as the maximum (else `rate`),
+/// then `run_at(rate)` open loop at each fraction of it. Shared by every protocol.
+pub async fn sweep_with<M, FM, FO>(
+    label: &'static str,
+    max: Option<FM>,
+    rate: f64,
+    fractions: &[f64],
+    mut run_at: impl FnMut(f64) -> FO,
+) -> anyhow::Result<Sweep<M>>
+where
+    M: MaxRun,
+    FM: std::future::Future<Output = anyhow::Result<M>>,
+    FO: std::future::Future<Output = anyhow::Result<LatencyRun>>,
+{
+    let (max, max_rate) = match max {
+        Some(run) => {
+            let report = run.await.context("while measuring the maximum rate")?;
+            let rate = report.messages_per_second();
+            (Some(report), rate)
+        }
+        None => (None, rate),
+    };
+    let mut runs = Vec::new();
+    for &fraction in fractions {
+        let run = run_at(max_rate * fraction).await.with_context(|| format!("while running at {fraction} of max"))?;
+        runs.push((fraction, run));
+    }
+    Ok(Sweep { max, runs, label })
+}
+
+/// Finds the maximum durable rate with the closed-loop scenario (unless `max` is absent: then
+/// `config.rate` is the maximum), then runs open loop at each fraction of it.
 pub async fn sweep(
     config: &LatencyConfig,
     ws_url: &str,
     max: Option<crate::DurableConfig>,
     fractions: &[f64],
 ) -> anyhow::Result<LatencySweep> {
-    let (max_report, max_rate) = match max {
-        Some(durable) => {
-            let report = crate::durable(&durable, ws_url).await.context("while measuring the maximum rate")?;
-            let rate = report.messages_per_second;
-            (Some(report), rate)
-        }
-        None => (None, config.rate),
-    };
-    let mut runs = Vec::new();
-    for &fraction in fractions {
-        let run_config = LatencyConfig { rate: max_rate * fraction, ..config.clone() };
-        let run =
-            open_loop(&run_config, ws_url).await.with_context(|| format!("while running at {fraction} of max"))?;
-        runs.push((fraction, run));
+    let max = max.map(|durable| async move { crate::durable(&durable, ws_url).await });
+    sweep_with("latency", max, config.rate, fractions, |rate| {
+        let run_config = LatencyConfig { rate, ..config.clone() };
+        async move { open_loop(&run_config, ws_url).await }
+    })
+    .await
+}
+
+/// Settings of a peer's closed-loop run that finds the maximum rate.
+#[derive(Debug, Clone, Copy)]
+pub struct ClosedLoop {
+    pub pairs: usize,
+    pub messages_per_sender: usize,
+    pub window: usize,
+}
+
+/// Closed-loop one-to-one throughput against a peer server (XMPP, Matrix).
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerThroughput {
+    pub pairs: usize,
+    pub messages: usize,
+    pub payload_bytes: usize,
+    pub window: usize,
+    pub seconds: f64,
+    pub messages_per_second: f64,
+    pub cpu: CpuUse,
+    /// "xmpp 1:1", "matrix 1:1": the start of the summary line.
+    #[serde(skip)]
+    pub label: &'static str,
+    /// What the window counts ("end to end", "unanswered sends").
+    #[serde(skip)]
+    pub window_counts: &'static str,
+}
+
+impl PeerThroughput {
+    pub fn summary(&self) -> String {
+        format!(
+            "{}: {} msgs ({} B payload, base64 body) over {} pairs, window {} ({}): {:.0} msg/s in {:.2} s; {}",
+            self.label,
+            self.messages,
+            self.payload_bytes,
+            self.pairs,
+            self.window,
+            self.window_counts,
+            self.messages_per_second,
+            self.seconds,
+            cpu_note(self.cpu)
+        )
     }
-    Ok(LatencySweep { max: max_report, runs })
+}
+
+impl MaxRun for PeerThroughput {
+    fn summary(&self) -> String {
+        PeerThroughput::summary(self)
+    }
+    fn messages_per_second(&self) -> f64 {
+        self.messages_per_second
+    }
 }
 
 /// "CPU server x cores, load tool y" for a summary line.

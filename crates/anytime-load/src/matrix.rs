@@ -23,13 +23,15 @@ use std::time::Duration;
 use anyhow::Context;
 use base64::Engine;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+pub use crate::latency::ClosedLoop;
 use crate::latency::{
-    cpu_note, latency_histogram, micros_since, CpuMeter, CpuUse, LatencyRun, Percentiles, Schedule, STAMP_BYTES,
+    latency_histogram, micros_since, sweep_with, CpuMeter, LatencyRun, PeerThroughput, Percentiles, Schedule, Sweep,
+    STAMP_BYTES,
 };
 use crate::FanoutReport;
 
@@ -402,31 +404,7 @@ fn check_message(sender: &str, body: &str, expected_sender: &str, index: usize) 
     Ok(value)
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct ThroughputReport {
-    pub pairs: usize,
-    pub messages: usize,
-    pub payload_bytes: usize,
-    pub window: usize,
-    pub seconds: f64,
-    pub messages_per_second: f64,
-    pub cpu: CpuUse,
-}
-
-impl ThroughputReport {
-    pub fn summary(&self) -> String {
-        format!(
-            "matrix 1:1: {} msgs ({} B payload, base64 body) over {} pairs, window {} (unanswered sends): {:.0} msg/s in {:.2} s; {}",
-            self.messages,
-            self.payload_bytes,
-            self.pairs,
-            self.window,
-            self.messages_per_second,
-            self.seconds,
-            cpu_note(self.cpu)
-        )
-    }
-}
+pub type ThroughputReport = PeerThroughput;
 
 /// Closed-loop one-to-one throughput: each sender keeps `window` sends unanswered; a message
 /// counts when its receiver got it through `/sync`.
@@ -497,6 +475,8 @@ pub async fn throughput(
         seconds,
         messages_per_second: messages as f64 / seconds,
         cpu,
+        label: "matrix 1:1",
+        window_counts: "unanswered sends",
     })
 }
 
@@ -594,36 +574,7 @@ pub async fn open_loop(
     })
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct MatrixLatencySweep {
-    pub max: Option<ThroughputReport>,
-    pub runs: Vec<(f64, LatencyRun)>,
-}
-
-impl MatrixLatencySweep {
-    pub fn summary(&self) -> String {
-        let mut lines = Vec::new();
-        if let Some(max) = &self.max {
-            lines.push(format!("max (closed loop) {}", max.summary()));
-        }
-        for (fraction, run) in &self.runs {
-            let label = match self.max {
-                Some(_) => format!("matrix latency at {:.0}% of max", fraction * 100.0),
-                None => format!("matrix latency at {:.0} msg/s", run.target_rate),
-            };
-            lines.push(run.summary(&label));
-        }
-        lines.join("\n")
-    }
-}
-
-/// Settings of the closed-loop run that finds the maximum rate.
-#[derive(Debug, Clone, Copy)]
-pub struct ClosedLoop {
-    pub pairs: usize,
-    pub messages_per_sender: usize,
-    pub window: usize,
-}
+pub type MatrixLatencySweep = Sweep<PeerThroughput>;
 
 /// Finds the maximum rate closed loop (unless `max` is absent: then `rate` is the maximum),
 /// then runs open loop at each fraction of it.
@@ -638,24 +589,11 @@ pub async fn sweep(
     warmup_seconds: f64,
     payload_bytes: usize,
 ) -> anyhow::Result<MatrixLatencySweep> {
-    let (max_report, max_rate) = match max {
-        Some(c) => {
-            let report = throughput(server, c.pairs, c.messages_per_sender, c.window, payload_bytes)
-                .await
-                .context("while measuring the maximum rate")?;
-            let rate = report.messages_per_second;
-            (Some(report), rate)
-        }
-        None => (None, rate),
-    };
-    let mut runs = Vec::new();
-    for &fraction in fractions {
-        let run = open_loop(server, pairs, max_rate * fraction, seconds, warmup_seconds, payload_bytes)
-            .await
-            .with_context(|| format!("while running at {fraction} of max"))?;
-        runs.push((fraction, run));
-    }
-    Ok(MatrixLatencySweep { max: max_report, runs })
+    let max = max.map(|c| throughput(server, c.pairs, c.messages_per_sender, c.window, payload_bytes));
+    sweep_with("matrix latency", max, rate, fractions, |rate| {
+        open_loop(server, pairs, rate, seconds, warmup_seconds, payload_bytes)
+    })
+    .await
 }
 
 /// Group fan-out in one room: `members` users (the sender included) joined to a public room,

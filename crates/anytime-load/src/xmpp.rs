@@ -20,15 +20,16 @@ use std::time::Duration;
 use anyhow::Context;
 use base64::Engine;
 use quick_xml::events::{BytesStart, Event};
-use serde::Serialize;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+pub use crate::latency::ClosedLoop;
 use crate::latency::{
-    cpu_note, latency_histogram, micros_since, CpuMeter, CpuUse, LatencyRun, Percentiles, Schedule, STAMP_BYTES,
+    latency_histogram, micros_since, sweep_with, CpuMeter, LatencyRun, PeerThroughput, Percentiles, Schedule, Sweep,
+    STAMP_BYTES,
 };
 use crate::{ConnectionsReport, FanoutReport};
 
@@ -335,31 +336,7 @@ fn bare(jid: &str) -> &str {
     jid.split('/').next().unwrap_or(jid)
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct ThroughputReport {
-    pub pairs: usize,
-    pub messages: usize,
-    pub payload_bytes: usize,
-    pub window: usize,
-    pub seconds: f64,
-    pub messages_per_second: f64,
-    pub cpu: CpuUse,
-}
-
-impl ThroughputReport {
-    pub fn summary(&self) -> String {
-        format!(
-            "xmpp 1:1: {} msgs ({} B payload, base64 body) over {} pairs, window {} (end to end): {:.0} msg/s in {:.2} s; {}",
-            self.messages,
-            self.payload_bytes,
-            self.pairs,
-            self.window,
-            self.messages_per_second,
-            self.seconds,
-            cpu_note(self.cpu)
-        )
-    }
-}
+pub type ThroughputReport = PeerThroughput;
 
 /// Closed-loop one-to-one throughput: each sender keeps at most `window` messages not yet
 /// received by its receiver.
@@ -436,6 +413,8 @@ pub async fn throughput(
         seconds,
         messages_per_second: messages as f64 / seconds,
         cpu,
+        label: "xmpp 1:1",
+        window_counts: "end to end",
     })
 }
 
@@ -539,39 +518,10 @@ pub async fn open_loop(
     })
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct XmppLatencySweep {
-    pub max: Option<ThroughputReport>,
-    pub runs: Vec<(f64, LatencyRun)>,
-}
+pub type XmppLatencySweep = Sweep<PeerThroughput>;
 
-impl XmppLatencySweep {
-    pub fn summary(&self) -> String {
-        let mut lines = Vec::new();
-        if let Some(max) = &self.max {
-            lines.push(format!("max (closed loop) {}", max.summary()));
-        }
-        for (fraction, run) in &self.runs {
-            let label = match self.max {
-                Some(_) => format!("xmpp latency at {:.0}% of max", fraction * 100.0),
-                None => format!("xmpp latency at {:.0} msg/s", run.target_rate),
-            };
-            lines.push(run.summary(&label));
-        }
-        lines.join("\n")
-    }
-}
-
-/// Settings of the closed-loop run that finds the maximum rate.
-#[derive(Debug, Clone, Copy)]
-pub struct ClosedLoop {
-    pub pairs: usize,
-    pub messages_per_sender: usize,
-    pub window: usize,
-}
-
-/// Finds the maximum rate closed loop (unless `rate` is given), then runs open loop at each
-/// fraction of it.
+/// Finds the maximum rate closed loop (unless `max` is absent: then `rate` is the maximum),
+/// then runs open loop at each fraction of it.
 #[allow(clippy::too_many_arguments)]
 pub async fn sweep(
     server: &XmppServer,
@@ -583,24 +533,11 @@ pub async fn sweep(
     warmup_seconds: f64,
     payload_bytes: usize,
 ) -> anyhow::Result<XmppLatencySweep> {
-    let (max_report, max_rate) = match max {
-        Some(c) => {
-            let report = throughput(server, c.pairs, c.messages_per_sender, c.window, payload_bytes)
-                .await
-                .context("while measuring the maximum rate")?;
-            let rate = report.messages_per_second;
-            (Some(report), rate)
-        }
-        None => (None, rate),
-    };
-    let mut runs = Vec::new();
-    for &fraction in fractions {
-        let run = open_loop(server, pairs, max_rate * fraction, seconds, warmup_seconds, payload_bytes)
-            .await
-            .with_context(|| format!("while running at {fraction} of max"))?;
-        runs.push((fraction, run));
-    }
-    Ok(XmppLatencySweep { max: max_report, runs })
+    let max = max.map(|c| throughput(server, c.pairs, c.messages_per_sender, c.window, payload_bytes));
+    sweep_with("xmpp latency", max, rate, fractions, |rate| {
+        open_loop(server, pairs, rate, seconds, warmup_seconds, payload_bytes)
+    })
+    .await
 }
 
 /// Group fan-out through a MUC room: one sender, `members` occupants (the sender included), a
