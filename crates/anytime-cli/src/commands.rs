@@ -1,5 +1,6 @@
 //! Every client subcommand: open the profile, connect, catch up, act, print.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,60 +13,106 @@ use anytime_proto::frame::{self, ConvKind};
 use anytime_proto::http::{ErrorBody, SessionResponse};
 use anytime_proto::{ConvId, DeviceId, MsgId, ServerFrame};
 use serde_json::json;
+use tokio::sync::mpsc;
 
 use crate::net::{self, Net};
 use crate::profile::{hex, parse_msg_id, Profile};
+use crate::profile_access::{self, Access, Forwarded, Reply};
+use crate::profile_server;
 use crate::Command;
 
 /// Quiet time after which catching up counts as done.
 const IDLE_MS: u64 = 400;
 
-struct Out {
+/// Where a command's output goes: this process's stdout, or — for a command run on behalf of
+/// another process (see `profile_access`) — back to that process, rendered for its `--json`.
+#[derive(Default)]
+pub struct Out {
     json: bool,
+    /// The output of a command run for another process: (its `--json`, lines).
+    capture: RefCell<Option<(bool, Vec<String>)>>,
+    /// Other processes' `follow`s attached to this one: (their `--json`, where lines go).
+    followers: RefCell<Vec<(bool, mpsc::Sender<Reply>)>>,
+}
+
+fn render(json: bool, human: &dyn std::fmt::Display, value: &serde_json::Value) -> String {
+    if json {
+        value.to_string()
+    } else {
+        human.to_string()
+    }
 }
 
 impl Out {
-    fn print(&self, human: impl std::fmt::Display, value: serde_json::Value) -> anyhow::Result<()> {
+    fn new(json: bool) -> Out {
+        Out { json, ..Out::default() }
+    }
+
+    fn stdout(&self, line: &str) -> anyhow::Result<()> {
         use std::io::Write;
         let mut stdout = std::io::stdout().lock();
-        if self.json {
-            writeln!(stdout, "{value}")?;
-        } else {
-            writeln!(stdout, "{human}")?;
-        }
+        writeln!(stdout, "{line}")?;
         stdout.flush()?;
         Ok(())
     }
 
-    fn event(&self, event: &Event) -> anyhow::Result<()> {
-        match event {
-            Event::Message { conv, seq, msg_id, sender, content, own, .. } => {
-                let (kind, text) = describe(content);
-                let value = json!({"type": "message", "conv": conv, "seq": seq, "msg_id": hex(&msg_id.0),
-                    "sender": sender.user, "sender_device": sender.device, "kind": kind, "text": text, "own": own});
-                self.print(format!("[{conv}] #{seq} {}: {text}", sender.user), value)
-            }
-            Event::Undecryptable { conv, seq, sender, reason } => self.print(
-                format!("[{conv}] #{seq} {sender}: (cannot decrypt: {reason})"),
-                json!({"type": "undecryptable", "conv": conv, "seq": seq, "sender": sender, "reason": reason}),
-            ),
-            Event::GroupChanged { conv, epoch, removed_self } => self.print(
-                format!(
-                    "[{conv}] encryption group changed (epoch {epoch}){}",
-                    if *removed_self { ", you were removed" } else { "" }
-                ),
-                json!({"type": "group_changed", "conv": conv, "epoch": epoch, "removed_self": removed_self}),
-            ),
-            Event::Joined { conv } => self.print(format!("[{conv}] joined"), json!({"type": "joined", "conv": conv})),
-            Event::ConversationChanged { conv, removed } => self.print(
-                format!("[{conv}] {}", if *removed { "you were removed" } else { "chat changed" }),
-                json!({"type": "conversation_changed", "conv": conv, "removed": removed}),
-            ),
-            Event::MessagesExpired { conv, up_to_seq } => self.print(
-                format!("[{conv}] messages up to #{up_to_seq} expired on the server before this device fetched them"),
-                json!({"type": "messages_expired", "conv": conv, "up_to_seq": up_to_seq}),
-            ),
+    /// A command's own output.
+    fn print(&self, human: impl std::fmt::Display, value: serde_json::Value) -> anyhow::Result<()> {
+        if let Some((json, lines)) = self.capture.borrow_mut().as_mut() {
+            lines.push(render(*json, &human, &value));
+            return Ok(());
         }
+        self.stdout(&render(self.json, &human, &value))
+    }
+
+    /// Something that arrived (a message, a group change): shown by this process and by every
+    /// `follow` attached to it, and part of the output of a command that caused it.
+    fn event(&self, event: &Event) -> anyhow::Result<()> {
+        let (human, value) = describe_event(event);
+        self.followers.borrow_mut().retain(|(json, tx)| tx.try_send(Reply::Out(render(*json, &human, &value))).is_ok());
+        if let Some((json, lines)) = self.capture.borrow_mut().as_mut() {
+            lines.push(render(*json, &human, &value));
+        }
+        self.stdout(&render(self.json, &human, &value))
+    }
+
+    fn begin_capture(&self, json: bool) {
+        *self.capture.borrow_mut() = Some((json, Vec::new()));
+    }
+
+    fn end_capture(&self) -> Vec<String> {
+        self.capture.borrow_mut().take().map(|(_, lines)| lines).unwrap_or_default()
+    }
+}
+
+fn describe_event(event: &Event) -> (String, serde_json::Value) {
+    match event {
+        Event::Message { conv, seq, msg_id, sender, content, own, .. } => {
+            let (kind, text) = describe(content);
+            let value = json!({"type": "message", "conv": conv, "seq": seq, "msg_id": hex(&msg_id.0),
+                "sender": sender.user, "sender_device": sender.device, "kind": kind, "text": text, "own": own});
+            (format!("[{conv}] #{seq} {}: {text}", sender.user), value)
+        }
+        Event::Undecryptable { conv, seq, sender, reason } => (
+            format!("[{conv}] #{seq} {sender}: (cannot decrypt: {reason})"),
+            json!({"type": "undecryptable", "conv": conv, "seq": seq, "sender": sender, "reason": reason}),
+        ),
+        Event::GroupChanged { conv, epoch, removed_self } => (
+            format!(
+                "[{conv}] encryption group changed (epoch {epoch}){}",
+                if *removed_self { ", you were removed" } else { "" }
+            ),
+            json!({"type": "group_changed", "conv": conv, "epoch": epoch, "removed_self": removed_self}),
+        ),
+        Event::Joined { conv } => (format!("[{conv}] joined"), json!({"type": "joined", "conv": conv})),
+        Event::ConversationChanged { conv, removed } => (
+            format!("[{conv}] {}", if *removed { "you were removed" } else { "chat changed" }),
+            json!({"type": "conversation_changed", "conv": conv, "removed": removed}),
+        ),
+        Event::MessagesExpired { conv, up_to_seq } => (
+            format!("[{conv}] messages up to #{up_to_seq} expired on the server before this device fetched them"),
+            json!({"type": "messages_expired", "conv": conv, "up_to_seq": up_to_seq}),
+        ),
     }
 }
 
@@ -105,7 +152,7 @@ fn expect<T>(frame: ServerFrame, pick: impl FnOnce(ServerFrame) -> Option<T>) ->
 }
 
 impl Session {
-    async fn open(dir: &Path, json: bool) -> anyhow::Result<Session> {
+    async fn open(dir: &Path, out: Out) -> anyhow::Result<Session> {
         let profile = Profile::open(dir)?;
         let server = profile
             .get_text("server")?
@@ -114,7 +161,7 @@ impl Session {
         let state = profile.get("crypto")?.context("this profile has no encryption keys: run `anytime login` again")?;
         let crypto = DeviceCrypto::import(&state).context("while loading this device's encryption state")?;
         let net = net::connect(&server, &token, 6).await?;
-        let mut session = Session { client: Client::new(crypto, profile), net, out: Out { json }, initial: Vec::new() };
+        let mut session = Session { client: Client::new(crypto, profile), net, out, initial: Vec::new() };
         // A device approved since its login uploads its key packages on first use.
         session.client.replenish_key_packages(&mut session.net).await?;
         session.initial = session.catch_up(false).await?;
@@ -248,78 +295,125 @@ async fn enroll(dir: &Path, json: bool, server: &str, username: &str, session: S
             session.device_id
         );
         let value = json!({"user": session.user_id, "device": session.device_id, "username": username, "pending": true, "link_code": code});
-        return Out { json }.print(human, value);
+        return Out::new(json).print(human, value);
     }
     let mut net = net::connect(server, &session.token, 3).await?;
     let mut client = Client::new(crypto, profile);
     let count = client.replenish_key_packages(&mut net).await?;
-    Out { json }.print(
+    Out::new(json).print(
         format!("{username} is user {} on device {} ({count} key packages uploaded)", session.user_id, session.device_id),
         json!({"user": session.user_id, "device": session.device_id, "username": username, "key_packages": count, "pending": false}),
     )
 }
 
-pub fn run(profile: Option<PathBuf>, json: bool, command: Command) -> anyhow::Result<()> {
+/// Runs a client command on the profile `profile` (`what` names it in lock notes: `anytime send`).
+pub fn run(profile: Option<PathBuf>, json: bool, command: Command, what: &str) -> anyhow::Result<()> {
     let dir = match profile {
         Some(dir) => dir,
         None => {
             dirs::data_dir().context("no user data directory is known; pass --profile DIR")?.join("anytime-profile")
         }
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(dispatch(dir, json, command))
+    loop {
+        match profile_access::open(&dir, what)? {
+            Access::Local(lock) => {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let result = runtime.block_on(dispatch(dir, json, command));
+                drop(lock);
+                return result;
+            }
+            Access::Remote(stream) => {
+                if matches!(command, Command::Register(_) | Command::Login(_)) {
+                    bail!(
+                        "the profile {} already holds an account (a running `anytime follow` uses it); use another --profile",
+                        dir.display()
+                    );
+                }
+                let follow_for = match &command {
+                    Command::Follow { seconds } => seconds.map(Duration::from_secs),
+                    _ => None,
+                };
+                // The command line as typed: the serving process parses it as we did.
+                let args = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+                let request = profile_access::Request { args, json };
+                match profile_access::forward(stream, &request, follow_for)? {
+                    Forwarded::Finished => return Ok(()),
+                    // It was stopping: the profile is free, or served by another process, now.
+                    Forwarded::Retry => continue,
+                }
+            }
+        }
+    }
 }
 
+/// Runs `command` in this process, which holds the profile's lock.
 async fn dispatch(dir: PathBuf, json: bool, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Register(account) => return enroll_via(&dir, json, "/v1/register", account).await,
-        Command::Login(account) => return enroll_via(&dir, json, "/v1/login", account).await,
+        Command::Register(account) => enroll_via(&dir, json, "/v1/register", account).await,
+        Command::Login(account) => enroll_via(&dir, json, "/v1/login", account).await,
+        Command::Whoami | Command::History { .. } | Command::Search { .. } => {
+            offline(&Profile::open(&dir)?, &Out::new(json), command)
+        }
+        Command::Follow { seconds } => {
+            let session = Session::open(&dir, Out::new(json)).await?;
+            follow(session, &dir, seconds).await
+        }
+        command => {
+            let mut session = Session::open(&dir, Out::new(json)).await?;
+            execute(&mut session, command).await
+        }
+    }
+}
+
+/// The commands that only read this device's local store.
+fn offline(profile: &Profile, out: &Out, command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Whoami => {
-            let profile = Profile::open(&dir)?;
             let field = |k| profile.get_text(k).map(|v| v.unwrap_or_default());
             let (username, user, device, server) =
                 (field("username")?, field("user")?, field("device")?, field("server")?);
             if user.is_empty() {
                 bail!("this profile has no account: run `anytime register` or `anytime login` first");
             }
-            return Out { json }.print(
+            out.print(
                 format!("{username} (user {user}, device {device}) on {server}"),
                 json!({"username": username, "user": user, "device": device, "server": server}),
-            );
+            )
         }
         Command::History { chat, limit } => {
-            let profile = Profile::open(&dir)?;
             let conv = parse_conv(&chat)?;
-            let entries = profile.history(conv, limit)?;
-            let out = Out { json };
-            for e in entries {
+            for e in profile.history(conv, limit)? {
                 let flags =
                     format!("{}{}", if e.edited { " (edited)" } else { "" }, if e.deleted { " (deleted)" } else { "" });
                 let reactions: Vec<String> = e.reactions.iter().map(|(_, emoji)| emoji.clone()).collect();
                 let human = format!("{} #{} {}: {}{flags} {}", e.msg_id, e.seq, e.sender, e.text, reactions.join(""));
                 out.print(human, serde_json::to_value(&e)?)?;
             }
-            return Ok(());
+            Ok(())
         }
         Command::Search { query } => {
-            let profile = Profile::open(&dir)?;
-            let out = Out { json };
             for (msg_id, body) in profile.search(&query)? {
                 out.print(format!("{msg_id} {body}"), json!({"msg_id": msg_id, "text": body}))?;
             }
-            return Ok(());
+            Ok(())
         }
-        _ => {}
+        _ => unreachable!("offline() is only called with Whoami, History and Search"),
     }
-    let mut s = Session::open(&dir, json).await?;
+}
+
+/// Runs a command that needs the server in an open session (this process's own, or the one a
+/// running `follow` serves other processes from).
+async fn execute(s: &mut Session, command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Whoami | Command::History { .. } | Command::Search { .. } => {
+            offline(&s.client.store, &s.out, command)?;
+        }
         Command::Sync => {
             for event in std::mem::take(&mut s.initial) {
                 s.out.event(&event)?;
             }
             s.catch_up(true).await?;
         }
-        Command::Follow { seconds } => follow(&mut s, &dir, seconds).await?,
         Command::Lookup { username } => {
             let p = s.user(&username).await?;
             s.out.print(
@@ -442,7 +536,7 @@ async fn dispatch(dir: PathBuf, json: bool, command: Command) -> anyhow::Result<
                 .collect::<Result<_, _>>()?;
             s.send(conv, Content::Receipt(content::Receipt { kind: ReceiptKind::Read, messages: ids })).await?;
         }
-        Command::Safety { username, verify } => safety(&mut s, &username, verify).await?,
+        Command::Safety { username, verify } => safety(s, &username, verify).await?,
         Command::Devices => {
             let list = expect(s.net.request(frame::ListDevices {}.into()).await?, |f| match f {
                 ServerFrame::Devices(d) => Some(d.devices),
@@ -481,13 +575,8 @@ async fn dispatch(dir: PathBuf, json: bool, command: Command) -> anyhow::Result<
             expect(s.net.request(frame::Unblock { user }.into()).await?, done)?;
             s.out.print(format!("unblocked {username}"), json!({"unblocked": user}))?;
         }
-        Command::Serve(_)
-        | Command::Register(_)
-        | Command::Login(_)
-        | Command::Whoami
-        | Command::History { .. }
-        | Command::Search { .. } => {
-            unreachable!("handled before connecting")
+        Command::Serve(_) | Command::Register(_) | Command::Login(_) | Command::Follow { .. } => {
+            unreachable!("run by dispatch, never in a session")
         }
     }
     Ok(())
@@ -528,8 +617,23 @@ async fn safety(s: &mut Session, username: &str, verify: bool) -> anyhow::Result
     )
 }
 
-async fn follow(s: &mut Session, dir: &Path, seconds: Option<u64>) -> anyhow::Result<()> {
+/// Requests from other processes queued for the session loop.
+const REQUEST_QUEUE_LEN: usize = 64;
+
+/// `follow`: prints what arrives, reconnecting by itself, and serves the profile to other
+/// `anytime` processes meanwhile (see `profile_access`): their commands run here, between two
+/// pushes, so this process stays the profile's only writer.
+async fn follow(mut s: Session, dir: &Path, seconds: Option<u64>) -> anyhow::Result<()> {
     let deadline = seconds.map(|secs| Instant::now() + Duration::from_secs(secs));
+    let (requests_tx, mut requests) = mpsc::channel(REQUEST_QUEUE_LEN);
+    let _listening = match profile_server::listen(dir, requests_tx) {
+        Ok(listening) => Some(listening),
+        Err(error) => {
+            // Other commands then wait for this one to end instead of running through it.
+            tracing::warn!(%error, "could not open the profile socket; other commands on this profile wait until `follow` stops");
+            None
+        }
+    };
     for event in std::mem::take(&mut s.initial) {
         s.out.event(&event)?;
     }
@@ -538,32 +642,79 @@ async fn follow(s: &mut Session, dir: &Path, seconds: Option<u64>) -> anyhow::Re
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(());
         }
-        match s.net.next_push(500).await {
-            Ok(Some(push)) => {
-                let events = s.client.handle_push(&mut s.net, push).await?;
-                let mut changed = Vec::new();
-                for event in &events {
-                    s.out.event(event)?;
-                    if let Event::ConversationChanged { conv, removed: false } = event {
-                        changed.push(*conv);
+        tokio::select! {
+            push = s.net.next_push(500) => match push {
+                Ok(Some(push)) => {
+                    let events = s.client.handle_push(&mut s.net, push).await?;
+                    let mut changed = Vec::new();
+                    for event in &events {
+                        s.out.event(event)?;
+                        if let Event::ConversationChanged { conv, removed: false } = event {
+                            changed.push(*conv);
+                        }
+                    }
+                    for conv in changed {
+                        for event in s.reconcile(conv).await? {
+                            s.out.event(&event)?;
+                        }
                     }
                 }
-                for conv in changed {
-                    for event in s.reconcile(conv).await? {
-                        s.out.event(&event)?;
-                    }
-                }
-            }
-            Ok(None) => {}
-            Err(ClientError::Transport(_)) => {
-                // Reconnect with backoff and resume from the cursor.
-                let json = s.out.json;
-                *s = Session::open(dir, json).await?;
-                for event in std::mem::take(&mut s.initial) {
-                    s.out.event(&event)?;
-                }
-            }
-            Err(error) => return Err(error.into()),
+                Ok(None) => {}
+                Err(ClientError::Transport(_)) => s = reconnect(s, dir).await?,
+                Err(error) => return Err(error.into()),
+            },
+            Some(incoming) = requests.recv() => serve_remote(&mut s, incoming).await,
         }
     }
+}
+
+/// Opens a new session after the connection dropped; resumes from the stored cursors.
+async fn reconnect(mut s: Session, dir: &Path) -> anyhow::Result<Session> {
+    let out = std::mem::take(&mut s.out);
+    drop(s);
+    let mut s = Session::open(dir, out).await?;
+    for event in std::mem::take(&mut s.initial) {
+        s.out.event(&event)?;
+    }
+    Ok(s)
+}
+
+/// Runs a command another process sent (its command line, parsed as it would parse it) and
+/// sends its output back; a `follow` is attached to this one's stream of events.
+async fn serve_remote(s: &mut Session, incoming: profile_server::Incoming) {
+    use clap::Parser;
+    let profile_server::Incoming { request, reply } = incoming;
+    let cli = match crate::Cli::try_parse_from(std::iter::once("anytime".to_owned()).chain(request.args)) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = reply.send(Reply::Error(error.to_string().trim_end().to_owned())).await;
+            return;
+        }
+    };
+    let json = request.json || cli.json;
+    let command = match cli.command {
+        Command::Follow { .. } => {
+            s.out.followers.borrow_mut().push((json, reply));
+            return;
+        }
+        Command::Serve(_) | Command::Register(_) | Command::Login(_) => {
+            let _ = reply
+                .send(Reply::Error(
+                    "this profile is in use by `anytime follow`; that command cannot run through it".into(),
+                ))
+                .await;
+            return;
+        }
+        command => command,
+    };
+    s.out.begin_capture(json);
+    let result = execute(s, command).await;
+    for line in s.out.end_capture() {
+        let _ = reply.send(Reply::Out(line)).await;
+    }
+    let last = match result {
+        Ok(()) => Reply::Done(true),
+        Err(error) => Reply::Error(format!("{error:#}")),
+    };
+    let _ = reply.send(last).await;
 }

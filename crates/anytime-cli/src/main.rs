@@ -4,8 +4,11 @@
 //! `anytime-client`.
 
 mod commands;
+mod dir_lock;
 mod net;
 mod profile;
+mod profile_access;
+mod profile_server;
 mod serve;
 
 use std::io::Write;
@@ -137,7 +140,12 @@ pub struct AccountArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let what = format!("anytime {}", matches.subcommand_name().unwrap_or_default());
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ANYTIME_LOG")
@@ -147,7 +155,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args),
-        command => commands::run(cli.profile, cli.json, command),
+        command => commands::run(cli.profile, cli.json, command, &what),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

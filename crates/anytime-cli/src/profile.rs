@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use anytime_client::content::{Content, ReceiptKind};
-use anytime_client::{ClientStore, Event};
+use anytime_client::{Changes, ClientStore, Event, Record};
 use anytime_proto::frame::Seq;
 use anytime_proto::{ConvId, MsgId};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -292,45 +292,12 @@ impl Profile {
 }
 
 impl ClientStore for Profile {
-    fn save_crypto(&mut self, state: &[u8]) -> Result<(), String> {
-        self.set("crypto", state).map_err(|e| format!("{e:#}"))
-    }
-
     fn last_seq(&self, conv: ConvId) -> Result<Seq, String> {
         self.db
             .query_row("SELECT last_seq FROM seqs WHERE conv = ?", [conv.0 as i64], |r| r.get::<_, i64>(0))
             .optional()
             .map(|v| v.unwrap_or(0) as u64)
             .map_err(|e| e.to_string())
-    }
-
-    fn record(&mut self, conv: ConvId, seq: Seq, event: Option<&Event>) -> Result<(), String> {
-        let tx = self.db.unchecked_transaction().map_err(|e| e.to_string())?;
-        if let Some(event) = event {
-            self.apply(conv, seq, event).map_err(|e| e.to_string())?;
-        }
-        if seq > 0 {
-            tx.execute(
-                "INSERT INTO seqs (conv, last_seq) VALUES (?, ?) ON CONFLICT(conv) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
-                params![conv.0 as i64, seq as i64],
-            )
-            .map_err(|e| e.to_string())?;
-        }
-        tx.commit().map_err(|e| e.to_string())
-    }
-
-    fn outbox_add(&mut self, conv: ConvId, msg_id: MsgId, ciphertext: &[u8], _content: &Content) -> Result<(), String> {
-        self.db
-            .execute(
-                "INSERT OR IGNORE INTO outbox (conv, msg_id, ciphertext) VALUES (?, ?, ?)",
-                params![conv.0 as i64, &msg_id.0[..], ciphertext],
-            )
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-
-    fn outbox_remove(&mut self, msg_id: MsgId) -> Result<(), String> {
-        self.db.execute("DELETE FROM outbox WHERE msg_id = ?", [&msg_id.0[..]]).map(|_| ()).map_err(|e| e.to_string())
     }
 
     fn outbox(&self) -> Result<Vec<(ConvId, MsgId, Vec<u8>)>, String> {
@@ -347,5 +314,43 @@ impl ClientStore for Profile {
             })
             .map_err(|e| e.to_string())?;
         rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
+    }
+
+    /// One SQLite transaction (synchronous=FULL: durable at commit) for the whole batch.
+    fn save(&mut self, changes: Changes<'_>) -> Result<(), String> {
+        self.save_changes(changes).map_err(|e| format!("{e:#}"))
+    }
+}
+
+impl Profile {
+    fn save_changes(&mut self, changes: Changes<'_>) -> rusqlite::Result<()> {
+        let tx = self.db.unchecked_transaction()?;
+        if let Some(state) = &changes.crypto {
+            tx.execute(
+                "INSERT INTO kv (key, value) VALUES ('crypto', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [state],
+            )?;
+        }
+        if let Some(Record { conv, seq, event }) = changes.record {
+            if let Some(event) = event {
+                self.apply(conv, seq, event)?;
+            }
+            if seq > 0 {
+                tx.execute(
+                    "INSERT INTO seqs (conv, last_seq) VALUES (?, ?) ON CONFLICT(conv) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
+                    params![conv.0 as i64, seq as i64],
+                )?;
+            }
+        }
+        if let Some(entry) = changes.outbox_add {
+            tx.execute(
+                "INSERT OR IGNORE INTO outbox (conv, msg_id, ciphertext) VALUES (?, ?, ?)",
+                params![entry.conv.0 as i64, &entry.msg_id.0[..], entry.ciphertext],
+            )?;
+        }
+        if let Some(msg_id) = changes.outbox_remove {
+            tx.execute("DELETE FROM outbox WHERE msg_id = ?", [&msg_id.0[..]])?;
+        }
+        tx.commit()
     }
 }

@@ -2,13 +2,15 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use anytime_server::ServeConfig;
 use anytime_server_core::{Config, RateLimits};
 use clap::Args;
+
+use crate::dir_lock::{Acquire, DirLock};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -84,6 +86,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             dirs::data_dir().context("no user data directory is known on this system; pass --data DIR")?.join("anytime")
         }
     };
+    let mut lock = lock_data_dir(&data_dir)?;
     let fallback_to_free_port = args.listen.is_none();
     let listen = match args.listen {
         Some(listen) => listen,
@@ -115,6 +118,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let running = anytime_server::start(config).await?;
         tracing::info!(addr = %running.addr, data = %data_dir.display(), "anytime server started");
+        let url = format!("http://{}/", running.addr);
+        if let Err(error) = lock.set_url(&url) {
+            tracing::warn!(%error, "could not note the address in the data directory's lock file");
+        }
         // The user-facing output: where to point a browser or client. A closed or broken
         // stdout must not stop a running server, so write errors are ignored.
         let banner =
@@ -128,8 +135,41 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!("shutting down");
             let _ = stop.send(true);
         });
-        running.wait().await
+        let result = running.wait().await;
+        drop(lock);
+        result
     })
+}
+
+/// The lock file in a data directory: one server per directory.
+pub const DATA_LOCK_FILE: &str = "anytime.lock";
+
+/// Two servers on one data directory would each deliver only to their own connections (and two
+/// SQLite writers would take turns at the database): the second one refuses to start.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<DirLock> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("while creating the data directory {}", data_dir.display()))?;
+    let outcome = DirLock::try_acquire(data_dir, DATA_LOCK_FILE, "anytime serve")
+        .with_context(|| format!("while locking the data directory {}", data_dir.display()))?;
+    match outcome {
+        Acquire::Acquired(lock) => {
+            if let Some(stale) = &lock.stale {
+                tracing::info!(
+                    pid = stale.pid,
+                    "the previous server on this data directory did not stop cleanly; its lock note is cleared"
+                );
+            }
+            Ok(lock)
+        }
+        Acquire::Held(holder) => {
+            let who = holder.as_ref().map(|h| format!(" ({})", h.describe())).unwrap_or_default();
+            let at = holder.and_then(|h| h.url).map(|url| format!("; it is running at {url}")).unwrap_or_default();
+            bail!(
+                "another Anytime server{who} is already using the data directory {}{at}. Use that one, stop it first, or pass --data with another directory",
+                data_dir.display()
+            )
+        }
+    }
 }
 
 async fn wait_for_signal() {

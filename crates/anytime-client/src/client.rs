@@ -54,18 +54,45 @@ pub trait Transport {
     async fn next_push(&mut self, wait_ms: u64) -> Result<Option<ServerFrame>, ClientError>;
 }
 
-/// Local persistence as the client core sees it. One call is one atomic write.
+/// Local persistence as the client core sees it. Every write is one [`Changes`] batch, stored
+/// atomically: the MLS state, the history and the outbox can never disagree on disk (a ratchet
+/// step saved without the message it sealed, or the reverse, would fork the device's state).
 pub trait ClientStore {
-    fn save_crypto(&mut self, state: &[u8]) -> Result<(), String>;
     /// Highest seq of `conv` already processed (0 if none).
     fn last_seq(&self, conv: ConvId) -> Result<Seq, String>;
-    /// Records a processed seq (and what it produced) so it is never processed twice.
-    fn record(&mut self, conv: ConvId, seq: Seq, event: Option<&Event>) -> Result<(), String>;
-    /// Queues an encrypted message before it is sent; kept until the server stored it.
-    fn outbox_add(&mut self, conv: ConvId, msg_id: MsgId, ciphertext: &[u8], content: &Content) -> Result<(), String>;
-    fn outbox_remove(&mut self, msg_id: MsgId) -> Result<(), String>;
     /// Queued messages in the order they were added: (conv, msg_id, ciphertext).
     fn outbox(&self) -> Result<Vec<(ConvId, MsgId, Vec<u8>)>, String>;
+    /// Writes `changes` in one transaction: all of it is durable when this returns, or none.
+    fn save(&mut self, changes: Changes<'_>) -> Result<(), String>;
+}
+
+/// One atomic write to the [`ClientStore`].
+#[derive(Debug, Default)]
+pub struct Changes<'a> {
+    /// The device's whole MLS state, when it changed.
+    pub crypto: Option<Vec<u8>>,
+    /// A processed message: recorded so it is never processed twice, with what it produced.
+    pub record: Option<Record<'a>>,
+    /// An encrypted message queued before it is sent; kept until the server stored it.
+    pub outbox_add: Option<OutboxEntry<'a>>,
+    /// A queued message the server stored.
+    pub outbox_remove: Option<MsgId>,
+}
+
+/// A processed message: `seq` 0 for this device's own sends (numbered by the server later).
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub conv: ConvId,
+    pub seq: Seq,
+    pub event: Option<&'a Event>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxEntry<'a> {
+    pub conv: ConvId,
+    pub msg_id: MsgId,
+    pub ciphertext: &'a [u8],
+    pub content: &'a Content,
 }
 
 /// What happened, for the UI and the local history.
@@ -127,8 +154,12 @@ impl<S: ClientStore> Client<S> {
     }
 
     fn persist_crypto(&mut self) -> Result<(), ClientError> {
-        let state = self.crypto.export();
-        self.store.save_crypto(&state).map_err(ClientError::Store)
+        self.save(Changes { crypto: Some(self.crypto.export()), ..Changes::default() })
+    }
+
+    /// Writes one batch of changes atomically.
+    pub fn save(&mut self, changes: Changes<'_>) -> Result<(), ClientError> {
+        self.store.save(changes).map_err(ClientError::Store)
     }
 
     /// Keeps enough one-time key packages (and a last-resort one) on the server.
@@ -206,8 +237,12 @@ impl<S: ClientStore> Client<S> {
             return Ok(Vec::new());
         }
         let event = self.open(message);
-        self.persist_crypto()?;
-        self.store.record(conv, seq, event.as_ref()).map_err(ClientError::Store)?;
+        // The ratchet step and the message it opened are one write.
+        self.save(Changes {
+            crypto: Some(self.crypto.export()),
+            record: Some(Record { conv, seq, event: event.as_ref() }),
+            ..Changes::default()
+        })?;
         t.notify(frame::Ack { conv, seq }.into()).await?;
         Ok(event.into_iter().collect())
     }
@@ -266,10 +301,13 @@ impl<S: ClientStore> Client<S> {
             return Err(ClientError::NotInGroup(conv));
         }
         let ciphertext = self.crypto.encrypt(conv, &content.encode())?;
-        // Persist before send: the ratchet moved, and the outbox must survive a crash so the
-        // exact same ciphertext is resent with the same id.
-        self.persist_crypto()?;
-        self.store.outbox_add(conv, msg_id, &ciphertext, &content).map_err(ClientError::Store)?;
+        // Persist before send, in one write: the ratchet moved, and the outbox must survive a
+        // crash so the exact same ciphertext is resent with the same id.
+        self.save(Changes {
+            crypto: Some(self.crypto.export()),
+            outbox_add: Some(OutboxEntry { conv, msg_id, ciphertext: &ciphertext, content: &content }),
+            ..Changes::default()
+        })?;
         self.deliver_queued(t, conv, msg_id, ciphertext, Some(content)).await
     }
 
@@ -298,19 +336,17 @@ impl<S: ClientStore> Client<S> {
         };
         match t.request(request).await? {
             ServerFrame::Sent(sent) => {
-                if let Some(content) = content {
-                    let event = Event::Message {
-                        conv,
-                        seq: sent.seq,
-                        msg_id,
-                        sender: self.me(),
-                        sent_at_ms: 0,
-                        content,
-                        own: true,
-                    };
-                    self.store.record(conv, 0, Some(&event)).map_err(ClientError::Store)?;
-                }
-                self.store.outbox_remove(msg_id).map_err(ClientError::Store)?;
+                let event = content.map(|content| Event::Message {
+                    conv,
+                    seq: sent.seq,
+                    msg_id,
+                    sender: self.me(),
+                    sent_at_ms: 0,
+                    content,
+                    own: true,
+                });
+                let record = event.as_ref().map(|event| Record { conv, seq: 0, event: Some(event) });
+                self.save(Changes { record, outbox_remove: Some(msg_id), ..Changes::default() })?;
                 Ok(sent.seq)
             }
             other => Err(refused(other)),

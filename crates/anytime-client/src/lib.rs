@@ -11,6 +11,6 @@ pub mod e2ee;
 pub mod safety;
 pub mod timeline;
 
-pub use client::{Client, ClientError, ClientStore, Event, Transport};
+pub use client::{Changes, Client, ClientError, ClientStore, Event, OutboxEntry, Record, Transport};
 pub use content::Content;
 pub use e2ee::{DeviceCrypto, DeviceIdentity, E2eeError, Incoming};

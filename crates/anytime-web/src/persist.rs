@@ -10,9 +10,8 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
-use anytime_client::content::Content;
 use anytime_client::timeline::Timeline;
-use anytime_client::{ClientStore, Event};
+use anytime_client::{Changes, ClientStore, Event, Record};
 use anytime_proto::frame::Seq;
 use anytime_proto::{ConvId, DeviceId, MsgId, UserId};
 use js_sys::{Array, Uint8Array};
@@ -184,47 +183,45 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 pub struct WebStore(pub std::rc::Rc<Persist>);
 
 impl ClientStore for WebStore {
-    fn save_crypto(&mut self, state: &[u8]) -> Result<(), String> {
-        self.0.data.borrow_mut().crypto = state.to_vec();
-        self.0.dirty.borrow_mut().crypto = true;
-        Ok(())
-    }
-
     fn last_seq(&self, conv: ConvId) -> Result<Seq, String> {
         Ok(self.0.data.borrow().meta.seqs.get(&conv).copied().unwrap_or(0))
     }
 
-    fn record(&mut self, conv: ConvId, seq: Seq, event: Option<&Event>) -> Result<(), String> {
-        let mut data = self.0.data.borrow_mut();
-        if seq > 0 {
-            let last = data.meta.seqs.entry(conv).or_insert(0);
-            *last = (*last).max(seq);
-            self.0.touch_meta();
-        }
-        if let Some(event) = event {
-            data.timelines.entry(conv).or_insert_with(|| Timeline::new(conv)).apply(event, now_ms());
-            self.0.touch_conv(conv);
-            self.0.recorded.borrow_mut().push(event.clone());
-        }
-        Ok(())
-    }
-
-    fn outbox_add(&mut self, conv: ConvId, msg_id: MsgId, ciphertext: &[u8], _content: &Content) -> Result<(), String> {
-        let mut data = self.0.data.borrow_mut();
-        if !data.meta.outbox.iter().any(|(_, id, _)| *id == msg_id) {
-            data.meta.outbox.push((conv, msg_id, ciphertext.to_vec()));
-            self.0.touch_meta();
-        }
-        Ok(())
-    }
-
-    fn outbox_remove(&mut self, msg_id: MsgId) -> Result<(), String> {
-        self.0.data.borrow_mut().meta.outbox.retain(|(_, id, _)| *id != msg_id);
-        self.0.touch_meta();
-        Ok(())
-    }
-
     fn outbox(&self) -> Result<Vec<(ConvId, MsgId, Vec<u8>)>, String> {
         Ok(self.0.data.borrow().meta.outbox.clone())
+    }
+
+    /// Applies the batch to the working set and marks what changed; the transport flushes every
+    /// dirty key in one IndexedDB transaction before the next frame leaves, so a batch is never
+    /// on disk in part.
+    fn save(&mut self, changes: Changes<'_>) -> Result<(), String> {
+        let mut data = self.0.data.borrow_mut();
+        if let Some(state) = changes.crypto {
+            data.crypto = state;
+            self.0.dirty.borrow_mut().crypto = true;
+        }
+        if let Some(Record { conv, seq, event }) = changes.record {
+            if seq > 0 {
+                let last = data.meta.seqs.entry(conv).or_insert(0);
+                *last = (*last).max(seq);
+                self.0.touch_meta();
+            }
+            if let Some(event) = event {
+                data.timelines.entry(conv).or_insert_with(|| Timeline::new(conv)).apply(event, now_ms());
+                self.0.touch_conv(conv);
+                self.0.recorded.borrow_mut().push(event.clone());
+            }
+        }
+        if let Some(entry) = changes.outbox_add {
+            if !data.meta.outbox.iter().any(|(_, id, _)| *id == entry.msg_id) {
+                data.meta.outbox.push((entry.conv, entry.msg_id, entry.ciphertext.to_vec()));
+                self.0.touch_meta();
+            }
+        }
+        if let Some(msg_id) = changes.outbox_remove {
+            data.meta.outbox.retain(|(_, id, _)| *id != msg_id);
+            self.0.touch_meta();
+        }
+        Ok(())
     }
 }

@@ -492,7 +492,7 @@ impl Session {
                 self.done(frame::Leave { conv }.into()).await?;
                 self.client.crypto.drop_group(conv);
                 let state = self.client.crypto.export();
-                self.client.store.save_crypto(&state).map_err(ClientError::Store)?;
+                self.client.save(anytime_client::Changes { crypto: Some(state), ..Default::default() })?;
                 self.shared.view.borrow_mut().chats.remove(&conv);
                 self.shared.notify("chats", None);
                 Ok(json!({}))

@@ -22,6 +22,10 @@ fn main() -> anyhow::Result<()> {
     match task.as_str() {
         "web" => build_web(&root).map(|_| ()),
         "run" => {
+            if let Some(running) = running_server(&rest) {
+                println!("{running}");
+                return Ok(());
+            }
             build_web(&root)?;
             let mut serve = cargo(&root);
             serve.args(["run", "--release", "--package", "anytime-cli", "--", "serve"]).args(&rest);
@@ -36,6 +40,36 @@ fn main() -> anyhow::Result<()> {
         }
         _ => bail!("usage: cargo xtask web | run [SERVE ARGS] | test [CARGO TEST ARGS]"),
     }
+}
+
+/// The server already running on the data directory `run` would use, described for the user.
+/// `anytime serve` keeps an flock on `anytime.lock` there with a note (`pid=`, `url=` lines);
+/// starting a second server on the same directory would fail anyway (see
+/// crates/anytime-cli/src/dir_lock.rs), so say where the running one is instead.
+fn running_server(serve_args: &[String]) -> Option<String> {
+    let from_args = serve_args.iter().enumerate().find_map(|(i, arg)| match arg.strip_prefix("--data") {
+        Some("") => serve_args.get(i + 1).map(PathBuf::from),
+        Some(value) => value.strip_prefix('=').map(PathBuf::from),
+        None => None,
+    });
+    let data_dir = from_args
+        .or_else(|| std::env::var_os("ANYTIME_DATA").map(PathBuf::from))
+        .or_else(|| dirs::data_dir().map(|d| d.join("anytime")))?;
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(data_dir.join("anytime.lock")).ok()?;
+    match file.try_lock() {
+        Err(std::fs::TryLockError::WouldBlock) => {}
+        // Free (or unreadable): nothing is running there.
+        _ => return None,
+    }
+    let mut note = String::new();
+    std::io::Read::read_to_string(&mut file, &mut note).ok()?;
+    let field = |key: &str| note.lines().find_map(|l| l.strip_prefix(key)).map(str::to_owned);
+    let url = field("url=").unwrap_or_else(|| "(still starting)".into());
+    let pid = field("pid=").unwrap_or_else(|| "?".into());
+    Some(format!(
+        "Anytime is already running at {url} (process {pid}, data directory {}); open that URL, or stop that server first",
+        data_dir.display()
+    ))
 }
 
 fn workspace_root() -> anyhow::Result<PathBuf> {

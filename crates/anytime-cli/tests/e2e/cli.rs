@@ -8,11 +8,11 @@ use serde_json::Value;
 
 use crate::support::Harness;
 
-struct Device {
-    profile: PathBuf,
+pub(crate) struct Device {
+    pub(crate) profile: PathBuf,
 }
 
-fn anytime(profile: &Path, args: &[&str]) -> Result<Vec<Value>, String> {
+pub(crate) fn anytime(profile: &Path, args: &[&str]) -> Result<Vec<Value>, String> {
     let output = Command::new(env!("CARGO_BIN_EXE_anytime"))
         .arg("--profile")
         .arg(profile)
@@ -28,7 +28,7 @@ fn anytime(profile: &Path, args: &[&str]) -> Result<Vec<Value>, String> {
 }
 
 impl Device {
-    fn new(h: &Harness, name: &str, device: &str, register: bool) -> Device {
+    pub(crate) fn new(h: &Harness, name: &str, device: &str, register: bool) -> Device {
         let profile = h.path().join(format!("{name}-{device}"));
         let server = h.base();
         let password = format!("password-{name}");
@@ -48,16 +48,16 @@ impl Device {
         Device { profile }
     }
 
-    fn run(&self, args: &[&str]) -> Vec<Value> {
+    pub(crate) fn run(&self, args: &[&str]) -> Vec<Value> {
         anytime(&self.profile, args).unwrap_or_else(|e| panic!("anytime {args:?}: {e}"))
     }
 
-    fn conv(&self, args: &[&str]) -> String {
+    pub(crate) fn conv(&self, args: &[&str]) -> String {
         self.run(args).last().expect("output")["conv"].as_str().expect("conv").to_owned()
     }
 
     /// Texts of the local history, in order.
-    fn texts(&self, conv: &str) -> Vec<String> {
+    pub(crate) fn texts(&self, conv: &str) -> Vec<String> {
         self.run(&["history", conv]).iter().map(|e| e["text"].as_str().unwrap().to_owned()).collect()
     }
 

@@ -10,5 +10,6 @@ mod concurrency;
 mod durability;
 mod load;
 mod messaging;
+mod one_writer;
 mod privacy;
 mod push;
