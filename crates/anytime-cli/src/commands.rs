@@ -109,6 +109,19 @@ fn describe_event(event: &Event) -> (String, serde_json::Value) {
             format!("[{conv}] {}", if *removed { "you were removed" } else { "chat changed" }),
             json!({"type": "conversation_changed", "conv": conv, "removed": removed}),
         ),
+        Event::DeviceRepaired { conv, device, epoch } => (
+            format!(
+                "[{conv}] re-added device {} of user {}: its encryption state had diverged and its messages could not be read (epoch {epoch})",
+                device.device, device.user
+            ),
+            json!({"type": "device_repaired", "conv": conv, "user": device.user, "device": device.device, "epoch": epoch}),
+        ),
+        Event::Rejoined { conv, epoch } => (
+            format!(
+                "[{conv}] this device's encryption state had diverged; a member re-added it with fresh keys (epoch {epoch}). Messages sent to it meanwhile may be unreadable"
+            ),
+            json!({"type": "rejoined", "conv": conv, "epoch": epoch}),
+        ),
         Event::MessagesExpired { conv, up_to_seq } => (
             format!("[{conv}] messages up to #{up_to_seq} expired on the server before this device fetched them"),
             json!({"type": "messages_expired", "conv": conv, "up_to_seq": up_to_seq}),

@@ -130,11 +130,38 @@ pub enum Event {
         conv: ConvId,
         up_to_seq: Seq,
     },
+    /// This device re-added `device`, whose encryption state had diverged from the group's
+    /// (its messages could not be read), with a fresh key package; `epoch` is the group's after.
+    DeviceRepaired {
+        conv: ConvId,
+        device: DeviceIdentity,
+        epoch: u64,
+    },
+    /// This device was removed from the group and added back with fresh keys (a member repaired
+    /// its diverged state). Messages sent to it in between may be unreadable here.
+    Rejoined {
+        conv: ConvId,
+        epoch: u64,
+    },
+}
+
+/// A member device whose current-epoch message failed to open, with its leaf key at the time
+/// (a different key later means someone already re-added it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Diverged {
+    conv: ConvId,
+    device: DeviceIdentity,
+    leaf_key: Vec<u8>,
 }
 
 pub struct Client<S: ClientStore> {
     pub crypto: DeviceCrypto,
     pub store: S,
+    /// Devices to re-add, found while opening messages (repaired after the push is handled).
+    diverged: Vec<Diverged>,
+    /// Groups this device was removed from by a commit while still in the conversation: a
+    /// Welcome for one of them is a rejoin, shown as such.
+    removed_from: BTreeSet<ConvId>,
 }
 
 fn refused(frame: ServerFrame) -> ClientError {
@@ -146,7 +173,7 @@ fn refused(frame: ServerFrame) -> ClientError {
 
 impl<S: ClientStore> Client<S> {
     pub fn new(crypto: DeviceCrypto, store: S) -> Client<S> {
-        Client { crypto, store }
+        Client { crypto, store, diverged: Vec::new(), removed_from: BTreeSet::new() }
     }
 
     pub fn me(&self) -> DeviceIdentity {
@@ -191,16 +218,33 @@ impl<S: ClientStore> Client<S> {
         Ok(events)
     }
 
-    /// Handles one push from the server.
+    /// Handles one push from the server, then re-adds any member device found diverged.
     pub async fn handle_push<T: Transport>(&mut self, t: &mut T, push: ServerFrame) -> Result<Vec<Event>, ClientError> {
+        let mut events = self.apply_push(t, push).await?;
+        while let Some(diverged) = self.diverged.pop() {
+            events.extend(self.repair(t, diverged).await?);
+        }
+        Ok(events)
+    }
+
+    /// One push, without repairs (those commit, and a commit applies pushes while it waits).
+    async fn apply_push<T: Transport>(&mut self, t: &mut T, push: ServerFrame) -> Result<Vec<Event>, ClientError> {
         match push {
             ServerFrame::Message(message) => self.handle_message(t, message).await,
             ServerFrame::Welcome(welcome) => {
-                let joined = self.crypto.join(welcome.conv, &welcome.payload);
+                let conv = welcome.conv;
+                let rejoin = self.crypto.has_group(conv) || self.removed_from.contains(&conv);
+                let joined = self.crypto.join(conv, &welcome.payload);
                 self.persist_crypto()?;
                 t.notify(frame::AckWelcome { welcome: welcome.welcome }.into()).await?;
                 match joined {
-                    Ok(()) => Ok(vec![Event::Joined { conv: welcome.conv }]),
+                    Ok(()) if rejoin => {
+                        self.removed_from.remove(&conv);
+                        let event = Event::Rejoined { conv, epoch: self.crypto.epoch(conv).unwrap_or(0) };
+                        self.record_notice(&event)?;
+                        Ok(vec![event])
+                    }
+                    Ok(()) => Ok(vec![Event::Joined { conv }]),
                     // A Welcome we cannot use (key package already used, group re-created):
                     // acknowledged so it is not redelivered; the group will add us again.
                     Err(_) => Ok(Vec::new()),
@@ -280,11 +324,24 @@ impl<S: ClientStore> Client<S> {
                 let epoch = self.crypto.epoch(conv).unwrap_or(0);
                 if removed_self {
                     self.crypto.drop_group(conv);
+                    self.removed_from.insert(conv);
                 }
                 Some(Event::GroupChanged { conv, epoch, removed_self })
             }
             // Our own messages were recorded when sent; our own commits when accepted.
             Ok(Incoming::Own) | Ok(Incoming::Stale) => None,
+            Err(error @ E2eeError::Diverged(_)) => {
+                let device = DeviceIdentity { user: message.sender, device: message.sender_device };
+                if let (MessageKind::Application, false) = (message.kind, own) {
+                    if let Some(leaf_key) = self.crypto.leaf_key(conv, device) {
+                        let diverged = Diverged { conv, device, leaf_key };
+                        if !self.diverged.contains(&diverged) {
+                            self.diverged.push(diverged);
+                        }
+                    }
+                }
+                Some(undecryptable(error.to_string()))
+            }
             Err(error) => Some(undecryptable(error.to_string())),
         }
     }
@@ -388,7 +445,7 @@ impl<S: ClientStore> Client<S> {
                     let target = error.epoch.unwrap_or(epoch + 1);
                     while self.crypto.epoch(conv).is_some_and(|e| e < target) {
                         let Some(push) = t.next_push(CATCH_UP_WAIT_MS).await? else { break };
-                        events.extend(self.handle_push(t, push).await?);
+                        events.extend(self.apply_push(t, push).await?);
                     }
                 }
                 other => {
@@ -399,6 +456,44 @@ impl<S: ClientStore> Client<S> {
             }
         }
         Err(ClientError::CommitContention(COMMIT_ATTEMPTS_MAX))
+    }
+
+    /// Re-adds a member device whose messages stopped opening (its state forked: before
+    /// profiles had one writer, two processes could advance one saved state). Removing it and
+    /// adding a fresh key package of it gives it new secrets; it rejoins from the Welcome. Several
+    /// members may notice at once: only the first removal happens, the others see a new leaf key.
+    async fn repair<T: Transport>(&mut self, t: &mut T, diverged: Diverged) -> Result<Vec<Event>, ClientError> {
+        let Diverged { conv, device, leaf_key } = diverged;
+        let mut removed = false;
+        let mut events = self
+            .commit(t, conv, |crypto| {
+                if crypto.leaf_key(conv, device).as_deref() != Some(leaf_key.as_slice()) {
+                    return Ok(None);
+                }
+                removed = true;
+                Ok(Some((crypto.remove_devices(conv, &[device])?, Vec::new())))
+            })
+            .await?;
+        if !removed {
+            return Ok(events);
+        }
+        // Adds back every device of the user missing from the group, this one included (if
+        // the user has no key package left the device stays out until a later reconcile).
+        events.extend(self.add_users_to_group(t, conv, &[device.user]).await?);
+        let epoch = self.crypto.epoch(conv).unwrap_or(0);
+        let event = Event::DeviceRepaired { conv, device, epoch };
+        self.record_notice(&event)?;
+        events.push(event);
+        Ok(events)
+    }
+
+    /// Puts a notice about the conversation into its local history (no server seq).
+    fn record_notice(&mut self, event: &Event) -> Result<(), ClientError> {
+        let conv = match event {
+            Event::DeviceRepaired { conv, .. } | Event::Rejoined { conv, .. } => *conv,
+            _ => return Ok(()),
+        };
+        self.save(Changes { record: Some(Record { conv, seq: 0, event: Some(event) }), ..Changes::default() })
     }
 
     /// A commit id: unique per device and attempt without an RNG in the core.

@@ -57,6 +57,11 @@ pub enum E2eeError {
     Mls(String),
     #[error("stored encryption state is unreadable: {0}")]
     State(String),
+    /// A message of the group's current epoch that this device should be able to open failed:
+    /// the sender's state and ours disagree (its ratchet forked, e.g. two processes advanced one
+    /// saved state). Only re-adding that device with fresh keys repairs it.
+    #[error("the sender's encryption state has diverged from this device's: {0}")]
+    Diverged(String),
 }
 
 fn mls<E: std::fmt::Display>(error: E) -> E2eeError {
@@ -247,6 +252,16 @@ impl DeviceCrypto {
         }
     }
 
+    /// The HPKE encryption key of a member device's leaf: changes whenever that device is
+    /// re-added (fresh key package) or updates its path, so it tells "already repaired" apart.
+    pub fn leaf_key(&self, conv: ConvId, device: DeviceIdentity) -> Option<Vec<u8>> {
+        let group = self.groups.get(&conv)?;
+        group
+            .members()
+            .find(|m| DeviceIdentity::from_credential(&m.credential) == Some(device))
+            .map(|m| m.encryption_key)
+    }
+
     /// Proposes and commits adding the devices whose key packages are given. The commit stays
     /// pending until [`Self::merge_pending`] (server accepted) or [`Self::discard_pending`].
     pub fn add_devices(&mut self, conv: ConvId, key_packages: &[Vec<u8>]) -> Result<OutgoingCommit, E2eeError> {
@@ -306,7 +321,16 @@ impl DeviceCrypto {
         if protocol.epoch() < group.epoch() && protocol.content_type() == ContentType::Commit {
             return Ok(Incoming::Stale);
         }
-        let processed = group.process_message(&self.provider, protocol).map_err(mls)?;
+        let current = protocol.epoch() == group.epoch();
+        let processed = group.process_message(&self.provider, protocol).map_err(|error| {
+            // A current-epoch message every member can open, except that we cannot: our view and
+            // the sender's have split. Older epochs fail for ordinary reasons (pruned secrets).
+            if current {
+                E2eeError::Diverged(error.to_string())
+            } else {
+                mls(error)
+            }
+        })?;
         let sender = DeviceIdentity::from_credential(processed.credential());
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(application) => {
@@ -331,11 +355,15 @@ impl DeviceCrypto {
         let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
             return Err(E2eeError::Malformed("not a Welcome".into()));
         };
-        let staged = StagedWelcome::new_from_welcome(&self.provider, &join_config(), welcome, None).map_err(mls)?;
-        let group = staged.into_group(&self.provider).map_err(mls)?;
-        if group.group_id() != &group_id(conv) {
+        let builder = StagedWelcome::build_from_welcome(&self.provider, &join_config(), welcome).map_err(mls)?;
+        if builder.processed_welcome().unverified_group_info().group_id() != &group_id(conv) {
             return Err(E2eeError::Malformed("Welcome is for another conversation".into()));
         }
+        // A Welcome that opens (its key package was ours and unused) supersedes a group we still
+        // hold: we were re-added because our copy had diverged.
+        let staged = builder.replace_old_group().build().map_err(mls)?;
+        self.drop_group(conv);
+        let group = staged.into_group(&self.provider).map_err(mls)?;
         self.groups.insert(conv, group);
         Ok(())
     }

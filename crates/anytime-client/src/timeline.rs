@@ -21,6 +21,8 @@ pub enum EntryKind {
     Timer,
     Unsupported,
     Undecryptable,
+    /// Encryption repairs: a device re-added, this device rejoined.
+    Notice,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +65,30 @@ pub enum Applied {
     NewIncoming,
     /// A new own message, or an edit/delete/reaction/receipt of an existing one.
     Updated,
+}
+
+/// A notice entry at a group epoch: its id is derived from the epoch so a replay adds nothing.
+fn notice(epoch: u64, about: UserId, body: String, now_ms: u64) -> Entry {
+    let mut id = [0u8; 16];
+    id[0] = b'N';
+    id[8..].copy_from_slice(&epoch.to_be_bytes());
+    Entry {
+        msg_id: MsgId(id),
+        seq: 0,
+        sender: about,
+        sender_device: DeviceId(0),
+        sent_at_ms: now_ms,
+        kind: EntryKind::Notice,
+        body,
+        reply_to: None,
+        edited: false,
+        deleted: false,
+        own: false,
+        reactions: Vec::new(),
+        delivered_to: Vec::new(),
+        read_by: Vec::new(),
+        expires_at_ms: None,
+    }
 }
 
 impl Timeline {
@@ -223,6 +249,18 @@ impl Timeline {
                 });
                 Applied::Updated
             }
+            Event::DeviceRepaired { device, epoch, .. } => self.insert(notice(
+                *epoch,
+                device.user,
+                "re-added a device of this member with fresh keys: its encryption had diverged and its messages could not be read".into(),
+                now_ms,
+            )),
+            Event::Rejoined { epoch, .. } => self.insert(notice(
+                *epoch,
+                UserId(0),
+                "this device's encryption had diverged; it was re-added with fresh keys. Messages sent meanwhile may be unreadable here".into(),
+                now_ms,
+            )),
             _ => Applied::Nothing,
         }
     }

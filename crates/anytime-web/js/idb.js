@@ -54,3 +54,28 @@ export function idbWipe(db, name) {
     request.onblocked = () => resolve();
   });
 }
+
+// One tab at a time owns the local store: two tabs that each load the MLS state, advance it and
+// write it back would fork it (reused ratchet keys, messages nobody can decrypt). The owner
+// holds a Web Lock for as long as it lives; the browser releases it when the tab closes or
+// crashes. Resolves once this tab holds the lock; calls onWaiting() first if another tab has it.
+export function holdStoreLock(name, onWaiting) {
+  if (!navigator.locks) {
+    return Promise.reject(new Error("this browser has no Web Locks, which keep two tabs from corrupting each other"));
+  }
+  const forever = () => new Promise(() => {});
+  return new Promise((resolve, reject) => {
+    navigator.locks.request(name, { ifAvailable: true }, (lock) => {
+      if (lock) {
+        resolve();
+        return forever();
+      }
+      onWaiting();
+      navigator.locks.request(name, () => {
+        resolve();
+        return forever();
+      }).catch(reject);
+      return undefined;
+    }).catch(reject);
+  });
+}

@@ -88,10 +88,11 @@ pub struct App {
     shared: Rc<Shared>,
 }
 
-/// Opens the local store (IndexedDB) of this browser.
+/// Opens the local store (IndexedDB) of this browser. One tab at a time: if the app is open in
+/// another tab, `on_waiting` is called and the promise resolves when that tab has closed.
 #[wasm_bindgen(js_name = openApp)]
-pub async fn open_app() -> Result<App, JsValue> {
-    let persist = Persist::open().await.map_err(js_err)?;
+pub async fn open_app(on_waiting: js_sys::Function) -> Result<App, JsValue> {
+    let persist = Persist::open(&on_waiting).await.map_err(js_err)?;
     let shared = Shared {
         persist: Rc::new(persist),
         view: RefCell::default(),

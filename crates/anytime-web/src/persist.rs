@@ -28,9 +28,13 @@ extern "C" {
     async fn idb_put(db: &JsValue, keys: Array, values: Array) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(catch, js_name = idbWipe)]
     async fn idb_wipe(db: &JsValue, name: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = holdStoreLock)]
+    async fn hold_store_lock(name: &str, on_waiting: &js_sys::Function) -> Result<JsValue, JsValue>;
 }
 
 const DB_NAME: &str = "anytime";
+/// The Web Lock that makes one tab the store's only writer (see `js/idb.js`).
+const STORE_LOCK: &str = "anytime-store";
 
 /// Who this browser is signed in as.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,8 +87,11 @@ fn now_ms() -> u64 {
 }
 
 impl Persist {
-    /// Opens (or creates) the browser's database and loads everything into memory.
-    pub async fn open() -> Result<Persist, String> {
+    /// Opens (or creates) the browser's database and loads everything into memory — once this
+    /// tab is the only one using it: while another tab of the app is open, `on_waiting` is
+    /// called and this waits until that tab closes.
+    pub async fn open(on_waiting: &js_sys::Function) -> Result<Persist, String> {
+        hold_store_lock(STORE_LOCK, on_waiting).await.map_err(|e| js_error("could not take the store lock", e))?;
         let db = idb_open(DB_NAME).await.map_err(|e| js_error("could not open IndexedDB", e))?;
         let loaded = idb_load_all(&db).await.map_err(|e| js_error("could not read IndexedDB", e))?;
         let loaded = Array::from(&loaded);

@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use anytime_client::content::{self, Content, ReceiptKind};
 use anytime_client::e2ee::DeviceCrypto;
-use anytime_client::{Client, ClientError, ClientStore, Event};
+use anytime_client::{Client, ClientError, Event};
 use anytime_proto::frame::{self, PresencePrivacy};
 use anytime_proto::{ConvId, DeviceId, ErrorCode, MsgId, ServerFrame, UserId};
 use futures_channel::{mpsc, oneshot};
@@ -335,7 +335,9 @@ impl Session {
                     self.shared.view.borrow_mut().chats.remove(&conv);
                     self.shared.notify("chats", None);
                 }
-                Event::ConversationChanged { conv, removed: false } | Event::Joined { conv } => {
+                Event::ConversationChanged { conv, removed: false }
+                | Event::Joined { conv }
+                | Event::Rejoined { conv, .. } => {
                     changed.insert(conv);
                 }
                 Event::GroupChanged { conv, removed_self: false, .. } => {

@@ -163,7 +163,7 @@ pub fn chat_json(shared: &Shared, conv: ConvId) -> Value {
                 "kind": match e.kind {
                     EntryKind::Text => "text",
                     EntryKind::Reply => "reply",
-                    EntryKind::Timer => "notice",
+                    EntryKind::Timer | EntryKind::Notice => "notice",
                     EntryKind::Unsupported => "unsupported",
                     EntryKind::Undecryptable => "undecryptable",
                 },

@@ -559,7 +559,9 @@ async function subscribePush() {
 async function boot() {
   try {
     await init();
-    app = await openApp();
+    app = await openApp(() => root.replaceChildren(h("main", { class: "auth" }, h("h1", {}, "Anytime"),
+      h("p", { role: "status", "data-testid": "open-elsewhere" },
+        "Anytime is open in another tab. Use it there; this tab takes over when that one is closed."))));
   } catch (error) {
     root.replaceChildren(h("main", { class: "auth" }, h("h1", {}, "Anytime"),
       h("p", { role: "alert" }, `This browser cannot run Anytime: ${error}`)));

@@ -182,3 +182,54 @@ fn issue_18_a_second_server_on_the_same_data_directory_refuses_to_start() {
     let health = runtime.block_on(reqwest::get(format!("{}/healthz", h.base()))).expect("first server answers");
     assert!(health.status().is_success());
 }
+
+/// Copies a profile directory (no process holds it): what a second process that loaded the
+/// profile before the first wrote back amounted to.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn issue_18_a_device_whose_state_forked_before_the_fix_is_re_added_and_recovers() {
+    let h = Harness::start();
+    let alice = Device::new(&h, "alice", "one", true);
+    let bob = Device::new(&h, "bob", "one", true);
+    let conv = alice.conv(&["direct", "bob"]);
+    bob.run(&["sync"]);
+    bob.run(&["send", &conv, "hello before the fork"]);
+    sync_until_all(&alice, &conv, &["hello before the fork".to_owned()]);
+
+    // Fork bob's state the way two processes did: one sends from the saved state, the other
+    // writes back the state from before that send and sends too, reusing the ratchet generation.
+    let saved = h.path().join("bob-saved");
+    copy_dir(&bob.profile, &saved);
+    bob.run(&["send", &conv, "sent by the first process"]);
+    std::fs::remove_dir_all(&bob.profile).unwrap();
+    copy_dir(&saved, &bob.profile);
+    bob.run(&["send", &conv, "sent by the second process"]);
+
+    // alice cannot read the second (the key was already used), says so, and re-adds bob's device.
+    let at_alice = sync_until_all(&alice, &conv, &["sent by the first process".to_owned()]);
+    let unreadable = undecryptable(&at_alice);
+    assert_eq!(unreadable.len(), 1, "exactly the forked message is unreadable: {at_alice:?}");
+    assert!(unreadable[0]["reason"].as_str().unwrap().contains("diverged"), "{:?}", unreadable[0]);
+    let repaired: Vec<&Value> = at_alice.iter().filter(|e| e["type"] == "device_repaired").collect();
+    assert_eq!(repaired.len(), 1, "alice re-added bob's device once: {at_alice:?}");
+    assert_eq!(repaired[0]["user"], bob.run(&["whoami"])[0]["user"]);
+
+    // bob rejoins from the Welcome, with a visible notice, and both directions work again.
+    let at_bob = bob.run(&["sync"]);
+    assert!(at_bob.iter().any(|e| e["type"] == "rejoined" && e["conv"] == conv.as_str()), "{at_bob:?}");
+    bob.run(&["send", &conv, "bob after the repair"]);
+    alice.run(&["send", &conv, "alice after the repair"]);
+    let at_alice = sync_until_all(&alice, &conv, &["bob after the repair".to_owned()]);
+    assert_eq!(undecryptable(&at_alice), Vec::<&Value>::new());
+    let at_bob = sync_until_all(&bob, &conv, &["alice after the repair".to_owned()]);
+    assert_eq!(undecryptable(&at_bob), Vec::<&Value>::new());
+}

@@ -5,8 +5,11 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import {
-  startServer, launchBrowser, openDevice, signUp, waitOnline, screenshot, cli, tempProfile, unlabelled,
+  startServer, launchBrowser, openDevice, signUp, waitOnline, screenshot, cli, cliAsync, cliBackground, tempProfile,
+  unlabelled,
   PHONE, DESKTOP,
 } from "./harness.mjs";
 
@@ -210,6 +213,36 @@ test("a reload keeps the history and can still decrypt new messages", async () =
   await message(bob, "after the reload").waitFor();
 });
 
+test("two tabs of one profile: the second waits while the first works, then takes over", async () => {
+  const { alice, bob } = pages;
+  const second = await bob.context().newPage();
+  second.on("pageerror", (e) => console.error("page error:", e.message));
+  await second.goto(server.url);
+  await second.getByTestId("open-elsewhere").waitFor();
+  // The first tab keeps working both ways meanwhile.
+  await openChatNamed(alice, "bob");
+  await send(alice, "while bob has two tabs");
+  await openChatNamed(bob, "alice");
+  await message(bob, "while bob has two tabs").waitFor();
+  await send(bob, "from bob's first tab");
+  await message(alice, "from bob's first tab").waitFor();
+  assert.equal(await second.getByTestId("open-elsewhere").count(), 1, "the second tab still waits");
+  // The first tab closes: the second takes over the same state and keeps reading and writing.
+  await bob.close();
+  await waitOnline(second);
+  await openChatNamed(second, "alice");
+  await message(second, "from bob's first tab").waitFor();
+  await send(alice, "to bob's second tab");
+  await message(second, "to bob's second tab").waitFor();
+  await send(second, "from bob's second tab");
+  await message(alice, "from bob's second tab").waitFor();
+  assert.equal(await message(second, "cannot decrypt").count(), 0);
+  assert.equal(await message(alice, "cannot decrypt").count(), 0);
+  pages.bob = second;
+  await openChatNamed(alice, "Trip");
+  await openChatNamed(second, "Trip");
+});
+
 test("a CLI user and browser users talk in the same group", async () => {
   const { alice, carol } = pages;
   const dave = tempProfile();
@@ -236,6 +269,39 @@ test("a CLI user and browser users talk in the same group", async () => {
     if (!seen) await new Promise((r) => setTimeout(r, 300));
   }
   assert.ok(seen, "the CLI user decrypted the browser user's message");
+
+  // dave keeps `follow` running and sends from other terminals at the same time, while alice
+  // writes from the browser: one writer per profile, so nothing becomes undecryptable.
+  const follow = cliBackground(dave, "follow");
+  try {
+    let ready = false;
+    for (let attempt = 0; attempt < 100 && !ready; attempt++) {
+      ready = existsSync(join(dave, "anytime.sock"));
+      if (!ready) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(ready, "follow serves dave's profile");
+    const burst = Array.from({ length: 10 }, (_, i) => `terminal burst #${String(i).padStart(2, "0")}`);
+    const sends = burst.map((text) => cliAsync(dave, "send", String(trip.conv), text));
+    const fromBrowser = ["browser burst A", "browser burst B", "browser burst C"];
+    for (const text of fromBrowser) await send(alice, text);
+    await Promise.all(sends);
+    for (const text of burst) {
+      await message(alice, text).waitFor();
+      await message(carol, text).waitFor();
+    }
+    assert.equal(await message(alice, "cannot decrypt").count(), 0);
+    assert.equal(await message(carol, "cannot decrypt").count(), 0);
+    let followed = [];
+    for (let attempt = 0; attempt < 100; attempt++) {
+      followed = follow.lines();
+      if (fromBrowser.every((t) => followed.some((e) => e.type === "message" && e.text === t))) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    for (const text of fromBrowser) assert.ok(followed.some((e) => e.text === text), `follow showed ${text}`);
+    assert.deepEqual(followed.filter((e) => e.type === "undecryptable"), []);
+  } finally {
+    follow.stop();
+  }
 });
 
 test("group info: rename, make admin, remove a member", async () => {

@@ -91,6 +91,32 @@ export function cli(profile, ...args) {
   return out.stdout.split("\n").filter(Boolean).map((line) => JSON.parse(line));
 }
 
+/** Runs the CLI with --json without blocking the test; resolves to the parsed lines. */
+export function cliAsync(profile, ...args) {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(BIN, ["--profile", profile, "--json", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => { out += d; });
+    child.stderr.on("data", (d) => { err += d; });
+    child.on("close", (code) => {
+      if (code !== 0) reject(new Error(`anytime ${args.join(" ")} failed (${code}): ${err}`));
+      else resolvePromise(out.split("\n").filter(Boolean).map((line) => JSON.parse(line)));
+    });
+  });
+}
+
+/** Starts a long-running CLI command (`follow`); `lines()` is what it printed so far. */
+export function cliBackground(profile, ...args) {
+  const child = spawn(BIN, ["--profile", profile, "--json", ...args], { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  child.stdout.on("data", (d) => { out += d; });
+  return {
+    lines: () => out.split("\n").filter(Boolean).map((line) => JSON.parse(line)),
+    stop: () => child.kill("SIGKILL"),
+  };
+}
+
 export function tempProfile() {
   return mkdtempSync(join(tmpdir(), "anytime-cli-profile-"));
 }
