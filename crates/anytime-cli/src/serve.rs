@@ -106,8 +106,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             rate_limits,
             argon2_cost: (args.argon2_memory_kib, args.argon2_iterations),
             push_endpoint_prefixes: args.push_endpoint_prefixes,
+            ..Config::default()
         },
         connections_max: args.connections_max,
+        unauthenticated_per_ip_max: if args.no_rate_limits {
+            u32::MAX
+        } else {
+            anytime_proto::limits::UNAUTHENTICATED_PER_IP_MAX
+        },
         gc_interval: Duration::from_secs(args.gc_interval_secs.max(1)),
         web_dir: args.web_dir.or_else(default_web_dir),
         vapid_key_file: args.vapid_key_file,

@@ -289,6 +289,7 @@ fn run() -> anyhow::Result<()> {
                 let options = anytime_testkit::ServerOptions {
                     extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
                     log_filter: "warn".into(),
+                    ..Default::default()
                 };
                 let server = anytime_testkit::ServerProcess::start(binary, work.path(), options)
                     .with_context(|| format!("while starting {}", binary.display()))?;

@@ -66,13 +66,14 @@ error_codes! {
     FrameTooLarge = 4, "frame_too_large", "the frame is larger than the frame limit";
     PayloadTooLarge = 5, "payload_too_large", "a field of the frame is larger than its limit";
     InvalidArgument = 6, "invalid_argument", "a field has a value the request does not accept";
+    RequestTimeout = 7, "request_timeout", "the request did not arrive in time; send it again";
     NotAuthenticated = 10, "not_authenticated", "the connection must send Hello with a session token first";
     InvalidToken = 11, "invalid_token", "the session token is unknown or was revoked";
     TokenExpired = 12, "token_expired", "the session token has expired; log in again";
     AlreadyAuthenticated = 13, "already_authenticated", "this connection is already authenticated";
     InvalidCredentials = 14, "invalid_credentials", "wrong username or password";
     UsernameTaken = 15, "username_taken", "that username is taken";
-    InvalidUsername = 16, "invalid_username", "usernames are 3 to 32 characters of a-z, 0-9, '_' and '.'";
+    InvalidUsername = 16, "invalid_username", "usernames are 3 to 32 characters of a-z, 0-9, '_' and '.', starting with a letter or digit, with no two '_' or '.' in a row";
     WeakPassword = 17, "weak_password", "passwords are 8 to 1024 bytes long";
     RateLimited = 20, "rate_limited", "too many requests; wait and retry";
     TooManyConnections = 21, "too_many_connections", "this account has too many open connections";
@@ -99,6 +100,7 @@ error_codes! {
     UnknownWelcome = 54, "unknown_welcome", "no such pending welcome for this device";
     Internal = 90, "internal", "the server failed; retry later";
     ShuttingDown = 91, "shutting_down", "the server is shutting down; reconnect shortly";
+    ServerBusy = 92, "server_busy", "the server is busy; retry in a moment";
 }
 
 impl Serialize for ErrorCode {

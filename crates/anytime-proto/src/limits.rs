@@ -43,7 +43,9 @@ pub const KEY_PACKAGE_BYTES_MAX: u32 = 16 * 1024;
 /// Below this many one-time key packages the server tells the device to upload more.
 pub const KEY_PACKAGES_LOW: u32 = 10;
 
-/// Username length in bytes; usernames are ASCII `[a-z0-9_.]`.
+/// Username length in bytes; usernames are ASCII `[a-z0-9_.]`, start with a letter or digit and
+/// have no two punctuation characters in a row (`...`, `_.a`, `.alice` look like nothing or like
+/// someone else).
 pub const USERNAME_BYTES_MIN: u32 = 3;
 pub const USERNAME_BYTES_MAX: u32 = 32;
 
@@ -77,6 +79,58 @@ pub const SEND_QUEUE_LEN_MAX: u32 = 4_096;
 
 /// HTTP request bodies (register, login), bytes.
 pub const HTTP_BODY_BYTES_MAX: u32 = 16 * 1024;
+
+// ---- Server resources. Bounds that keep one client (or many slow ones) from exhausting the
+// ---- server's memory, file descriptors or CPU. docs/operations.md lists them for operators.
+
+/// A client must send a request's complete header block within this, milliseconds. Slow
+/// "trickling" headers otherwise hold a socket (and a file descriptor) for as long as they like.
+pub const HTTP_HEADER_TIMEOUT_MS: u64 = 10_000;
+
+/// A request body (register, login: at most `HTTP_BODY_BYTES_MAX`) must arrive within this,
+/// milliseconds; the server answers 408 and closes otherwise.
+pub const HTTP_BODY_TIMEOUT_MS: u64 = 10_000;
+
+/// A plain HTTP connection (not a WebSocket) is closed after this long, milliseconds; browsers
+/// open a new one as needed. Keep-alive must not become a way to hold sockets forever.
+pub const HTTP_CONNECTION_MAX_AGE_MS: u64 = 60_000;
+
+/// A WebSocket must authenticate (Hello) within this after the upgrade, milliseconds.
+pub const HELLO_TIMEOUT_MS: u64 = 10_000;
+
+/// Unauthenticated connections (plain HTTP, or a WebSocket before Hello) from one address.
+/// Generous for a NAT full of real users, who authenticate within a second; a flood from one
+/// address is refused at accept.
+pub const UNAUTHENTICATED_PER_IP_MAX: u32 = 64;
+
+/// Unauthenticated connections in total. Beyond it, and when open files near their limit, the
+/// oldest unauthenticated connections are closed first: authenticated users keep their sockets.
+pub const UNAUTHENTICATED_MAX: u32 = 4_096;
+
+/// File descriptors kept free for storage, logs and outgoing connections: connections are shed
+/// when fewer than this remain below the open-files limit.
+pub const FD_RESERVE: u64 = 64;
+
+/// Password hashes (argon2id, ~19 MiB and tens of ms of CPU each) waiting for a core beyond
+/// those running (one per core). Past this, `server_busy` at once.
+pub const PASSWORD_HASH_QUEUE_MAX: usize = 32;
+
+/// Longest wait for a password-hashing slot, milliseconds; then `server_busy`.
+pub const PASSWORD_HASH_QUEUE_WAIT_MS: u64 = 2_000;
+
+/// Failed logins per (username, address) that are not slowed down.
+pub const LOGIN_FREE_FAILURES: u32 = 5;
+
+/// The wait after the first slowed failure, milliseconds; it doubles with each further one.
+pub const LOGIN_DELAY_BASE_MS: u64 = 1_000;
+
+/// The longest wait between attempts of one (username, address), milliseconds (15 minutes).
+pub const LOGIN_DELAY_MAX_MS: u64 = 15 * 60 * 1000;
+
+/// Bytes queued for one connection (pushes plus answers) but not yet written to its socket.
+/// A receiver this far behind is disconnected; it resumes from storage when it reconnects.
+/// Without a byte bound, 4,096 queued frames of 128 KiB pinned half a gigabyte per reader.
+pub const OUTBOUND_BYTES_MAX: u64 = 4 * 1024 * 1024;
 
 const _: () = assert!(MESSAGE_BYTES_MAX < FRAME_BYTES_MAX);
 const _: () = assert!(HANDSHAKE_BYTES_MAX < FRAME_BYTES_MAX);

@@ -35,7 +35,12 @@ impl ServerCore {
             return Err(ErrorCode::UsernameTaken);
         }
         let salt: [u8; 16] = self.env.random_array();
-        let password_hash = hash_password(request.password, salt, self.config.argon2_cost).await?;
+        let password_hash = {
+            let _slot = self.password_gate.enter().await.inspect_err(|_| {
+                self.metrics.password_hashes_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            })?;
+            hash_password(request.password, salt, self.config.argon2_cost).await?
+        };
         let user = UserRecord {
             id: UserId(self.env.random_u64()),
             username: request.username.clone(),
@@ -54,7 +59,7 @@ impl ServerCore {
     pub async fn login(&self, ip: IpAddr, request: LoginRequest) -> Result<SessionResponse, ErrorCode> {
         let now_ms = self.env.now_ms();
         if !self.limiter.check(LimitKind::LoginPerIp, LimitKey::Ip(ip), now_ms)
-            || !self.limiter.check(LimitKind::LoginPerUsername, LimitKey::Username(request.username.clone()), now_ms)
+            || self.login_throttle.check(&request.username, ip, now_ms).is_err()
         {
             return Err(ErrorCode::RateLimited);
         }
@@ -66,10 +71,17 @@ impl ServerCore {
         // Verify against a fixed hash when the user does not exist, so the answer takes as long
         // either way and does not reveal which usernames exist.
         let stored_hash = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| DUMMY_HASH.to_owned());
-        let verified = verify_password(request.password, stored_hash).await?;
+        let verified = {
+            let _slot = self.password_gate.enter().await.inspect_err(|_| {
+                self.metrics.password_hashes_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            })?;
+            verify_password(request.password, stored_hash).await?
+        };
         let Some(user) = user.filter(|_| verified) else {
+            self.login_throttle.failed(&request.username, ip, now_ms);
             return Err(ErrorCode::InvalidCredentials);
         };
+        self.login_throttle.succeeded(&request.username, ip);
         let (mut device, token) = self.new_device(user.id, device_name, now_ms);
         // A new device of an account that already has one must be approved from it: pending
         // devices cannot connect, receive nothing and are not added to any group.
@@ -88,6 +100,14 @@ impl ServerCore {
             self.announce_devices_changed(user.id).await;
         }
         Ok(response)
+    }
+
+    /// How long `username` must wait before logging in again from `ip`, seconds (rounded up).
+    pub fn login_retry_after_secs(&self, username: &str, ip: IpAddr) -> u64 {
+        match self.login_throttle.check(username, ip, self.env.now_ms()) {
+            Ok(()) => 1,
+            Err(ms) => ms.div_ceil(1000).max(1),
+        }
     }
 
     /// The device a session token belongs to, if the token is valid now.
@@ -153,8 +173,12 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 
 pub fn validate_username(username: &str) -> Result<(), ErrorCode> {
     let len_ok = (USERNAME_BYTES_MIN as usize..=USERNAME_BYTES_MAX as usize).contains(&username.len());
-    let chars_ok = username.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
-    if len_ok && chars_ok {
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let chars_ok = username.bytes().all(|b| alnum(&b) || b == b'_' || b == b'.');
+    // A letter or digit first, and no run of punctuation: `...`, `___` and `.alice` are refused.
+    let shape_ok = username.as_bytes().first().is_some_and(alnum)
+        && username.as_bytes().windows(2).all(|pair| alnum(&pair[0]) || alnum(&pair[1]));
+    if len_ok && chars_ok && shape_ok {
         Ok(())
     } else {
         Err(ErrorCode::InvalidUsername)
@@ -169,9 +193,21 @@ fn validate_password(password: &str) -> Result<(), ErrorCode> {
     }
 }
 
-/// Display, group and device names: 1..=NAME_BYTES_MAX bytes, no control characters, trimmed.
+/// Characters that change how the text around them is shown without being visible: bidi
+/// overrides, embeddings and isolates (U+202E turns "alice" into "ecila"), zero-width characters
+/// and line or paragraph separators. In a name they only serve impersonation.
+fn is_invisible_formatting(c: char) -> bool {
+    matches!(c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        | '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{180E}'
+        | '\u{2028}' | '\u{2029}')
+}
+
+/// Display, group and device names: invisible formatting characters removed, trimmed, then
+/// 1..=NAME_BYTES_MAX bytes with no control characters.
 pub fn validate_name(name: &str) -> Result<String, ErrorCode> {
-    let name = name.trim();
+    let cleaned: String = name.chars().filter(|c| !is_invisible_formatting(*c)).collect();
+    let name = cleaned.trim();
     if name.is_empty() || name.len() > NAME_BYTES_MAX as usize || name.chars().any(char::is_control) {
         return Err(ErrorCode::InvalidArgument);
     }
@@ -216,12 +252,20 @@ mod tests {
     #[test]
     fn usernames_and_names_are_validated() {
         assert_eq!(validate_username("alice_1.x"), Ok(()));
-        for bad in ["al", "Alice", "al ice", "ålice", &"a".repeat(33)] {
+        assert_eq!(validate_username("1alice_"), Ok(()));
+        for bad in
+            ["al", "Alice", "al ice", "ålice", &"a".repeat(33), "...", "___", ".alice", "_bob", "al..ice", "a._b"]
+        {
             assert_eq!(validate_username(bad), Err(ErrorCode::InvalidUsername), "{bad}");
         }
         assert_eq!(validate_name("  laptop "), Ok("laptop".to_owned()));
         assert_eq!(validate_name(""), Err(ErrorCode::InvalidArgument));
         assert_eq!(validate_name("a\u{7}b"), Err(ErrorCode::InvalidArgument));
+        // Bidi overrides, zero-width characters and separators are removed, not kept.
+        assert_eq!(validate_name("ali\u{202E}ecila"), Ok("aliecila".to_owned()));
+        assert_eq!(validate_name("a\u{200B}l\u{200D}i\u{FEFF}ce"), Ok("alice".to_owned()));
+        assert_eq!(validate_name("alice\u{2028}admin"), Ok("aliceadmin".to_owned()));
+        assert_eq!(validate_name("\u{200B}\u{202E}"), Err(ErrorCode::InvalidArgument));
     }
 
     #[test]

@@ -19,6 +19,8 @@ use anytime_proto::{encode_server, ConvId, DeviceId, ServerFrame, UserId};
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 
+use crate::outbound::Outbound;
+
 /// What the hub hands to a connection.
 #[derive(Debug, Clone)]
 pub enum Push {
@@ -29,6 +31,15 @@ pub enum Push {
     Membership { conv: ConvId, frame: Bytes },
     /// Any other frame, sent as is (typing, presence, welcome, key-package warnings).
     Frame(Bytes),
+}
+
+impl Push {
+    /// Bytes this push puts on the wire.
+    pub fn wire_bytes(&self) -> u64 {
+        match self {
+            Push::Message { frame, .. } | Push::Membership { frame, .. } | Push::Frame(frame) => frame.len() as u64,
+        }
+    }
 }
 
 /// Out-of-band signals for one connection, checked even when its queue is full.
@@ -43,6 +54,7 @@ struct Conn {
     id: u64,
     tx: mpsc::Sender<Push>,
     signal: Arc<ConnSignal>,
+    outbound: Arc<Outbound>,
 }
 
 /// A conversation's cached routing facts.
@@ -123,11 +135,13 @@ impl Hub {
         lock!(self.presence).get(&user).map_or(0, |p| p.connections)
     }
 
-    pub fn register(&self, user: UserId, device: DeviceId) -> Registered {
+    /// `outbound` counts the connection's queued bytes: a push that would take it past the
+    /// bound is not queued (the connection is marked lagging instead).
+    pub fn register(&self, user: UserId, device: DeviceId, outbound: Arc<Outbound>) -> Registered {
         let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(SEND_QUEUE_LEN_MAX as usize);
         let signal = Arc::new(ConnSignal::default());
-        write!(self.conns).entry(device).or_default().push(Conn { id: conn_id, tx, signal: signal.clone() });
+        write!(self.conns).entry(device).or_default().push(Conn { id: conn_id, tx, signal: signal.clone(), outbound });
         let came_online = {
             let mut presence = lock!(self.presence);
             let entry = presence.entry(user).or_default();
@@ -177,14 +191,21 @@ impl Hub {
         for device in devices {
             let Some(list) = conns.get(device) else { continue };
             for conn in list {
+                // The connection takes it out of the count when it dequeues it.
+                if !conn.outbound.try_add(push.wire_bytes()) {
+                    conn.signal.lagged.store(true, Ordering::Release);
+                    conn.signal.notify.notify_one();
+                    continue;
+                }
                 match conn.tx.try_send(push.clone()) {
                     Ok(()) => delivered += 1,
                     Err(mpsc::error::TrySendError::Full(_)) => {
+                        conn.outbound.remove(push.wire_bytes());
                         conn.signal.lagged.store(true, Ordering::Release);
                         conn.signal.notify.notify_one();
                     }
                     // The connection is closing; it resumes from its cursor next time.
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => conn.outbound.remove(push.wire_bytes()),
                 }
             }
         }

@@ -12,7 +12,10 @@ pub mod auth;
 pub mod cluster;
 pub mod env;
 pub mod hub;
+pub mod login_throttle;
 pub mod metrics;
+pub mod outbound;
+pub mod password_gate;
 pub mod ratelimit;
 mod requests;
 pub mod session;
@@ -46,6 +49,8 @@ pub struct Config {
     /// argon2id cost for new password hashes: (memory KiB, iterations). Existing hashes keep the
     /// cost they were made with.
     pub argon2_cost: (u32, u32),
+    /// Password hashes computed at once (each ~19 MiB); the number of cores by default.
+    pub password_hashes_max: usize,
     /// Push endpoints allowed besides the browsers' push services (tests, self-hosted services).
     pub push_endpoint_prefixes: Vec<String>,
 }
@@ -57,6 +62,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             argon2_cost: ARGON2_COST_DEFAULT,
+            password_hashes_max: std::thread::available_parallelism().map_or(2, |n| n.get()),
             session_ttl_ms: 90 * 24 * 3_600_000,
             retention_ms: 30 * 24 * 3_600_000,
             rate_limits: RateLimits::default(),
@@ -75,6 +81,8 @@ pub struct ServerCore {
     pub(crate) env: Arc<dyn Env>,
     pub(crate) hub: Hub,
     pub(crate) limiter: RateLimiter,
+    pub(crate) login_throttle: login_throttle::LoginThrottle,
+    pub(crate) password_gate: password_gate::PasswordGate,
     pub(crate) config: Config,
     pub metrics: Arc<Metrics>,
 }
@@ -93,6 +101,8 @@ impl ServerCore {
             env,
             hub: Hub::default(),
             limiter: RateLimiter::new(config.rate_limits.clone()),
+            login_throttle: login_throttle::LoginThrottle::default(),
+            password_gate: password_gate::PasswordGate::new(config.password_hashes_max),
             config,
             metrics,
         }

@@ -66,6 +66,19 @@ pub struct Metrics {
     pub commits_in: AtomicU64,
     pub lagged_connections: AtomicU64,
     pub gc_deleted_messages: AtomicU64,
+    /// TCP connections open (HTTP and WebSocket, authenticated or not).
+    pub sockets_open: AtomicU64,
+    pub sockets_unauthenticated: AtomicU64,
+    /// Connections refused at accept: too many unauthenticated ones from one address.
+    pub sockets_refused: AtomicU64,
+    /// Unauthenticated connections closed to make room (open files near the limit, or too many).
+    pub sockets_shed: AtomicU64,
+    /// Connections closed by a deadline (slow headers, slow body, no Hello, too old).
+    pub sockets_timed_out: AtomicU64,
+    /// Receivers disconnected for being `OUTBOUND_BYTES_MAX` behind.
+    pub slow_consumers: AtomicU64,
+    /// Password hashes refused with `server_busy`.
+    pub password_hashes_refused: AtomicU64,
     /// Operations per storage transaction (group commit batch size).
     pub commit_batch_size: Histogram,
     /// Seconds spent in the transaction commit (the fsync).
@@ -88,6 +101,13 @@ impl Default for Metrics {
             commits_in: AtomicU64::new(0),
             lagged_connections: AtomicU64::new(0),
             gc_deleted_messages: AtomicU64::new(0),
+            sockets_open: AtomicU64::new(0),
+            sockets_unauthenticated: AtomicU64::new(0),
+            sockets_refused: AtomicU64::new(0),
+            sockets_shed: AtomicU64::new(0),
+            sockets_timed_out: AtomicU64::new(0),
+            slow_consumers: AtomicU64::new(0),
+            password_hashes_refused: AtomicU64::new(0),
             commit_batch_size: Histogram::new(BATCH_BOUNDS),
             fsync_seconds: Histogram::new(SECONDS_BOUNDS),
         }
@@ -97,7 +117,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &str, &AtomicU64); 10] = [
+        let counters: [(&str, &str, &str, &AtomicU64); 17] = [
             ("anytime_connections_open", "gauge", "Open device WebSocket connections.", &self.connections_open),
             ("anytime_connections_total", "counter", "Device WebSocket connections accepted.", &self.connections_total),
             ("anytime_frames_in_total", "counter", "Frames received from devices.", &self.frames_in),
@@ -117,6 +137,43 @@ impl Metrics {
                 "counter",
                 "Messages deleted after every device acknowledged them or retention ran out.",
                 &self.gc_deleted_messages,
+            ),
+            ("anytime_sockets_open", "gauge", "Open TCP connections, HTTP and WebSocket.", &self.sockets_open),
+            (
+                "anytime_sockets_unauthenticated",
+                "gauge",
+                "Open connections not (yet) authenticated.",
+                &self.sockets_unauthenticated,
+            ),
+            (
+                "anytime_sockets_refused_total",
+                "counter",
+                "Connections refused at accept: too many unauthenticated ones from one address.",
+                &self.sockets_refused,
+            ),
+            (
+                "anytime_sockets_shed_total",
+                "counter",
+                "Oldest unauthenticated connections closed to make room.",
+                &self.sockets_shed,
+            ),
+            (
+                "anytime_sockets_timed_out_total",
+                "counter",
+                "Connections closed by a deadline (headers, body, Hello, age).",
+                &self.sockets_timed_out,
+            ),
+            (
+                "anytime_slow_consumers_total",
+                "counter",
+                "Receivers disconnected for falling too far behind.",
+                &self.slow_consumers,
+            ),
+            (
+                "anytime_password_hashes_refused_total",
+                "counter",
+                "Logins and registrations answered server_busy (password hashing at capacity).",
+                &self.password_hashes_refused,
             ),
         ];
         for (name, kind, help, value) in counters {

@@ -12,7 +12,9 @@ use anytime_proto::UserId;
 pub enum LimitKind {
     RegisterPerIp,
     LoginPerIp,
-    LoginPerUsername,
+    KeyPackageClaimPerAccount,
+    KeyPackageClaimPerTarget,
+    KeyPackageClaimPerPair,
     SendPerAccount,
     SendPerIp,
     RequestPerAccount,
@@ -30,7 +32,12 @@ pub struct Rate {
 pub struct RateLimits {
     pub register_per_ip: Rate,
     pub login_per_ip: Rate,
-    pub login_per_username: Rate,
+    /// Key-package claims by one account: a group of thousands is built in one burst.
+    pub key_package_claims_per_account: Rate,
+    /// Claims of one account's key packages by everyone: what a stranger could drain.
+    pub key_package_claims_per_target: Rate,
+    /// Claims of one account's packages by one other account: a few per conversation change.
+    pub key_package_claims_per_pair: Rate,
     pub send_per_account: Rate,
     /// Generous: many accounts may share one address (NAT), this only stops floods.
     pub send_per_ip: Rate,
@@ -42,7 +49,9 @@ impl Default for RateLimits {
         RateLimits {
             register_per_ip: Rate { per_second: 10.0 / 60.0, burst: 20.0 },
             login_per_ip: Rate { per_second: 1.0, burst: 30.0 },
-            login_per_username: Rate { per_second: 10.0 / 60.0, burst: 10.0 },
+            key_package_claims_per_account: Rate { per_second: 5.0, burst: 2_000.0 },
+            key_package_claims_per_target: Rate { per_second: 1.0, burst: 120.0 },
+            key_package_claims_per_pair: Rate { per_second: 1.0 / 60.0, burst: 10.0 },
             send_per_account: Rate { per_second: 500.0, burst: 5_000.0 },
             send_per_ip: Rate { per_second: 5_000.0, burst: 50_000.0 },
             request_per_account: Rate { per_second: 50.0, burst: 500.0 },
@@ -57,7 +66,9 @@ impl RateLimits {
         RateLimits {
             register_per_ip: rate,
             login_per_ip: rate,
-            login_per_username: rate,
+            key_package_claims_per_account: rate,
+            key_package_claims_per_target: rate,
+            key_package_claims_per_pair: rate,
             send_per_account: rate,
             send_per_ip: rate,
             request_per_account: rate,
@@ -68,7 +79,9 @@ impl RateLimits {
         match kind {
             LimitKind::RegisterPerIp => self.register_per_ip,
             LimitKind::LoginPerIp => self.login_per_ip,
-            LimitKind::LoginPerUsername => self.login_per_username,
+            LimitKind::KeyPackageClaimPerAccount => self.key_package_claims_per_account,
+            LimitKind::KeyPackageClaimPerTarget => self.key_package_claims_per_target,
+            LimitKind::KeyPackageClaimPerPair => self.key_package_claims_per_pair,
             LimitKind::SendPerAccount => self.send_per_account,
             LimitKind::SendPerIp => self.send_per_ip,
             LimitKind::RequestPerAccount => self.request_per_account,
@@ -80,7 +93,8 @@ impl RateLimits {
 pub enum LimitKey {
     Ip(IpAddr),
     Account(UserId),
-    Username(String),
+    /// (claimer, target) and similar ordered pairs of accounts.
+    Pair(UserId, UserId),
 }
 
 struct Bucket {

@@ -16,7 +16,7 @@ use crate::cluster::ClusterEvent;
 use crate::env::EnvExt;
 use crate::hub::Push;
 use crate::is_group;
-use crate::ratelimit::LimitKind;
+use crate::ratelimit::{LimitKey, LimitKind};
 use crate::session::{Answer, Completed, Outcome, PendingRequest, Reject, Session};
 use crate::store::{InviteRecord, NewCommit, NewConversation, NewMessage, NewWelcome};
 
@@ -396,8 +396,25 @@ impl Session {
 
     async fn claim_key_packages(&mut self, user: UserId) -> Answer {
         self.require_user(user).await?;
-        if user != self.user() && self.core.is_blocked(user, self.user()).await? {
-            return Err(ErrorCode::Blocked.into());
+        let me = self.user();
+        if user != me {
+            if self.core.is_blocked(user, me).await? {
+                return Err(ErrorCode::Blocked.into());
+            }
+            // Key packages serve one purpose: adding that user's devices to a conversation the
+            // claimer is in with them (the server records membership before the MLS add). A
+            // stranger has no conversation with the user and gets nothing, so cannot drain them.
+            if !self.core.store.share_conversation(me, user).await? {
+                return Err(ErrorCode::NotMember.into());
+            }
+            let now_ms = self.core.env.now_ms();
+            let limiter = &self.core.limiter;
+            if !limiter.check(LimitKind::KeyPackageClaimPerAccount, LimitKey::Account(me), now_ms)
+                || !limiter.check(LimitKind::KeyPackageClaimPerPair, LimitKey::Pair(me, user), now_ms)
+                || !limiter.check(LimitKind::KeyPackageClaimPerTarget, LimitKey::Account(user), now_ms)
+            {
+                return Err(ErrorCode::RateLimited.into());
+            }
         }
         let packages = self.core.store.claim_key_packages(user).await?;
         for package in &packages {

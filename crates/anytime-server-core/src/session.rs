@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::store_code;
 use crate::hub::{ConnSignal, Push};
+use crate::outbound::{Outbound, SLOW_CONSUMER_TIMEOUT};
 use crate::ratelimit::{LimitKey, LimitKind};
 use crate::store::StoreError;
 use crate::ServerCore;
@@ -103,6 +104,10 @@ pub(crate) struct Authed {
 pub struct Session {
     pub(crate) core: Arc<ServerCore>,
     out: mpsc::Sender<Bytes>,
+    /// Bytes queued for this connection (hub queue + write queue); the writer drains it.
+    outbound: Arc<Outbound>,
+    /// The reader stayed `OUTBOUND_BYTES_MAX` behind for `SLOW_CONSUMER_TIMEOUT`: close.
+    too_slow: bool,
     peer_ip: IpAddr,
     pub(crate) auth: Option<Authed>,
     /// The newest queued cursor move, awaited on close.
@@ -111,10 +116,16 @@ pub struct Session {
 
 impl Session {
     /// `out` is the connection's write queue; the shell's writer task drains it.
-    pub fn new(core: Arc<ServerCore>, out: mpsc::Sender<Bytes>, peer_ip: IpAddr) -> Session {
+    pub fn new(core: Arc<ServerCore>, out: mpsc::Sender<Bytes>, outbound: Arc<Outbound>, peer_ip: IpAddr) -> Session {
         core.metrics.connections_open.fetch_add(1, Relaxed);
         core.metrics.connections_total.fetch_add(1, Relaxed);
-        Session { core, out, peer_ip, auth: None, last_ack: None }
+        Session { core, out, outbound, too_slow: false, peer_ip, auth: None, last_ack: None }
+    }
+
+    /// The reader fell too far behind for too long; the shell closes the connection (the
+    /// device resumes from storage when it reconnects).
+    pub fn is_too_slow(&self) -> bool {
+        self.too_slow
     }
 
     /// `Send` is pipelined: queued for storage, answered when durable (`on_completed`).
@@ -251,7 +262,7 @@ impl Session {
         }
         // Register before reading cursors: a message stored from now on is either pushed live
         // or found by the catch-up below, never neither.
-        let registered = self.core.hub.register(device.user, device.id);
+        let registered = self.core.hub.register(device.user, device.id, self.outbound.clone());
         let span = tracing::info_span!("session", user = %device.user, device = %device.id);
         let _enter = span.enter();
         tracing::debug!("device connected");
@@ -414,20 +425,35 @@ impl Session {
             || self.core.limiter.check(LimitKind::SendPerIp, LimitKey::Ip(self.peer_ip), now_ms)
     }
 
-    pub(crate) async fn send_frame(&self, request_id: u32, frame: &ServerFrame) {
+    pub(crate) async fn send_frame(&mut self, request_id: u32, frame: &ServerFrame) {
         self.send(Bytes::from(encode_server(request_id, frame))).await;
     }
 
-    pub(crate) async fn reject(&self, request_id: u32, reject: Reject) {
+    pub(crate) async fn reject(&mut self, request_id: u32, reject: Reject) {
         self.core.metrics.frame_errors.fetch_add(1, Relaxed);
         let error =
             frame::Error { code: reject.code, message: reject.code.description().to_owned(), epoch: reject.epoch };
         self.send_frame(request_id, &ServerFrame::Error(error)).await;
     }
 
-    async fn send(&self, bytes: Bytes) {
+    async fn send(&mut self, bytes: Bytes) {
+        if self.too_slow {
+            return;
+        }
+        let len = bytes.len() as u64;
+        if !self.outbound.add_when_room(len, SLOW_CONSUMER_TIMEOUT).await {
+            self.too_slow = true;
+            self.core.metrics.slow_consumers.fetch_add(1, Relaxed);
+            tracing::info!(
+                queued_bytes = self.outbound.queued(),
+                "disconnecting a receiver that stopped reading; it resumes from storage when it reconnects"
+            );
+            return;
+        }
         self.core.metrics.frames_out.fetch_add(1, Relaxed);
         // A closed queue means the socket is gone; the device resumes from its cursor.
-        let _ = self.out.send(bytes).await;
+        if self.out.send(bytes).await.is_err() {
+            self.outbound.remove(len);
+        }
     }
 }

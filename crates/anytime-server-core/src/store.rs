@@ -188,6 +188,8 @@ pub trait ServerStore: Send + Sync + 'static {
     async fn is_blocked(&self, blocker: UserId, blocked: UserId) -> StoreResult<bool>;
     /// Whether the two users share a direct chat ("contacts" for presence privacy).
     async fn are_contacts(&self, a: UserId, b: UserId) -> StoreResult<bool>;
+    /// Whether the two users are members of at least one common conversation.
+    async fn share_conversation(&self, a: UserId, b: UserId) -> StoreResult<bool>;
 
     // ---- conversations
     /// Creates the conversation. For a direct chat that already exists between the two users,

@@ -4,18 +4,22 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anytime_proto::http::{ErrorBody, LoginRequest, RegisterRequest};
-use anytime_proto::limits::{HTTP_BODY_BYTES_MAX, WS_MESSAGE_BYTES_MAX};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anytime_proto::limits::{HTTP_BODY_BYTES_MAX, HTTP_BODY_TIMEOUT_MS, WS_MESSAGE_BYTES_MAX};
 use anytime_proto::ErrorCode;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State, WebSocketUpgrade};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Extension, Request, State, WebSocketUpgrade};
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::admission::Ticket;
 use crate::AppState;
 
 /// Initial WebSocket read buffer per connection, bytes.
@@ -51,7 +55,7 @@ pub(crate) fn router(state: AppState, web_dir: Option<&Path>) -> Router {
         .route("/v1/ws", get(websocket))
         .route("/v1/push/key", get(push_key))
         .route("/v1/push/endpoint", post(push_endpoint))
-        .layer(DefaultBodyLimit::max(HTTP_BODY_BYTES_MAX as usize))
+        .layer(axum::middleware::from_fn(refuse_declared_oversize))
         .with_state(state)
 }
 
@@ -70,26 +74,48 @@ fn error_response(code: ErrorCode) -> Response {
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::TooManyDevices | ErrorCode::TooManyConnections => StatusCode::FORBIDDEN,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::ShuttingDown | ErrorCode::ServerBusy => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         _ => StatusCode::BAD_REQUEST,
     };
-    (status, Json(ErrorBody { code, message: code.description().to_owned() })).into_response()
+    let mut response = (status, Json(ErrorBody { code, message: code.description().to_owned() })).into_response();
+    if matches!(code, ErrorCode::RateLimited | ErrorCode::ServerBusy) {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if matches!(code, ErrorCode::PayloadTooLarge | ErrorCode::RequestTimeout) {
+        // The rest of the body is not read: the connection cannot carry another request.
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
-/// Parses a JSON body; a body over the limit or not JSON is answered with our own error shape
-/// (`payload_too_large`, `invalid_argument`) instead of axum's plain-text rejection.
-fn parse<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ErrorCode> {
-    let body = body.map_err(|_| ErrorCode::PayloadTooLarge)?;
+/// Answers 413 from the declared `Content-Length` before reading any of the body: a client
+/// announcing a terabyte hears so at once instead of being waited on.
+async fn refuse_declared_oversize(request: Request, next: Next) -> Response {
+    let declared =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > HTTP_BODY_BYTES_MAX as u64) {
+        return error_response(ErrorCode::PayloadTooLarge);
+    }
+    next.run(request).await
+}
+
+/// Reads and parses a JSON body within `HTTP_BODY_TIMEOUT_MS` and `HTTP_BODY_BYTES_MAX`;
+/// failures get our own error shape (`request_timeout`, `payload_too_large`,
+/// `invalid_argument`) instead of axum's plain-text rejection.
+async fn read_json<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ErrorCode> {
+    let read = axum::body::to_bytes(body, HTTP_BODY_BYTES_MAX as usize);
+    let body = match tokio::time::timeout(Duration::from_millis(HTTP_BODY_TIMEOUT_MS), read).await {
+        Err(_) => return Err(ErrorCode::RequestTimeout),
+        Ok(Err(_)) => return Err(ErrorCode::PayloadTooLarge),
+        Ok(Ok(body)) => body,
+    };
     serde_json::from_slice(&body).map_err(|_| ErrorCode::InvalidArgument)
 }
 
-async fn register(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let request: RegisterRequest = match parse(body) {
+async fn register(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, body: Body) -> Response {
+    let request: RegisterRequest = match read_json(body).await {
         Ok(request) => request,
         Err(code) => return error_response(code),
     };
@@ -99,17 +125,20 @@ async fn register(
     }
 }
 
-async fn login(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let request: LoginRequest = match parse(body) {
+async fn login(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, body: Body) -> Response {
+    let request: LoginRequest = match read_json(body).await {
         Ok(request) => request,
         Err(code) => return error_response(code),
     };
+    let username = request.username.clone();
     match state.core.login(peer.ip(), request).await {
         Ok(session) => Json(session).into_response(),
+        Err(ErrorCode::RateLimited) => {
+            let mut response = error_response(ErrorCode::RateLimited);
+            let wait = state.core.login_retry_after_secs(&username, peer.ip());
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
+            response
+        }
         Err(code) => error_response(code),
     }
 }
@@ -126,18 +155,14 @@ struct PushEndpointRequest {
 }
 
 /// Registers the calling device's push endpoint (`Authorization: Bearer <session token>`).
-async fn push_endpoint(
-    State(state): State<AppState>,
-    headers: axum::http::HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn push_endpoint(State(state): State<AppState>, headers: axum::http::HeaderMap, body: Body) -> Response {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default()
         .to_owned();
-    let request: PushEndpointRequest = match parse(body) {
+    let request: PushEndpointRequest = match read_json(body).await {
         Ok(request) => request,
         Err(code) => return error_response(code),
     };
@@ -150,6 +175,7 @@ async fn push_endpoint(
 async fn websocket(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ticket): Extension<Arc<Ticket>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if *state.shutdown.borrow() {
@@ -166,7 +192,7 @@ async fn websocket(
         .max_message_size(WS_MESSAGE_BYTES_MAX as usize)
         .max_frame_size(WS_MESSAGE_BYTES_MAX as usize)
         .on_upgrade(move |socket| async move {
-            crate::ws::run(socket, state.core, peer.ip(), state.shutdown).await;
+            crate::ws::run(socket, state.core, peer.ip(), ticket, state.shutdown).await;
             drop(permit);
         })
 }

@@ -4,8 +4,11 @@
 //! It translates between the network and the core and decides nothing itself: every rule
 //! lives in the core, every byte layout in `anytime-proto`.
 
+mod admission;
 mod http;
+mod listener;
 mod nats_bus;
+mod system;
 mod system_env;
 mod vapid;
 mod web_push;
@@ -17,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use anytime_proto::limits::FD_RESERVE;
 use anytime_server_core::{Config, Metrics, ServerCore, ServerStore};
 use anytime_store_sqlite::SqliteStore;
 use tokio::net::TcpListener;
@@ -44,6 +48,9 @@ pub struct ServeConfig {
     pub core: Config,
     /// Simultaneous WebSocket connections this node accepts.
     pub connections_max: u32,
+    /// Unauthenticated connections one address may hold (`UNAUTHENTICATED_PER_IP_MAX`; lifted
+    /// for benchmarks, which connect thousands of clients from one address).
+    pub unauthenticated_per_ip_max: u32,
     pub gc_interval: Duration,
     /// The built web client (`cargo xtask web`) to serve at `/`; `None` serves a status page.
     pub web_dir: Option<PathBuf>,
@@ -88,6 +95,8 @@ pub(crate) struct AppState {
 }
 
 pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
+    system::tune_allocator();
+    let open_files = system::raise_open_files_limit();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("while creating the data directory {}", config.data_dir.display()))?;
     let metrics = Arc::new(Metrics::default());
@@ -136,6 +145,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let connections = Arc::new(Semaphore::new(config.connections_max as usize));
     let state = AppState { core: core.clone(), vapid, connections: connections.clone(), shutdown: shutdown_rx.clone() };
     let app = http::router(state, config.web_dir.as_deref());
+    // Sockets this process can hold: the open-files limit minus what storage and logs need.
+    let sockets_max = open_files.map_or(u64::MAX, |limit| limit.saturating_sub(FD_RESERVE).max(1));
+    let admission = admission::Admission::new(sockets_max, config.unauthenticated_per_ip_max, core.metrics.clone());
 
     if config.nats.is_some() {
         let beat_core = core.clone();
@@ -173,13 +185,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     });
 
     let connections_max = config.connections_max;
-    let mut serve_shutdown = shutdown_rx;
+    let serve_shutdown = shutdown_rx;
     let task = tokio::spawn(async move {
-        let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = serve_shutdown.wait_for(|stop| *stop).await;
-            });
-        server.await.context("while serving HTTP")?;
+        listener::serve(listener, app, admission, core.metrics.clone(), serve_shutdown).await;
         // Upgraded WebSockets outlive the HTTP server: wait until each has closed (they watch
         // the same shutdown signal) so their last acknowledged writes are flushed below.
         let all = tokio::time::timeout(Duration::from_secs(10), connections.acquire_many(connections_max)).await;

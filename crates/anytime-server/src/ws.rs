@@ -6,23 +6,29 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anytime_proto::limits::HELLO_TIMEOUT_MS;
 use anytime_server_core::hub::{ConnSignal, Push};
 use anytime_server_core::session::Live;
 use anytime_server_core::Completed;
 use anytime_server_core::{Flow, ServerCore, Session};
-use axum::extract::ws::{Message, WebSocket};
+use std::sync::atomic::Ordering::Relaxed;
+
+use anytime_server_core::outbound::Outbound;
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
+
+use crate::admission::Ticket;
 
 /// Frames queued for the socket writer. Pushes beyond this wait in the hub queue instead.
 const WRITE_QUEUE_LEN_MAX: usize = 256;
 /// Requests of one connection waiting for durable storage at once; beyond this the socket is
 /// not read until some complete (backpressure on a pipelining client).
 const IN_FLIGHT_MAX: usize = 256;
-/// How long a new connection may take to authenticate.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the writer may take to send what is queued once the connection ends.
+const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything the connection loop reacts to.
 enum LoopEvent {
@@ -31,26 +37,39 @@ enum LoopEvent {
     Completed(Completed),
     Signal,
     HelloTimeout,
+    Shed,
     Shutdown,
 }
 
-pub(crate) async fn run(socket: WebSocket, core: Arc<ServerCore>, ip: IpAddr, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(
+    socket: WebSocket,
+    core: Arc<ServerCore>,
+    ip: IpAddr,
+    ticket: Arc<Ticket>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let (mut sink, mut stream) = socket.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE_LEN_MAX);
-    let writer = tokio::spawn(async move {
+    let outbound = Arc::new(Outbound::default());
+    let written = outbound.clone();
+    let (close_tx, close_rx) = tokio::sync::oneshot::channel::<CloseFrame>();
+    let mut writer = tokio::spawn(async move {
         while let Some(bytes) = out_rx.recv().await {
+            let len = bytes.len() as u64;
             if sink.send(Message::Binary(bytes)).await.is_err() {
                 return;
             }
+            written.remove(len);
         }
-        let _ = sink.send(Message::Close(None)).await;
+        let _ = sink.send(Message::Close(close_rx.await.ok())).await;
     });
 
-    let mut session = Session::new(core, out_tx, ip);
+    let mut session = Session::new(core.clone(), out_tx, outbound.clone(), ip);
+    let mut close_reason = None;
     let mut pushes: Option<mpsc::Receiver<Push>> = None;
     let mut signal: Option<Arc<ConnSignal>> = None;
     let mut in_flight = FuturesOrdered::new();
-    let hello_deadline = tokio::time::sleep(HELLO_TIMEOUT);
+    let hello_deadline = tokio::time::sleep(Duration::from_millis(HELLO_TIMEOUT_MS));
     tokio::pin!(hello_deadline);
 
     // Runs until the socket closes, the session ends or the server shuts down.
@@ -64,6 +83,7 @@ pub(crate) async fn run(socket: WebSocket, core: Arc<ServerCore>, ip: IpAddr, mu
             message = stream.next(), if in_flight.len() < IN_FLIGHT_MAX => LoopEvent::Socket(message),
             push = recv(&mut pushes) => LoopEvent::Push(push),
             _ = &mut hello_deadline, if !authenticated => LoopEvent::HelloTimeout,
+            _ = ticket.shed.notified(), if !authenticated => LoopEvent::Shed,
         };
         let flow = match event {
             LoopEvent::Socket(Some(Ok(Message::Binary(bytes)))) => session.on_bytes(&bytes).await,
@@ -73,19 +93,40 @@ pub(crate) async fn run(socket: WebSocket, core: Arc<ServerCore>, ip: IpAddr, mu
             }
             LoopEvent::Socket(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => Flow::Continue,
             LoopEvent::Socket(Some(Ok(Message::Close(_))) | Some(Err(_)) | None) => Flow::Close,
-            LoopEvent::Push(Some(push)) => session.on_push(push).await,
+            LoopEvent::Push(Some(push)) => {
+                // Out of the hub queue; `on_push` counts it again into the write queue.
+                outbound.remove(push.wire_bytes());
+                session.on_push(push).await
+            }
             LoopEvent::Completed(completed) => session.on_completed(completed).await,
             LoopEvent::Push(None) => Flow::Close,
             LoopEvent::Signal => match &signal {
                 Some(signal) => session.on_signal(&signal.clone()).await,
                 None => Flow::Continue,
             },
-            LoopEvent::HelloTimeout | LoopEvent::Shutdown => Flow::Close,
+            LoopEvent::HelloTimeout => {
+                core.metrics.sockets_timed_out.fetch_add(1, Relaxed);
+                close_reason = Some((close_code::POLICY, "no Hello within the time limit"));
+                Flow::Close
+            }
+            LoopEvent::Shed => {
+                close_reason = Some((close_code::AGAIN, "server busy: connect again"));
+                Flow::Close
+            }
+            LoopEvent::Shutdown => {
+                close_reason = Some((close_code::AWAY, "server shutting down"));
+                Flow::Close
+            }
         };
+        if session.is_too_slow() {
+            close_reason = Some((close_code::AGAIN, "too far behind: connect again to resume"));
+            break;
+        }
         match flow {
             Flow::Continue => {}
             Flow::Pending(pending) => in_flight.push_back(pending),
             Flow::Live(Live { rx, signal: live_signal }) => {
+                ticket.authenticated();
                 pushes = Some(rx);
                 signal = Some(live_signal);
             }
@@ -97,9 +138,16 @@ pub(crate) async fn run(socket: WebSocket, core: Arc<ServerCore>, ip: IpAddr, mu
         session.on_completed(completed).await;
     }
     session.on_close().await;
+    let too_slow = session.is_too_slow();
     // Dropping the session closes the write queue; the writer sends what is queued, then Close.
     drop(session);
-    let _ = writer.await;
+    if let Some((code, reason)) = close_reason {
+        let _ = close_tx.send(CloseFrame { code, reason: reason.into() });
+    }
+    // A reader that is too slow would hold the writer (and the socket) forever: drop it now.
+    if too_slow || tokio::time::timeout(WRITER_DRAIN_TIMEOUT, &mut writer).await.is_err() {
+        writer.abort();
+    }
 }
 
 async fn recv(pushes: &mut Option<mpsc::Receiver<Push>>) -> Option<Push> {

@@ -164,6 +164,12 @@ async fn commits_are_accepted_only_at_the_current_epoch(store: Store) {
 
 async fn key_packages_are_claimed_once_with_a_last_resort_fallback(store: Store) {
     let _conv = setup(&store).await;
+    // Claims are allowed between users who share a conversation (checked by the caller).
+    assert!(store.share_conversation(UserId(1), UserId(2)).await.unwrap());
+    assert!(store.share_conversation(UserId(2), UserId(1)).await.unwrap());
+    let (stranger, stranger_device) = user(3, "cyd");
+    store.create_user(stranger, stranger_device).await.unwrap();
+    assert!(!store.share_conversation(UserId(3), UserId(2)).await.unwrap());
     let packages: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i]).collect();
     assert_eq!(store.upload_key_packages(DeviceId(20), packages, Some(vec![99]), 200).await.unwrap(), 3);
     let mut claimed = Vec::new();

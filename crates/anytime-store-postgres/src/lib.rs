@@ -138,6 +138,14 @@ impl ServerStore for PgStore {
     async fn are_contacts(&self, a: UserId, b: UserId) -> StoreResult<bool> {
         pg::exists(&self.pool, "SELECT 1 FROM conversations WHERE direct_key = $1", &[&pg::direct_key(a, b)]).await
     }
+    async fn share_conversation(&self, a: UserId, b: UserId) -> StoreResult<bool> {
+        pg::exists(
+            &self.pool,
+            "SELECT 1 FROM members m1 JOIN members m2 ON m2.conv_id = m1.conv_id AND m2.user_id = $2 WHERE m1.user_id = $1 LIMIT 1",
+            &[&pg::id(a.0), &pg::id(b.0)],
+        )
+        .await
+    }
     async fn create_conversation(&self, conversation: NewConversation) -> StoreResult<ConvId> {
         pg::create_conversation(&self.pool, conversation).await
     }

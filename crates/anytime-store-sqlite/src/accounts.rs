@@ -286,6 +286,14 @@ pub(crate) fn direct_key(a: UserId, b: UserId) -> String {
     format!("{low}:{high}")
 }
 
+pub(crate) fn share_conversation(conn: &Connection, a: UserId, b: UserId) -> StoreResult<bool> {
+    conn.prepare_cached(
+        "SELECT 1 FROM members m1 JOIN members m2 ON m2.conv_id = m1.conv_id AND m2.user_id = ?2 WHERE m1.user_id = ?1 LIMIT 1",
+    )
+    .and_then(|mut stmt| stmt.exists([id(a.0), id(b.0)]))
+    .map_err(backend)
+}
+
 pub(crate) fn are_contacts(conn: &Connection, a: UserId, b: UserId) -> StoreResult<bool> {
     conn.prepare_cached("SELECT 1 FROM conversations WHERE direct_key = ?")
         .and_then(|mut stmt| stmt.exists([direct_key(a, b)]))

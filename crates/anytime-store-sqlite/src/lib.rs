@@ -125,6 +125,10 @@ impl ServerStore for SqliteStore {
         self.engine.read(move |c| accounts::are_contacts(c, a, b)).await
     }
 
+    async fn share_conversation(&self, a: UserId, b: UserId) -> StoreResult<bool> {
+        self.engine.read(move |c| accounts::share_conversation(c, a, b)).await
+    }
+
     async fn create_conversation(&self, conversation: NewConversation) -> StoreResult<ConvId> {
         self.engine.write(move |c| conversations::create_conversation(c, conversation)).await
     }

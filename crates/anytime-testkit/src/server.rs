@@ -13,11 +13,17 @@ pub struct ServerOptions {
     pub extra_args: Vec<String>,
     /// `ANYTIME_LOG` filter; debug by default so the payload-leak test sees everything logged.
     pub log_filter: String,
+    /// Open-files limit (soft and hard) for the server process, to test behaviour near it.
+    pub open_files_limit: Option<u64>,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { extra_args: vec!["--no-rate-limits".into()], log_filter: "debug".into() }
+        ServerOptions {
+            extra_args: vec!["--no-rate-limits".into()],
+            log_filter: "debug".into(),
+            open_files_limit: None,
+        }
     }
 }
 
@@ -53,7 +59,16 @@ impl ServerProcess {
             .append(true)
             .open(&self.log_path)
             .context("while opening the server log")?;
-        let mut child = Command::new(&self.binary)
+        let mut command = match self.options.open_files_limit {
+            // `ulimit -n` in sh sets the soft and the hard limit, so the server cannot raise it.
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c").arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\"")).arg(&self.binary);
+                sh
+            }
+            None => Command::new(&self.binary),
+        };
+        let mut child = command
             .arg("serve")
             .arg("--data")
             .arg(&self.data_dir)

@@ -370,7 +370,8 @@ async fn expired_tokens_are_refused_without_changing_anything() {
 async fn http_api_rejects_bad_requests_with_codes_and_rate_limits_logins() {
     // Goal: JSON errors carry stable codes; repeated logins hit the per-username limit.
     let dir = tempfile::tempdir().unwrap();
-    let options = anytime_testkit::ServerOptions { extra_args: vec![], log_filter: "info".into() };
+    let options =
+        anytime_testkit::ServerOptions { extra_args: vec![], log_filter: "info".into(), ..Default::default() };
     let server =
         anytime_testkit::ServerProcess::start(std::path::Path::new(env!("CARGO_BIN_EXE_anytime")), dir.path(), options)
             .unwrap();

@@ -96,6 +96,8 @@ async fn concurrent_key_package_claims_never_hand_out_a_package_twice() {
         let claimer = h.register(&format!("claimer{i}")).await;
         let mut client = h.connect(&claimer).await;
         let bob_id = bob.user_id;
+        // Claims are for adding bob to a conversation the claimer is in with him.
+        create_direct(&mut client, bob_id).await;
         tasks.push(tokio::spawn(async move {
             let mut got = Vec::new();
             let ids: Vec<u32> = {

@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod concurrency;
 mod durability;
+mod hardening;
 mod load;
 mod messaging;
 mod one_writer;

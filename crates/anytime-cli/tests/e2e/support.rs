@@ -23,9 +23,14 @@ impl Harness {
 
     /// Extra `anytime serve` flags (rate limits stay off unless a test asks for them).
     pub fn start_with(args: &[&str]) -> Harness {
-        let dir = tempfile::tempdir().expect("temp dir");
         let mut options = ServerOptions::default();
         options.extra_args.extend(args.iter().map(|a| a.to_string()));
+        Harness::start_with_options(options)
+    }
+
+    /// Full control over the server's flags (e.g. rate limits on) and process limits.
+    pub fn start_with_options(mut options: ServerOptions) -> Harness {
+        let dir = tempfile::tempdir().expect("temp dir");
         // The same suite runs on embedded SQLite (default) and on PostgreSQL when
         // ANYTIME_E2E_DATABASE names a server (CI sets it).
         let database = std::env::var("ANYTIME_E2E_DATABASE")

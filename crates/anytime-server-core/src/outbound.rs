@@ -1,0 +1,84 @@
+//! Bytes on their way to one connection's socket: queued in the hub for it, or in its write
+//! queue. Counted in bytes, not frames, because frames range from 20 bytes to 128 KiB: a count
+//! bound let one stuck reader of large messages pin half a gigabyte. The hub stops queueing past
+//! `OUTBOUND_BYTES_MAX` (the connection resyncs from storage instead); the session waits for
+//! room, and a reader that makes none within `SLOW_CONSUMER_TIMEOUT` is disconnected. Nothing is
+//! lost either way: delivery is from storage, and the device resumes from its cursor.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anytime_proto::limits::OUTBOUND_BYTES_MAX;
+use tokio::sync::Notify;
+
+/// How long a connection may stay `OUTBOUND_BYTES_MAX` behind before it is disconnected.
+pub const SLOW_CONSUMER_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Default)]
+pub struct Outbound {
+    queued: AtomicU64,
+    drained: Notify,
+}
+
+impl Outbound {
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Counts `bytes` in if they fit under the bound; `false` (nothing counted) if not.
+    pub fn try_add(&self, bytes: u64) -> bool {
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                // One frame always fits into an empty queue, however large.
+                (queued == 0 || queued + bytes <= OUTBOUND_BYTES_MAX).then_some(queued + bytes)
+            })
+            .is_ok()
+    }
+
+    /// `bytes` left the queue (written to the socket, or taken from the hub queue).
+    pub fn remove(&self, bytes: u64) {
+        let _ =
+            self.queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| Some(queued.saturating_sub(bytes)));
+        self.drained.notify_waiters();
+    }
+
+    /// Counts `bytes` in once they fit, waiting for the writer at most `timeout`; `false` if
+    /// the reader made no room in that time.
+    pub async fn add_when_room(&self, bytes: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let drained = self.drained.notified();
+            if self.try_add(bytes) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_bound_holds_and_a_writer_that_drains_makes_room() {
+        let outbound = std::sync::Arc::new(Outbound::default());
+        assert!(outbound.try_add(OUTBOUND_BYTES_MAX - 10));
+        assert!(!outbound.try_add(11));
+        assert!(outbound.try_add(10));
+        assert!(!outbound.add_when_room(1, Duration::from_millis(20)).await, "nothing drains");
+        let writer = outbound.clone();
+        let drain = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            writer.remove(OUTBOUND_BYTES_MAX);
+        });
+        assert!(outbound.add_when_room(1_000, Duration::from_secs(5)).await);
+        drain.await.unwrap();
+        assert_eq!(outbound.queued(), 1_000);
+        // A frame larger than the bound still goes out alone.
+        outbound.remove(1_000);
+        assert!(outbound.try_add(OUTBOUND_BYTES_MAX * 2));
+    }
+}
