@@ -576,7 +576,18 @@ impl<S: ClientStore> Client<S> {
         info: &frame::ConversationInfo,
     ) -> Result<Vec<Event>, ClientError> {
         if self.crypto.has_group(info.conv) {
-            let users: Vec<UserId> = info.members.iter().map(|m| m.user).collect();
+            // Claim key packages only for users with a device missing from the group: a claim
+            // uses one up, and the server rate-limits them.
+            let present: BTreeSet<DeviceId> = self.crypto.members(info.conv).into_iter().map(|m| m.device).collect();
+            let users: Vec<UserId> = info
+                .members
+                .iter()
+                .filter(|m| m.devices.iter().any(|d| !present.contains(d)))
+                .map(|m| m.user)
+                .collect();
+            if users.is_empty() {
+                return Ok(Vec::new());
+            }
             return self.add_users_to_group(t, info.conv, &users).await;
         }
         if info.epoch != 0 {

@@ -141,8 +141,13 @@ pub(crate) async fn run(
     let too_slow = session.is_too_slow();
     // Dropping the session closes the write queue; the writer sends what is queued, then Close.
     drop(session);
-    if let Some((code, reason)) = close_reason {
-        let _ = close_tx.send(CloseFrame { code, reason: reason.into() });
+    // The writer sends Close with this reason (or none) once the queue is written; it waits for
+    // this message, so it must always be sent or dropped here.
+    match close_reason {
+        Some((code, reason)) => {
+            let _ = close_tx.send(CloseFrame { code, reason: reason.into() });
+        }
+        None => drop(close_tx),
     }
     // A reader that is too slow would hold the writer (and the socket) forever: drop it now.
     if too_slow || tokio::time::timeout(WRITER_DRAIN_TIMEOUT, &mut writer).await.is_err() {

