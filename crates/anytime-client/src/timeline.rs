@@ -72,13 +72,18 @@ fn notice(epoch: u64, about: UserId, body: String, now_ms: u64) -> Entry {
     let mut id = [0u8; 16];
     id[0] = b'N';
     id[8..].copy_from_slice(&epoch.to_be_bytes());
+    local_entry(MsgId(id), 0, about, EntryKind::Notice, body, now_ms)
+}
+
+/// An entry this device writes itself (no message content behind it).
+fn local_entry(msg_id: MsgId, seq: Seq, sender: UserId, kind: EntryKind, body: String, now_ms: u64) -> Entry {
     Entry {
-        msg_id: MsgId(id),
-        seq: 0,
-        sender: about,
+        msg_id,
+        seq,
+        sender,
         sender_device: DeviceId(0),
         sent_at_ms: now_ms,
-        kind: EntryKind::Notice,
+        kind,
         body,
         reply_to: None,
         edited: false,
@@ -230,23 +235,8 @@ impl Timeline {
             Event::Undecryptable { seq, sender, reason, .. } => {
                 let mut id = [0u8; 16];
                 id[..8].copy_from_slice(&seq.to_be_bytes());
-                self.insert(Entry {
-                    msg_id: MsgId(id),
-                    seq: *seq,
-                    sender: *sender,
-                    sender_device: DeviceId(0),
-                    sent_at_ms: now_ms,
-                    kind: EntryKind::Undecryptable,
-                    body: format!("cannot decrypt this message ({reason})"),
-                    reply_to: None,
-                    edited: false,
-                    deleted: false,
-                    own: false,
-                    reactions: Vec::new(),
-                    delivered_to: Vec::new(),
-                    read_by: Vec::new(),
-                    expires_at_ms: None,
-                });
+                let body = format!("cannot decrypt this message ({reason})");
+                self.insert(local_entry(MsgId(id), *seq, *sender, EntryKind::Undecryptable, body, now_ms));
                 Applied::Updated
             }
             Event::DeviceRepaired { device, epoch, .. } => self.insert(notice(
@@ -353,6 +343,19 @@ mod tests {
         t.expire(1_000 + 60_000);
         assert!(t.find(MsgId([4; 16])).is_none(), "expired with the timer");
         assert!(t.find(MsgId([1; 16])).is_some(), "sent before the timer: kept");
+    }
+
+    #[test]
+    fn repair_notices_appear_once_and_do_not_count_as_unread() {
+        let mut t = Timeline::new(ConvId(1));
+        let device = DeviceIdentity { user: UserId(2), device: DeviceId(20) };
+        let repaired = Event::DeviceRepaired { conv: ConvId(1), device, epoch: 7 };
+        assert_eq!(t.apply(&repaired, 5), Applied::Updated);
+        assert_eq!(t.apply(&repaired, 6), Applied::Nothing, "a replay adds nothing");
+        assert_eq!(t.apply(&Event::Rejoined { conv: ConvId(1), epoch: 9 }, 7), Applied::Updated);
+        assert_eq!(t.entries.len(), 2);
+        assert!(t.entries.iter().all(|e| e.kind == EntryKind::Notice && e.body.contains("diverged")));
+        assert_eq!(t.unread, 0);
     }
 
     #[test]
