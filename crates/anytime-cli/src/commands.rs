@@ -487,7 +487,7 @@ async fn execute(s: &mut Session, command: Command) -> anyhow::Result<()> {
         Command::Leave { chat } => {
             let conv = parse_conv(&chat)?;
             expect(s.net.request(frame::Leave { conv }.into()).await?, done)?;
-            s.client.crypto.drop_group(conv);
+            s.client.forget_group(conv)?;
             s.out.print(format!("left {conv}"), json!({"conv": conv}))?;
         }
         Command::Invite { chat, ttl_secs, max_uses } => {

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use anytime_client::{ClientError, Transport};
-use anytime_client_tokio::RawClient;
-use anytime_proto::{ClientFrame, ServerFrame};
+use anytime_client_tokio::{HelloRefused, RawClient};
+use anytime_proto::{ClientFrame, ErrorCode, ServerFrame};
 use async_trait::async_trait;
 
 pub struct Net(pub RawClient);
@@ -39,18 +39,19 @@ pub async fn connect(server: &str, token: &str, attempts: u32) -> anyhow::Result
         match RawClient::connect(&ws_url, token).await {
             Ok(client) => return Ok(Net(client)),
             Err(error) => {
-                let text = format!("{error:#}");
                 // A refused session will not get better by retrying.
-                if text.contains("InvalidToken") || text.contains("TokenExpired") || text.contains("LinkCodeInvalid") {
-                    return Err(error)
-                        .context("the server rejected this device's session; log in again with `anytime login`");
+                match error.downcast_ref::<HelloRefused>().map(|refused| refused.0) {
+                    Some(ErrorCode::InvalidToken | ErrorCode::TokenExpired | ErrorCode::LinkCodeInvalid) => {
+                        return Err(error)
+                            .context("the server rejected this device's session; log in again with `anytime login`");
+                    }
+                    Some(ErrorCode::DeviceNotApproved) => {
+                        return Err(error).context(
+                            "this device waits for approval: run `anytime approve CODE` on a device already linked to the account",
+                        );
+                    }
+                    _ => last = Some(error),
                 }
-                if text.contains("DeviceNotApproved") {
-                    return Err(error).context(
-                        "this device waits for approval: run `anytime approve CODE` on a device already linked to the account",
-                    );
-                }
-                last = Some(error);
             }
         }
         tokio::time::sleep(delay).await;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use anytime_client::content::{Content, ReceiptKind};
-use anytime_client::{Changes, ClientStore, Event, Record};
+use anytime_client::{Changes, ClientStore, Event, Queued, Record, StoreError};
 use anytime_proto::frame::Seq;
 use anytime_proto::{ConvId, MsgId};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -27,6 +27,25 @@ CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, conv IN
 CREATE TABLE IF NOT EXISTS verified (user INTEGER PRIMARY KEY, safety_number TEXT NOT NULL, conv INTEGER NOT NULL DEFAULT 0, warned INTEGER NOT NULL DEFAULT 0);
 CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5(body, msg_id UNINDEXED);
 ";
+
+/// Schema changes after the first release, applied in order; `PRAGMA user_version` counts how
+/// many a profile already has.
+const MIGRATIONS: &[&str] = &[
+    // 1: the outbox keeps what each queued message says (local history and silent resends
+    // after a restart).
+    "ALTER TABLE outbox ADD COLUMN content BLOB;",
+];
+
+fn migrate(db: &Connection) -> anyhow::Result<()> {
+    let version: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        let tx = db.unchecked_transaction()?;
+        tx.execute_batch(migration).with_context(|| format!("while upgrading the profile to version {}", i + 1))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
 
 pub struct Profile {
     db: Connection,
@@ -56,7 +75,8 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 pub fn parse_msg_id(text: &str) -> anyhow::Result<MsgId> {
-    anyhow::ensure!(text.len() == 32, "a message id is 32 hex digits (see `anytime history`)");
+    // ASCII first: byte offsets below must fall on character boundaries.
+    anyhow::ensure!(text.len() == 32 && text.is_ascii(), "a message id is 32 hex digits (see `anytime history`)");
     let mut id = [0u8; 16];
     for (i, byte) in id.iter_mut().enumerate() {
         *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).context("a message id is hex digits")?;
@@ -76,6 +96,7 @@ impl Profile {
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;
         db.execute_batch(SCHEMA).context("while creating the profile schema")?;
+        migrate(&db)?;
         let profile = Profile { db };
         profile.delete_expired()?;
         Ok(profile)
@@ -292,17 +313,19 @@ impl Profile {
 }
 
 impl ClientStore for Profile {
-    fn last_seq(&self, conv: ConvId) -> Result<Seq, String> {
+    fn last_seq(&self, conv: ConvId) -> Result<Seq, StoreError> {
         self.db
             .query_row("SELECT last_seq FROM seqs WHERE conv = ?", [conv.0 as i64], |r| r.get::<_, i64>(0))
             .optional()
             .map(|v| v.unwrap_or(0) as u64)
-            .map_err(|e| e.to_string())
+            .map_err(StoreError::new)
     }
 
-    fn outbox(&self) -> Result<Vec<(ConvId, MsgId, Vec<u8>)>, String> {
-        let mut stmt =
-            self.db.prepare("SELECT conv, msg_id, ciphertext FROM outbox ORDER BY id").map_err(|e| e.to_string())?;
+    fn outbox(&self) -> Result<Vec<Queued>, StoreError> {
+        let mut stmt = self
+            .db
+            .prepare("SELECT conv, msg_id, ciphertext, content FROM outbox ORDER BY id")
+            .map_err(StoreError::new)?;
         let rows = stmt
             .query_map([], |r| {
                 let id: Vec<u8> = r.get(1)?;
@@ -310,15 +333,21 @@ impl ClientStore for Profile {
                 if id.len() == 16 {
                     msg_id.copy_from_slice(&id);
                 }
-                Ok((ConvId(r.get::<_, i64>(0)? as u64), MsgId(msg_id), r.get(2)?))
+                let content: Option<Vec<u8>> = r.get(3)?;
+                Ok(Queued {
+                    conv: ConvId(r.get::<_, i64>(0)? as u64),
+                    msg_id: MsgId(msg_id),
+                    ciphertext: r.get(2)?,
+                    content: content.and_then(|bytes| Content::decode(&bytes).ok()),
+                })
             })
-            .map_err(|e| e.to_string())?;
-        rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
+            .map_err(StoreError::new)?;
+        rows.collect::<Result<_, _>>().map_err(StoreError::new)
     }
 
     /// One SQLite transaction (synchronous=FULL: durable at commit) for the whole batch.
-    fn save(&mut self, changes: Changes<'_>) -> Result<(), String> {
-        self.save_changes(changes).map_err(|e| format!("{e:#}"))
+    fn save(&mut self, changes: Changes<'_>) -> Result<(), StoreError> {
+        self.save_changes(changes).map_err(StoreError::new)
     }
 }
 
@@ -344,13 +373,56 @@ impl Profile {
         }
         if let Some(entry) = changes.outbox_add {
             tx.execute(
-                "INSERT OR IGNORE INTO outbox (conv, msg_id, ciphertext) VALUES (?, ?, ?)",
-                params![entry.conv.0 as i64, &entry.msg_id.0[..], entry.ciphertext],
+                "INSERT OR IGNORE INTO outbox (conv, msg_id, ciphertext, content) VALUES (?, ?, ?, ?)",
+                params![entry.conv.0 as i64, &entry.msg_id.0[..], entry.ciphertext, entry.content.encode()],
             )?;
         }
         if let Some(msg_id) = changes.outbox_remove {
             tx.execute("DELETE FROM outbox WHERE msg_id = ?", [&msg_id.0[..]])?;
         }
         tx.commit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anytime_client::content::Text;
+    use anytime_client::OutboxEntry;
+
+    #[test]
+    fn a_message_id_with_non_ascii_characters_is_an_error_not_a_panic() {
+        // 32 bytes, but 'é' is two of them: slicing by bytes would split it.
+        let text = format!("a\u{e9}{}", "a".repeat(29));
+        assert_eq!(text.len(), 32);
+        assert!(parse_msg_id(&text).is_err());
+        assert!(parse_msg_id(&"0f".repeat(16)).is_ok());
+    }
+
+    #[test]
+    fn an_old_profile_is_migrated_and_the_outbox_keeps_what_each_message_says() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // A profile from before migration 1: its outbox has no content column.
+            let db = Connection::open(dir.path().join("profile.sqlite3")).unwrap();
+            db.execute_batch(
+                "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, conv INTEGER NOT NULL, msg_id BLOB NOT NULL UNIQUE, ciphertext BLOB NOT NULL);
+                 INSERT INTO outbox (conv, msg_id, ciphertext) VALUES (7, x'00000000000000000000000000000001', x'01');",
+            )
+            .unwrap();
+        }
+        let mut profile = Profile::open(dir.path()).unwrap();
+        let version: i64 = profile.db.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let content = Content::Text(Text { body: "queued".into(), mentions: Vec::new() });
+        let entry = OutboxEntry { conv: ConvId(7), msg_id: MsgId([2; 16]), ciphertext: &[2], content: &content };
+        profile.save(Changes { outbox_add: Some(entry), ..Changes::default() }).unwrap();
+        let queued = profile.outbox().unwrap();
+        assert_eq!(queued.len(), 2);
+        assert_eq!(queued[0].content, None, "the old entry has no content");
+        assert_eq!(queued[1].content, Some(content));
+        // Opening again applies nothing twice.
+        drop(profile);
+        assert_eq!(Profile::open(dir.path()).unwrap().outbox().unwrap().len(), 2);
     }
 }

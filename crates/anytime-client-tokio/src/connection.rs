@@ -31,7 +31,29 @@ pub fn msg_id() -> MsgId {
     MsgId(rand::random())
 }
 
+/// The server answered `Hello` with an error (the session token is not, or not yet, good).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelloRefused(pub anytime_proto::ErrorCode);
+
+impl std::fmt::Display for HelloRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the server refused Hello: {:?} ({})", self.0, self.0.description())
+    }
+}
+
+impl std::error::Error for HelloRefused {}
+
 impl RawClient {
+    /// Authenticates; a refusal is a [`HelloRefused`] (downcast the error to tell why).
+    async fn hello(&mut self, token: &str) -> anyhow::Result<()> {
+        match self.request(frame::Hello { token: token.to_owned() }.into()).await? {
+            ServerFrame::HelloOk(hello) => self.hello = Some(hello),
+            ServerFrame::Error(error) => return Err(HelloRefused(error.code).into()),
+            other => anyhow::bail!("Hello answered {other:?}"),
+        }
+        Ok(())
+    }
+
     /// Opens the WebSocket without authenticating.
     pub async fn open(ws_url: &str) -> anyhow::Result<RawClient> {
         let (socket, _) = tokio_tungstenite::connect_async(ws_url).await.context("while opening the WebSocket")?;
@@ -55,20 +77,14 @@ impl RawClient {
     /// Opens from `local` and authenticates.
     pub async fn connect_from(ws_url: &str, token: &str, local: std::net::IpAddr) -> anyhow::Result<RawClient> {
         let mut client = RawClient::open_from(ws_url, local).await?;
-        match client.request(frame::Hello { token: token.to_owned() }.into()).await? {
-            ServerFrame::HelloOk(hello) => client.hello = Some(hello),
-            other => anyhow::bail!("Hello answered {other:?}"),
-        }
+        client.hello(token).await?;
         Ok(client)
     }
 
     /// Opens and authenticates; pushes sent during catch-up stay queued for `next_push`.
     pub async fn connect(ws_url: &str, token: &str) -> anyhow::Result<RawClient> {
         let mut client = RawClient::open(ws_url).await?;
-        match client.request(frame::Hello { token: token.to_owned() }.into()).await? {
-            ServerFrame::HelloOk(hello) => client.hello = Some(hello),
-            other => anyhow::bail!("Hello answered {other:?}"),
-        }
+        client.hello(token).await?;
         Ok(client)
     }
 

@@ -4,4 +4,4 @@
 
 mod connection;
 
-pub use connection::{msg_id, RawClient};
+pub use connection::{msg_id, HelloRefused, RawClient};

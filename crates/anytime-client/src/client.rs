@@ -33,14 +33,36 @@ pub enum ClientError {
     Transport(String),
     #[error(transparent)]
     E2ee(#[from] E2eeError),
-    #[error("local storage failed: {0}")]
-    Store(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
     #[error("gave up after {0} attempts to change the group (too many concurrent changes)")]
     CommitContention(u32),
     #[error("this device is not (yet) a member of the encrypted group of conversation {0}; sync and retry")]
     NotInGroup(ConvId),
+}
+
+/// Local storage failed (disk full, database locked, unreadable data): the shell's error, as text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("local storage failed: {0}")]
+pub struct StoreError(pub String);
+
+impl StoreError {
+    pub fn new(error: impl std::fmt::Display) -> StoreError {
+        StoreError(error.to_string())
+    }
+}
+
+/// A message in the outbox: encrypted, not yet stored by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub conv: ConvId,
+    pub msg_id: MsgId,
+    pub ciphertext: Vec<u8>,
+    /// What it says, for the local history and to send receipts and edits without waking anyone
+    /// (`None` for entries written before the outbox kept it).
+    pub content: Option<Content>,
 }
 
 /// The network as the client core sees it.
@@ -59,11 +81,11 @@ pub trait Transport {
 /// step saved without the message it sealed, or the reverse, would fork the device's state).
 pub trait ClientStore {
     /// Highest seq of `conv` already processed (0 if none).
-    fn last_seq(&self, conv: ConvId) -> Result<Seq, String>;
-    /// Queued messages in the order they were added: (conv, msg_id, ciphertext).
-    fn outbox(&self) -> Result<Vec<(ConvId, MsgId, Vec<u8>)>, String>;
+    fn last_seq(&self, conv: ConvId) -> Result<Seq, StoreError>;
+    /// Queued messages in the order they were added.
+    fn outbox(&self) -> Result<Vec<Queued>, StoreError>;
     /// Writes `changes` in one transaction: all of it is durable when this returns, or none.
-    fn save(&mut self, changes: Changes<'_>) -> Result<(), String>;
+    fn save(&mut self, changes: Changes<'_>) -> Result<(), StoreError>;
 }
 
 /// One atomic write to the [`ClientStore`].
@@ -186,7 +208,14 @@ impl<S: ClientStore> Client<S> {
 
     /// Writes one batch of changes atomically.
     pub fn save(&mut self, changes: Changes<'_>) -> Result<(), ClientError> {
-        self.store.save(changes).map_err(ClientError::Store)
+        Ok(self.store.save(changes)?)
+    }
+
+    /// Forgets the MLS group of a conversation this device left, durably.
+    pub fn forget_group(&mut self, conv: ConvId) -> Result<(), ClientError> {
+        self.crypto.drop_group(conv);
+        self.removed_from.remove(&conv);
+        self.persist_crypto()
     }
 
     /// Keeps enough one-time key packages (and a last-resort one) on the server.
@@ -275,7 +304,7 @@ impl<S: ClientStore> Client<S> {
         message: frame::Message,
     ) -> Result<Vec<Event>, ClientError> {
         let (conv, seq) = (message.conv, message.seq);
-        if seq <= self.store.last_seq(conv).map_err(ClientError::Store)? {
+        if seq <= self.store.last_seq(conv)? {
             // Already processed (redelivered after a reconnect): only re-acknowledge.
             t.notify(frame::Ack { conv, seq }.into()).await?;
             return Ok(Vec::new());
@@ -370,8 +399,8 @@ impl<S: ClientStore> Client<S> {
 
     /// Resends everything still in the outbox (after a restart or a lost connection).
     pub async fn flush_outbox<T: Transport>(&mut self, t: &mut T) -> Result<(), ClientError> {
-        for (conv, msg_id, ciphertext) in self.store.outbox().map_err(ClientError::Store)? {
-            self.deliver_queued(t, conv, msg_id, ciphertext, None).await?;
+        for queued in self.store.outbox()? {
+            self.deliver_queued(t, queued.conv, queued.msg_id, queued.ciphertext, queued.content).await?;
         }
         Ok(())
     }

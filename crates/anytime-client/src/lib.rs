@@ -8,9 +8,13 @@
 pub mod client;
 pub mod content;
 pub mod e2ee;
+pub mod memory_store;
 pub mod safety;
 pub mod timeline;
 
-pub use client::{Changes, Client, ClientError, ClientStore, Event, OutboxEntry, Record, Transport};
+pub use client::{
+    Changes, Client, ClientError, ClientStore, Event, OutboxEntry, Queued, Record, StoreError, Transport,
+};
 pub use content::Content;
 pub use e2ee::{DeviceCrypto, DeviceIdentity, E2eeError, Incoming};
+pub use memory_store::MemoryStore;

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use anytime_client::timeline::Timeline;
-use anytime_client::{Changes, ClientStore, Event, Record};
+use anytime_client::{Changes, ClientStore, Content, Event, Queued, Record, StoreError};
 use anytime_proto::frame::Seq;
 use anytime_proto::{ConvId, DeviceId, MsgId, UserId};
 use js_sys::{Array, Uint8Array};
@@ -59,6 +59,9 @@ pub struct Data {
     pub account: Option<Account>,
     pub crypto: Vec<u8>,
     pub meta: Meta,
+    /// What each outbox entry says (encoded `Content`), kept beside `meta` under its own key so
+    /// stores written before it existed still load.
+    pub outbox_content: BTreeMap<MsgId, Vec<u8>>,
     pub timelines: BTreeMap<ConvId, Timeline>,
 }
 
@@ -106,6 +109,9 @@ impl Persist {
                 "account" => data.account = Some(postcard::from_bytes(&bytes).map_err(|e| corrupt("account", e))?),
                 "crypto" => data.crypto = bytes,
                 "meta" => data.meta = postcard::from_bytes(&bytes).map_err(|e| corrupt("state", e))?,
+                "outbox-content" => {
+                    data.outbox_content = postcard::from_bytes(&bytes).map_err(|e| corrupt("outbox", e))?
+                }
                 other => {
                     if let Some(conv) = other.strip_prefix("conv:").and_then(|id| id.parse::<u64>().ok()) {
                         let timeline: Timeline = postcard::from_bytes(&bytes).map_err(|e| corrupt("history", e))?;
@@ -161,6 +167,7 @@ impl Persist {
             }
             if dirty.meta {
                 put("meta".into(), &encode(&data.meta));
+                put("outbox-content".into(), &encode(&data.outbox_content));
             }
             for conv in &dirty.convs {
                 if let Some(timeline) = data.timelines.get(conv) {
@@ -190,18 +197,25 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 pub struct WebStore(pub std::rc::Rc<Persist>);
 
 impl ClientStore for WebStore {
-    fn last_seq(&self, conv: ConvId) -> Result<Seq, String> {
+    fn last_seq(&self, conv: ConvId) -> Result<Seq, StoreError> {
         Ok(self.0.data.borrow().meta.seqs.get(&conv).copied().unwrap_or(0))
     }
 
-    fn outbox(&self) -> Result<Vec<(ConvId, MsgId, Vec<u8>)>, String> {
-        Ok(self.0.data.borrow().meta.outbox.clone())
+    fn outbox(&self) -> Result<Vec<Queued>, StoreError> {
+        let data = self.0.data.borrow();
+        let queued = data.meta.outbox.iter().map(|(conv, msg_id, ciphertext)| Queued {
+            conv: *conv,
+            msg_id: *msg_id,
+            ciphertext: ciphertext.clone(),
+            content: data.outbox_content.get(msg_id).and_then(|bytes| Content::decode(bytes).ok()),
+        });
+        Ok(queued.collect())
     }
 
     /// Applies the batch to the working set and marks what changed; the transport flushes every
     /// dirty key in one IndexedDB transaction before the next frame leaves, so a batch is never
     /// on disk in part.
-    fn save(&mut self, changes: Changes<'_>) -> Result<(), String> {
+    fn save(&mut self, changes: Changes<'_>) -> Result<(), StoreError> {
         let mut data = self.0.data.borrow_mut();
         if let Some(state) = changes.crypto {
             data.crypto = state;
@@ -222,11 +236,13 @@ impl ClientStore for WebStore {
         if let Some(entry) = changes.outbox_add {
             if !data.meta.outbox.iter().any(|(_, id, _)| *id == entry.msg_id) {
                 data.meta.outbox.push((entry.conv, entry.msg_id, entry.ciphertext.to_vec()));
+                data.outbox_content.insert(entry.msg_id, entry.content.encode());
                 self.0.touch_meta();
             }
         }
         if let Some(msg_id) = changes.outbox_remove {
             data.meta.outbox.retain(|(_, id, _)| *id != msg_id);
+            data.outbox_content.remove(&msg_id);
             self.0.touch_meta();
         }
         Ok(())

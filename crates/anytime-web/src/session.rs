@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use anytime_client::content::{self, Content, ReceiptKind};
 use anytime_client::e2ee::DeviceCrypto;
-use anytime_client::{Client, ClientError, Event};
+use anytime_client::{Client, ClientError, Event, StoreError};
 use anytime_proto::frame::{self, PresencePrivacy};
 use anytime_proto::{ConvId, DeviceId, ErrorCode, MsgId, ServerFrame, UserId};
 use futures_channel::{mpsc, oneshot};
@@ -379,7 +379,7 @@ impl Session {
             let receipt = Content::Receipt(content::Receipt { kind: ReceiptKind::Delivered, messages });
             self.send_content(conv, receipt).await?;
         }
-        self.shared.persist.flush().await.map_err(ClientError::Store)?;
+        self.shared.persist.flush().await.map_err(|e| ClientError::Store(StoreError(e)))?;
         for conv in touched {
             self.shared.notify("timeline", Some(conv));
         }

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use anytime_client::{ClientError, Transport};
+use anytime_client::{ClientError, StoreError, Transport};
 use anytime_proto::{codec, frame, ClientFrame, ServerFrame};
 use async_trait::async_trait;
 use futures_channel::{mpsc, oneshot};
@@ -107,7 +107,7 @@ impl WsTransport {
     }
 
     async fn flush(&self) -> Result<(), ClientError> {
-        self.persist.flush().await.map_err(ClientError::Store)
+        self.persist.flush().await.map_err(|e| ClientError::Store(StoreError(e)))
     }
 
     pub fn close(&self) {

@@ -289,3 +289,29 @@ fn two_members_changing_the_group_at_once_both_succeed_and_everyone_still_reads_
         assert!(texts.contains(&"from ben".to_owned()) && texts.contains(&"from dan".to_owned()), "{texts:?}");
     }
 }
+
+/// The profile's saved MLS state, as the next command would load it.
+fn saved_crypto(device: &Device) -> anytime_client::DeviceCrypto {
+    let db = rusqlite::Connection::open(device.profile.join("profile.sqlite3")).unwrap();
+    let state: Vec<u8> = db.query_row("SELECT value FROM kv WHERE key = 'crypto'", [], |r| r.get(0)).unwrap();
+    anytime_client::DeviceCrypto::import(&state).unwrap()
+}
+
+#[test]
+fn leaving_a_group_forgets_its_keys_on_disk_and_odd_message_ids_are_refused_not_a_crash() {
+    let h = Harness::start();
+    let alice = Device::new(&h, "alice", "one", true);
+    let _bob = Device::new(&h, "bob", "one", true);
+    let conv = alice.conv(&["group", "trip", "bob"]);
+    let id: anytime_proto::ConvId = conv.parse().unwrap();
+    assert!(saved_crypto(&alice).has_group(id));
+    alice.run(&["leave", &conv]);
+    assert!(!saved_crypto(&alice).has_group(id), "the group's keys are gone from the saved state");
+
+    // A 32-byte message id with a two-byte character used to panic on a byte slice.
+    let chat = alice.conv(&["direct", "bob"]);
+    let odd = format!("a\u{e9}{}", "a".repeat(29));
+    let error = anytime(&alice.profile, &["react", &chat, &odd, "👍"]).unwrap_err();
+    assert!(error.contains("a message id is 32 hex digits"), "{error}");
+    assert!(!error.contains("panicked"), "{error}");
+}
