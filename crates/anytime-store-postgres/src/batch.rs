@@ -15,7 +15,7 @@ use anytime_server_core::Metrics;
 use deadpool_postgres::{GenericClient, Pool};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::pg;
+use crate::{delivery, pg};
 
 const BATCH_JOBS_MAX: usize = 1_024;
 const QUEUE_JOBS_MAX: usize = 16_384;
@@ -118,11 +118,11 @@ async fn run_batch(pool: &Pool, jobs: Vec<Job>) -> (Vec<Done>, Result<(), StoreE
         }
         let (result_ok, item) = match job {
             Job::Message(message, reply) => {
-                let result = pg::append_message_in(&tx, &message).await;
+                let result = delivery::append_message_in(&tx, &message).await;
                 (result.is_ok(), Done::Message(result, reply))
             }
             Job::Ack(device, conv, seq, reply) => {
-                let result = pg::ack_in(&tx, device, conv, seq).await;
+                let result = delivery::ack_in(&tx, device, conv, seq).await;
                 (result.is_ok(), Done::Ack(result, reply))
             }
         };

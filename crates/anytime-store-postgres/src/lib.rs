@@ -10,7 +10,11 @@
 //! A write returns after PostgreSQL committed it (durable with the server's default
 //! `synchronous_commit = on`). Sends and acks are group-committed (`batch.rs`).
 
+mod accounts;
 mod batch;
+mod conversations;
+mod delivery;
+mod keys;
 mod pg;
 
 use anytime_proto::frame::{ClaimedKeyPackage, ConversationSummary, Message, PresencePrivacy, Seq};
@@ -40,28 +44,28 @@ impl PgStore {
 #[async_trait]
 impl ServerStore for PgStore {
     async fn create_user(&self, user: UserRecord, device: DeviceRecord) -> StoreResult<()> {
-        pg::create_user(&self.pool, user, device).await
+        accounts::create_user(&self.pool, user, device).await
     }
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
-        pg::user_where(&self.pool, "username = $1", &username).await
+        accounts::user_where(&self.pool, "username = $1", &username).await
     }
     async fn user(&self, user: UserId) -> StoreResult<Option<UserRecord>> {
-        pg::user_where(&self.pool, "id = $1", &pg::id(user.0)).await
+        accounts::user_where(&self.pool, "id = $1", &pg::id(user.0)).await
     }
     async fn create_device(&self, device: DeviceRecord, devices_max: u32) -> StoreResult<()> {
-        pg::create_device(&self.pool, device, devices_max).await
+        accounts::create_device(&self.pool, device, devices_max).await
     }
     async fn approve_device(&self, user: UserId, code: &str, now_ms: u64, expires_at_ms: u64) -> StoreResult<DeviceId> {
-        pg::approve_device(&self.pool, user, code, now_ms, expires_at_ms).await
+        accounts::approve_device(&self.pool, user, code, now_ms, expires_at_ms).await
     }
     async fn device_by_token_hash(&self, token_hash: [u8; 32]) -> StoreResult<Option<DeviceRecord>> {
-        Ok(pg::devices_where(&self.pool, "token_hash = $1", &&token_hash[..]).await?.pop())
+        Ok(accounts::devices_where(&self.pool, "token_hash = $1", &&token_hash[..]).await?.pop())
     }
     async fn devices(&self, user: UserId) -> StoreResult<Vec<DeviceRecord>> {
-        pg::devices_where(&self.pool, "user_id = $1", &pg::id(user.0)).await
+        accounts::devices_where(&self.pool, "user_id = $1", &pg::id(user.0)).await
     }
     async fn revoke_device(&self, user: UserId, device: DeviceId) -> StoreResult<()> {
-        pg::revoke_device(&self.pool, user, device).await
+        accounts::revoke_device(&self.pool, user, device).await
     }
     async fn touch_device(&self, device: DeviceId, at_ms: u64) -> StoreResult<()> {
         pg::execute(
@@ -97,7 +101,7 @@ impl ServerStore for PgStore {
     }
 
     async fn push_endpoints(&self, devices: Vec<DeviceId>) -> StoreResult<Vec<(DeviceId, String)>> {
-        pg::push_endpoints(&self.pool, &devices).await
+        accounts::push_endpoints(&self.pool, &devices).await
     }
 
     async fn set_presence_privacy(&self, user: UserId, privacy: PresencePrivacy) -> StoreResult<()> {
@@ -125,7 +129,7 @@ impl ServerStore for PgStore {
         .await
     }
     async fn blocked_by(&self, blocker: UserId) -> StoreResult<Vec<UserId>> {
-        pg::blocked_by(&self.pool, blocker).await
+        accounts::blocked_by(&self.pool, blocker).await
     }
     async fn is_blocked(&self, blocker: UserId, blocked: UserId) -> StoreResult<bool> {
         pg::exists(
@@ -147,46 +151,46 @@ impl ServerStore for PgStore {
         .await
     }
     async fn create_conversation(&self, conversation: NewConversation) -> StoreResult<ConvId> {
-        pg::create_conversation(&self.pool, conversation).await
+        conversations::create_conversation(&self.pool, conversation).await
     }
     async fn conversation(&self, conv: ConvId) -> StoreResult<Option<ConversationRecord>> {
-        pg::conversation(&self.pool, conv).await
+        conversations::conversation(&self.pool, conv).await
     }
     async fn members(&self, conv: ConvId) -> StoreResult<Vec<MemberRecord>> {
-        pg::members(&self.pool, conv).await
+        conversations::members(&self.pool, conv).await
     }
     async fn member(&self, conv: ConvId, user: UserId) -> StoreResult<Option<MemberRecord>> {
-        Ok(pg::members(&self.pool, conv).await?.into_iter().find(|m| m.user == user))
+        Ok(conversations::members(&self.pool, conv).await?.into_iter().find(|m| m.user == user))
     }
     async fn member_devices(&self, conv: ConvId) -> StoreResult<Vec<(UserId, DeviceId)>> {
-        pg::member_devices(&self.pool, conv).await
+        conversations::member_devices(&self.pool, conv).await
     }
     async fn conversations_of(&self, user: UserId) -> StoreResult<Vec<ConversationSummary>> {
-        pg::conversations_of(&self.pool, user).await
+        conversations::conversations_of(&self.pool, user).await
     }
     async fn rename_conversation(&self, conv: ConvId, name: String) -> StoreResult<()> {
         pg::execute(&self.pool, "UPDATE conversations SET name = $1 WHERE id = $2", &[&name, &pg::id(conv.0)]).await
     }
     async fn add_members(&self, conv: ConvId, users: Vec<UserId>, members_max: u32, at_ms: u64) -> StoreResult<()> {
-        pg::add_members(&self.pool, conv, users, members_max, at_ms).await
+        conversations::add_members(&self.pool, conv, users, members_max, at_ms).await
     }
     async fn remove_member(&self, conv: ConvId, user: UserId) -> StoreResult<()> {
-        pg::remove_member(&self.pool, conv, user).await
+        conversations::remove_member(&self.pool, conv, user).await
     }
     async fn set_admin(&self, conv: ConvId, user: UserId, admin: bool) -> StoreResult<()> {
-        pg::set_admin(&self.pool, conv, user, admin).await
+        conversations::set_admin(&self.pool, conv, user, admin).await
     }
     async fn create_invite(&self, invite: InviteRecord) -> StoreResult<()> {
-        pg::create_invite(&self.pool, invite).await
+        conversations::create_invite(&self.pool, invite).await
     }
     async fn invite(&self, code: &str) -> StoreResult<Option<InviteRecord>> {
-        pg::invite(&self.pool, code).await
+        conversations::invite(&self.pool, code).await
     }
     async fn revoke_invite(&self, code: &str) -> StoreResult<()> {
-        pg::revoke_invite(&self.pool, code).await
+        conversations::revoke_invite(&self.pool, code).await
     }
     async fn join_invite(&self, code: &str, user: UserId, now_ms: u64, members_max: u32) -> StoreResult<ConvId> {
-        pg::join_invite(&self.pool, code, user, now_ms, members_max).await
+        conversations::join_invite(&self.pool, code, user, now_ms, members_max).await
     }
     async fn upload_key_packages(
         &self,
@@ -195,37 +199,37 @@ impl ServerStore for PgStore {
         last_resort: Option<Vec<u8>>,
         per_device_max: u32,
     ) -> StoreResult<u32> {
-        pg::upload_key_packages(&self.pool, device, packages, last_resort, per_device_max).await
+        keys::upload_key_packages(&self.pool, device, packages, last_resort, per_device_max).await
     }
     async fn claim_key_packages(&self, user: UserId) -> StoreResult<Vec<ClaimedKeyPackage>> {
-        pg::claim_key_packages(&self.pool, user).await
+        keys::claim_key_packages(&self.pool, user).await
     }
     async fn key_package_count(&self, device: DeviceId) -> StoreResult<(u32, bool)> {
-        pg::key_package_count(&self.pool, device).await
+        keys::key_package_count(&self.pool, device).await
     }
     async fn submit_message(&self, message: NewMessage) -> StoreResult<PendingWrite<Appended>> {
         self.batcher.message(message).await
     }
     async fn append_commit(&self, commit: NewCommit) -> StoreResult<CommitAccepted> {
-        pg::append_commit(&self.pool, commit).await
+        delivery::append_commit(&self.pool, commit).await
     }
     async fn messages_after(&self, conv: ConvId, after: Seq, limit: u32) -> StoreResult<Vec<Message>> {
-        pg::messages_after(&self.pool, conv, after, limit).await
+        delivery::messages_after(&self.pool, conv, after, limit).await
     }
     async fn cursors(&self, device: DeviceId) -> StoreResult<Vec<(ConvId, Seq)>> {
-        pg::cursors(&self.pool, device).await
+        delivery::cursors(&self.pool, device).await
     }
     async fn submit_ack(&self, device: DeviceId, conv: ConvId, seq: Seq) -> StoreResult<PendingWrite<()>> {
         self.batcher.ack(device, conv, seq).await
     }
     async fn pending_welcomes(&self, device: DeviceId) -> StoreResult<Vec<PendingWelcome>> {
-        pg::pending_welcomes(&self.pool, device).await
+        delivery::pending_welcomes(&self.pool, device).await
     }
     async fn ack_welcome(&self, device: DeviceId, welcome: u64) -> StoreResult<()> {
-        pg::ack_welcome(&self.pool, device, welcome).await
+        delivery::ack_welcome(&self.pool, device, welcome).await
     }
     async fn collect_garbage(&self, now_ms: u64, retention_ms: u64) -> StoreResult<Collected> {
-        pg::collect_garbage(&self.pool, now_ms, retention_ms).await
+        delivery::collect_garbage(&self.pool, now_ms, retention_ms).await
     }
     async fn flush(&self) -> StoreResult<()> {
         // Every method commits before returning: nothing is pending.
