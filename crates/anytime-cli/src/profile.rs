@@ -70,18 +70,10 @@ pub struct HistoryEntry {
     pub read_by: Vec<String>,
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use anytime_proto::ids::hex;
 
 pub fn parse_msg_id(text: &str) -> anyhow::Result<MsgId> {
-    // ASCII first: byte offsets below must fall on character boundaries.
-    anyhow::ensure!(text.len() == 32 && text.is_ascii(), "a message id is 32 hex digits (see `anytime history`)");
-    let mut id = [0u8; 16];
-    for (i, byte) in id.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).context("a message id is hex digits")?;
-    }
-    Ok(MsgId(id))
+    text.parse().map_err(|_| anyhow::anyhow!("a message id is 32 hex digits (see `anytime history`)"))
 }
 
 fn now_ms() -> u64 {

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 
 use anytime_proto::frame::{self, ConvKind, MessageKind, Seq};
-use anytime_proto::limits::KEY_PACKAGES_LOW;
+use anytime_proto::limits::{COMMIT_ATTEMPTS_MAX, KEY_PACKAGES_LOW};
 use anytime_proto::{ClientFrame, ConvId, DeviceId, ErrorCode, MsgId, ServerFrame, UserId};
 use async_trait::async_trait;
 
@@ -19,8 +19,6 @@ use crate::e2ee::{DeviceCrypto, DeviceIdentity, E2eeError, Incoming, OutgoingCom
 
 /// One-time key packages kept on the server for this device.
 const KEY_PACKAGE_BATCH: usize = 50;
-/// Attempts at a commit before giving up (each loses only to another member's commit).
-const COMMIT_ATTEMPTS_MAX: u32 = 10;
 /// How long to wait for the pushes that explain a lost commit race.
 const CATCH_UP_WAIT_MS: u64 = 5_000;
 

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use anytime_proto::limits::MLS_PAST_EPOCHS_MAX;
 use anytime_proto::{ConvId, DeviceId, UserId};
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::*;
@@ -114,7 +115,7 @@ fn join_config() -> MlsGroupJoinConfig {
         .use_ratchet_tree_extension(true)
         // Application messages of the previous epochs stay decryptable for a while: a member may
         // send just before a commit lands.
-        .max_past_epochs(5)
+        .max_past_epochs(MLS_PAST_EPOCHS_MAX)
         .build()
 }
 
@@ -217,7 +218,7 @@ impl DeviceCrypto {
         let config = MlsGroupCreateConfig::builder()
             .ciphersuite(CIPHERSUITE)
             .use_ratchet_tree_extension(true)
-            .max_past_epochs(5)
+            .max_past_epochs(MLS_PAST_EPOCHS_MAX)
             .build();
         let group =
             MlsGroup::new_with_group_id(&self.provider, &self.signer, &config, group_id(conv), self.credential.clone())

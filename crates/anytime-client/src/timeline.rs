@@ -4,14 +4,12 @@
 //! client keeps one per conversation in IndexedDB).
 
 use anytime_proto::frame::Seq;
+use anytime_proto::limits::REACTION_BYTES_MAX;
 use anytime_proto::{ConvId, DeviceId, MsgId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::client::Event;
 use crate::content::{Content, ReceiptKind};
-
-/// Longest reaction kept: enough for any emoji sequence (flags, skin tones, families).
-pub const REACTION_BYTES_MAX: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryKind {

@@ -88,13 +88,59 @@ impl fmt::Debug for MsgId {
     }
 }
 
+/// 32 lowercase hex digits: how people and JSON see a message id.
+impl fmt::Display for MsgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex(&self.0))
+    }
+}
+
+impl FromStr for MsgId {
+    type Err = MsgIdParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // ASCII first: the byte offsets below must fall on character boundaries.
+        if s.len() != 32 || !s.is_ascii() {
+            return Err(MsgIdParseError);
+        }
+        let mut id = [0u8; 16];
+        for (i, byte) in id.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| MsgIdParseError)?;
+        }
+        Ok(MsgId(id))
+    }
+}
+
+/// Lowercase hex of any bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use fmt::Write;
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(text, "{b:02x}");
+    }
+    text
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("an id is 1 to 16 hexadecimal digits")]
 pub struct IdParseError;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a message id is 32 hexadecimal digits")]
+pub struct MsgIdParseError;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_ids_round_trip_as_32_hex_digits_and_reject_garbage_without_panicking() {
+        let id = MsgId([0xab; 16]);
+        assert_eq!(id.to_string(), "ab".repeat(16));
+        assert_eq!(id.to_string().parse::<MsgId>(), Ok(id));
+        for bad in ["", "ab", &"zz".repeat(16), &format!("a\u{e9}{}", "a".repeat(29)), &"ab".repeat(17)] {
+            assert_eq!(bad.parse::<MsgId>(), Err(MsgIdParseError), "{bad:?}");
+        }
+    }
 
     #[test]
     fn ids_round_trip_as_hex_text_and_reject_garbage() {

@@ -112,11 +112,9 @@ pub const UNAUTHENTICATED_MAX: u32 = 4_096;
 pub const FD_RESERVE: u64 = 64;
 
 /// Password hashes (argon2id, ~19 MiB and tens of ms of CPU each) waiting for a core beyond
-/// those running (one per core). Past this, `server_busy` at once.
+/// those running (one per core). Past this, `server_busy` at once. The queue is short enough
+/// that its wait is bounded without a timer (32 hashes on 2 cores: well under a second).
 pub const PASSWORD_HASH_QUEUE_MAX: usize = 32;
-
-/// Longest wait for a password-hashing slot, milliseconds; then `server_busy`.
-pub const PASSWORD_HASH_QUEUE_WAIT_MS: u64 = 2_000;
 
 /// Failed logins per (username, address) that are not slowed down.
 pub const LOGIN_FREE_FAILURES: u32 = 5;
@@ -131,6 +129,65 @@ pub const LOGIN_DELAY_MAX_MS: u64 = 15 * 60 * 1000;
 /// A receiver this far behind is disconnected; it resumes from storage when it reconnects.
 /// Without a byte bound, 4,096 queued frames of 128 KiB pinned half a gigabyte per reader.
 pub const OUTBOUND_BYTES_MAX: u64 = 4 * 1024 * 1024;
+
+/// How long a connection may stay `OUTBOUND_BYTES_MAX` behind before it is disconnected,
+/// milliseconds. A reader that makes no room in that time has stopped reading.
+pub const SLOW_CONSUMER_TIMEOUT_MS: u64 = 15_000;
+
+// ---- Implementation bounds: queues, batches and retries inside one component. Not part of the
+// ---- protocol, but here so that every bound of the system is in one place with its reason.
+
+/// SQLite store: jobs in one transaction. Bounds the latency a huge backlog adds to the first job.
+pub const SQLITE_BATCH_JOBS_MAX: usize = 4_096;
+
+/// SQLite store: jobs waiting for the writer; senders wait (backpressure) beyond this.
+pub const SQLITE_QUEUE_JOBS_MAX: usize = 16_384;
+
+/// SQLite store: idle reader connections kept open.
+pub const SQLITE_READERS_IDLE_MAX: usize = 8;
+
+/// PostgreSQL store: jobs in one transaction (each is a round trip, hence fewer than SQLite's).
+pub const POSTGRES_BATCH_JOBS_MAX: usize = 1_024;
+
+/// PostgreSQL store: jobs waiting for the batch task; senders wait (backpressure) beyond this.
+pub const POSTGRES_QUEUE_JOBS_MAX: usize = 16_384;
+
+/// Rows deleted per statement in one garbage-collection pass, so one pass never holds the
+/// writer for long.
+pub const GC_ROWS_MAX: i64 = 50_000;
+
+/// A Web Push endpoint URL, bytes.
+pub const PUSH_ENDPOINT_BYTES_MAX: usize = 1_024;
+
+/// A cluster node silent for this long is presumed dead: its users no longer count as online,
+/// milliseconds.
+pub const NODE_SILENCE_MAX_MS: u64 = 15_000;
+
+/// Frames queued for one socket's writer; pushes beyond this wait in the hub queue instead
+/// (bytes are bounded separately by `OUTBOUND_BYTES_MAX`).
+pub const WS_WRITE_QUEUE_LEN_MAX: usize = 256;
+
+/// Requests of one connection waiting for durable storage at once; beyond this the socket is
+/// not read until some complete (backpressure on a pipelining client).
+pub const WS_IN_FLIGHT_MAX: usize = 256;
+
+/// Cluster events queued for publication to NATS before new ones are dropped (and recovered
+/// from storage).
+pub const NATS_PUBLISH_QUEUE_LEN_MAX: usize = 65_536;
+
+/// A client's attempts at one group change before giving up (each loses only to another
+/// member's commit).
+pub const COMMIT_ATTEMPTS_MAX: u32 = 10;
+
+/// Longest reaction a client keeps: enough for any emoji sequence (flags, skin tones, families).
+pub const REACTION_BYTES_MAX: usize = 64;
+
+/// Past MLS epochs whose application messages a client can still open: a member may send
+/// just before a commit lands.
+pub const MLS_PAST_EPOCHS_MAX: usize = 5;
+
+/// A device link code (`ApproveDevice`), bytes; codes are 6 digits.
+pub const LINK_CODE_BYTES_MAX: usize = 16;
 
 const _: () = assert!(MESSAGE_BYTES_MAX < FRAME_BYTES_MAX);
 const _: () = assert!(HANDSHAKE_BYTES_MAX < FRAME_BYTES_MAX);

@@ -43,7 +43,7 @@ pub enum ClusterEvent {
         online: bool,
     },
     /// Every few seconds: the users online on `node`. A node not heard from for
-    /// `hub::NODE_SILENCE_MAX_MS` is presumed dead and its users offline.
+    /// `limits::NODE_SILENCE_MAX_MS` is presumed dead and its users offline.
     Heartbeat {
         node: u64,
         users: Vec<UserId>,
@@ -140,7 +140,7 @@ mod tests {
         ClusterEvent::Heartbeat { node: 3, users: vec![] }.apply(
             &hub,
             1,
-            1_000 + crate::hub::NODE_SILENCE_MAX_MS + 5_000,
+            1_000 + anytime_proto::limits::NODE_SILENCE_MAX_MS + 5_000,
         );
         assert!(!hub.presence_of(user).online);
     }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use anytime_proto::frame::{ConvKind, PresenceEvent, PresencePrivacy, Seq};
-use anytime_proto::limits::SEND_QUEUE_LEN_MAX;
+use anytime_proto::limits::{NODE_SILENCE_MAX_MS, SEND_QUEUE_LEN_MAX};
 use anytime_proto::{encode_server, ConvId, DeviceId, ServerFrame, UserId};
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
@@ -83,9 +83,6 @@ struct RemoteNode {
     online: HashSet<UserId>,
     last_seen_ms: HashMap<UserId, u64>,
 }
-
-/// A node silent for this long is presumed dead: its users no longer count as online.
-pub const NODE_SILENCE_MAX_MS: u64 = 15_000;
 
 /// A connection subscribed to presence: (device, connection id).
 type WatcherKey = (DeviceId, u64);

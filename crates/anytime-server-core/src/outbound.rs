@@ -6,13 +6,11 @@
 //! lost either way: delivery is from storage, and the device resumes from its cursor.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use anytime_proto::limits::OUTBOUND_BYTES_MAX;
 use tokio::sync::Notify;
 
-/// How long a connection may stay `OUTBOUND_BYTES_MAX` behind before it is disconnected.
-pub const SLOW_CONSUMER_TIMEOUT: Duration = Duration::from_secs(15);
+use crate::env::Sleep;
 
 #[derive(Debug, Default)]
 pub struct Outbound {
@@ -42,17 +40,18 @@ impl Outbound {
         self.drained.notify_waiters();
     }
 
-    /// Counts `bytes` in once they fit, waiting for the writer at most `timeout`; `false` if
-    /// the reader made no room in that time.
-    pub async fn add_when_room(&self, bytes: u64, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
+    /// Counts `bytes` in once they fit, waiting for the writer until `deadline` fires; `false`
+    /// if the reader made no room by then.
+    pub async fn add_when_room(&self, bytes: u64, deadline: Sleep) -> bool {
+        let mut deadline = deadline;
         loop {
             let drained = self.drained.notified();
             if self.try_add(bytes) {
                 return true;
             }
-            if tokio::time::timeout_at(deadline, drained).await.is_err() {
-                return false;
+            tokio::select! {
+                _ = drained => {}
+                _ = &mut deadline => return false,
             }
         }
     }
@@ -68,14 +67,17 @@ mod tests {
         assert!(outbound.try_add(OUTBOUND_BYTES_MAX - 10));
         assert!(!outbound.try_add(11));
         assert!(outbound.try_add(10));
-        assert!(!outbound.add_when_room(1, Duration::from_millis(20)).await, "nothing drains");
+        // A deadline that has fired: no room, no wait.
+        assert!(!outbound.add_when_room(1, Box::pin(std::future::ready(()))).await, "nothing drains");
+        // The writer drains while we wait (the deadline never fires).
         let writer = outbound.clone();
-        let drain = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let waiting = outbound.add_when_room(1_000, Box::pin(std::future::pending()));
+        let drain = async move {
+            tokio::task::yield_now().await;
             writer.remove(OUTBOUND_BYTES_MAX);
-        });
-        assert!(outbound.add_when_room(1_000, Duration::from_secs(5)).await);
-        drain.await.unwrap();
+        };
+        let (added, ()) = tokio::join!(waiting, drain);
+        assert!(added);
         assert_eq!(outbound.queued(), 1_000);
         // A frame larger than the bound still goes out alone.
         outbound.remove(1_000);

@@ -4,9 +4,8 @@
 //! gets `server_busy` (HTTP 503 with Retry-After) at once instead of piling up memory.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
-use anytime_proto::limits::{PASSWORD_HASH_QUEUE_MAX, PASSWORD_HASH_QUEUE_WAIT_MS};
+use anytime_proto::limits::PASSWORD_HASH_QUEUE_MAX;
 use anytime_proto::ErrorCode;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -21,7 +20,7 @@ impl PasswordGate {
         PasswordGate { running: Semaphore::new(slots.max(1)), waiting: AtomicUsize::new(0) }
     }
 
-    /// A slot to hash in, or `server_busy` when the queue is full or the wait too long.
+    /// A slot to hash in, or `server_busy` when the queue is full.
     pub async fn enter(&self) -> Result<SemaphorePermit<'_>, ErrorCode> {
         if let Ok(permit) = self.running.try_acquire() {
             return Ok(permit);
@@ -30,14 +29,10 @@ impl PasswordGate {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(ErrorCode::ServerBusy);
         }
-        let waited =
-            tokio::time::timeout(Duration::from_millis(PASSWORD_HASH_QUEUE_WAIT_MS), self.running.acquire()).await;
+        let waited = self.running.acquire().await;
         self.waiting.fetch_sub(1, Ordering::AcqRel);
-        match waited {
-            Ok(Ok(permit)) => Ok(permit),
-            // Timed out, or the semaphore was closed (never done): busy either way.
-            _ => Err(ErrorCode::ServerBusy),
-        }
+        // The semaphore is never closed; if it were, the caller is told to come back.
+        waited.map_err(|_| ErrorCode::ServerBusy)
     }
 }
 

@@ -113,7 +113,7 @@ impl Session {
             }
             F::Logout(_) => self.revoke_device(self.device()).await,
             F::ApproveDevice(r) => {
-                if r.code.len() > 16 {
+                if r.code.len() > LINK_CODE_BYTES_MAX {
                     return Err(ErrorCode::LinkCodeInvalid.into());
                 }
                 let now_ms = self.core.env.now_ms();

@@ -18,14 +18,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use anytime_proto::frame::{self, Epoch, Seq};
-use anytime_proto::limits::{CATCH_UP_PAGE_LEN, KEY_PACKAGES_LOW};
+use anytime_proto::limits::{CATCH_UP_PAGE_LEN, KEY_PACKAGES_LOW, SLOW_CONSUMER_TIMEOUT_MS};
 use anytime_proto::{decode_client, encode_server, ClientFrame, ConvId, DeviceId, ErrorCode, ServerFrame, UserId};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::auth::store_code;
 use crate::hub::{ConnSignal, Push};
-use crate::outbound::{Outbound, SLOW_CONSUMER_TIMEOUT};
+use crate::outbound::Outbound;
 use crate::ratelimit::{LimitKey, LimitKind};
 use crate::store::StoreError;
 use crate::ServerCore;
@@ -441,7 +441,8 @@ impl Session {
             return;
         }
         let len = bytes.len() as u64;
-        if !self.outbound.add_when_room(len, SLOW_CONSUMER_TIMEOUT).await {
+        let deadline = self.core.env.sleep(std::time::Duration::from_millis(SLOW_CONSUMER_TIMEOUT_MS));
+        if !self.outbound.add_when_room(len, deadline).await {
             self.too_slow = true;
             self.core.metrics.slow_consumers.fetch_add(1, Relaxed);
             tracing::info!(

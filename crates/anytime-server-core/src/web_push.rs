@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use anytime_proto::limits::PUSH_ENDPOINT_BYTES_MAX;
 use anytime_proto::{DeviceId, ErrorCode, UserId};
 
 use crate::auth::store_code;
@@ -14,7 +15,6 @@ use crate::ServerCore;
 
 /// At most one wake-up per device in this window: a burst of messages is one notification.
 pub const PUSH_COOLDOWN_MS: u64 = 30_000;
-pub const PUSH_ENDPOINT_BYTES_MAX: usize = 1_024;
 
 /// Push services of the browsers in use; an endpoint must be on one of them (or on a prefix the
 /// operator allowed), so clients cannot make the server send requests anywhere (SSRF).

@@ -9,13 +9,12 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use anytime_proto::limits::NATS_PUBLISH_QUEUE_LEN_MAX;
 use anytime_server_core::cluster::{Bus, ClusterEvent, PushKind};
 use anytime_server_core::ServerCore;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-/// Events queued for publication before new ones are dropped (and recovered from storage).
-const PUBLISH_QUEUE_LEN_MAX: usize = 65_536;
 /// Room kept under the server's max_payload for the event's own fields.
 const PAYLOAD_HEADROOM_BYTES: usize = 4_096;
 
@@ -55,7 +54,7 @@ pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<(NatsBus, CoreSl
     let max_payload = client.server_info().max_payload;
     let mut subscription =
         client.subscribe(subject.clone()).await.context("while subscribing to the cluster subject")?;
-    let (queue, mut rx) = mpsc::channel::<Vec<u8>>(PUBLISH_QUEUE_LEN_MAX);
+    let (queue, mut rx) = mpsc::channel::<Vec<u8>>(NATS_PUBLISH_QUEUE_LEN_MAX);
     let publisher = client.clone();
     let publish_subject = subject.clone();
     tokio::spawn(async move {

@@ -1,5 +1,8 @@
 //! The real clock and the operating system's random number generator, for the core's `Env`.
 
+use std::time::Duration;
+
+use anytime_server_core::env::Sleep;
 use anytime_server_core::Env;
 
 pub struct SystemEnv;
@@ -12,5 +15,9 @@ impl Env for SystemEnv {
     fn fill_random(&self, buf: &mut [u8]) {
         // Without an OS RNG no id or token can be made safely; there is no way to continue.
         getrandom::fill(buf).expect("the operating system's random number generator failed");
+    }
+
+    fn sleep(&self, duration: Duration) -> Sleep {
+        Box::pin(tokio::time::sleep(duration))
     }
 }

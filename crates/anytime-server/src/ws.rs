@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anytime_proto::limits::HELLO_TIMEOUT_MS;
+use anytime_proto::limits::{HELLO_TIMEOUT_MS, WS_IN_FLIGHT_MAX, WS_WRITE_QUEUE_LEN_MAX};
 use anytime_server_core::hub::{ConnSignal, Push};
 use anytime_server_core::session::Live;
 use anytime_server_core::Completed;
@@ -22,11 +22,6 @@ use tokio::sync::{mpsc, watch};
 
 use crate::admission::Ticket;
 
-/// Frames queued for the socket writer. Pushes beyond this wait in the hub queue instead.
-const WRITE_QUEUE_LEN_MAX: usize = 256;
-/// Requests of one connection waiting for durable storage at once; beyond this the socket is
-/// not read until some complete (backpressure on a pipelining client).
-const IN_FLIGHT_MAX: usize = 256;
 /// How long the writer may take to send what is queued once the connection ends.
 const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -49,7 +44,7 @@ pub(crate) async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (mut sink, mut stream) = socket.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE_LEN_MAX);
+    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(WS_WRITE_QUEUE_LEN_MAX);
     let outbound = Arc::new(Outbound::default());
     let written = outbound.clone();
     let (close_tx, close_rx) = tokio::sync::oneshot::channel::<CloseFrame>();
@@ -80,7 +75,7 @@ pub(crate) async fn run(
             _ = shutdown.wait_for(|stop| *stop) => LoopEvent::Shutdown,
             _ = notified(&signal) => LoopEvent::Signal,
             Some(completed) = in_flight.next(), if !in_flight.is_empty() => LoopEvent::Completed(completed),
-            message = stream.next(), if in_flight.len() < IN_FLIGHT_MAX => LoopEvent::Socket(message),
+            message = stream.next(), if in_flight.len() < WS_IN_FLIGHT_MAX => LoopEvent::Socket(message),
             push = recv(&mut pushes) => LoopEvent::Push(push),
             _ = &mut hello_deadline, if !authenticated => LoopEvent::HelloTimeout,
             _ = ticket.shed.notified(), if !authenticated => LoopEvent::Shed,

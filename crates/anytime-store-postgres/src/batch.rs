@@ -1,6 +1,6 @@
 //! Group commit on PostgreSQL for the delivery hot path (sends and acks).
 //!
-//! One task per node takes every queued job (up to `BATCH_JOBS_MAX`), runs them in one
+//! One task per node takes every queued job (up to `POSTGRES_BATCH_JOBS_MAX`), runs them in one
 //! transaction — each in its own savepoint, so a rejected job undoes only itself — commits once,
 //! then answers each caller. Jobs are sorted by conversation (stably, so one conversation keeps
 //! submission order): every node then takes conversation row locks in the same order, and two
@@ -16,9 +16,7 @@ use deadpool_postgres::{GenericClient, Pool};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{delivery, pg};
-
-const BATCH_JOBS_MAX: usize = 1_024;
-const QUEUE_JOBS_MAX: usize = 16_384;
+use anytime_proto::limits::{POSTGRES_BATCH_JOBS_MAX, POSTGRES_QUEUE_JOBS_MAX};
 
 enum Job {
     Message(NewMessage, oneshot::Sender<StoreResult<Appended>>),
@@ -46,7 +44,7 @@ pub(crate) struct Batcher {
 
 impl Batcher {
     pub(crate) fn start(pool: Pool, metrics: Arc<Metrics>) -> Batcher {
-        let (jobs, rx) = mpsc::channel(QUEUE_JOBS_MAX);
+        let (jobs, rx) = mpsc::channel(POSTGRES_QUEUE_JOBS_MAX);
         tokio::spawn(run(pool, rx, metrics));
         Batcher { jobs }
     }
@@ -69,11 +67,11 @@ fn stopped() -> StoreError {
 }
 
 async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>, metrics: Arc<Metrics>) {
-    let mut batch = Vec::with_capacity(BATCH_JOBS_MAX);
+    let mut batch = Vec::with_capacity(POSTGRES_BATCH_JOBS_MAX);
     // Ends when the store (every sender) is dropped.
     while let Some(first) = rx.recv().await {
         batch.push(first);
-        while batch.len() < BATCH_JOBS_MAX {
+        while batch.len() < POSTGRES_BATCH_JOBS_MAX {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,

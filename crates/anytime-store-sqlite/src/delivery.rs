@@ -1,6 +1,7 @@
 //! The delivery path: appending messages and commits, cursors, welcomes, garbage collection.
 
 use anytime_proto::frame::{Message, MessageKind, Seq};
+use anytime_proto::limits::GC_ROWS_MAX;
 use anytime_proto::{ConvId, DeviceId, ErrorCode, MsgId, UserId};
 use anytime_server_core::store::{
     Appended, Collected, CommitAccepted, NewCommit, NewMessage, PendingWelcome, StoreError, StoreResult,
@@ -251,9 +252,6 @@ pub(crate) fn ack_welcome(conn: &Connection, device: DeviceId, welcome: u64) -> 
     .map_err(backend)?;
     Ok(())
 }
-
-/// Rows deleted per statement in one pass, so one pass never holds the writer for long.
-const GC_ROWS_MAX: i64 = 50_000;
 
 pub(crate) fn collect_garbage(conn: &Connection, now_ms: u64, retention_ms: u64) -> StoreResult<Collected> {
     let cutoff = id(now_ms.saturating_sub(retention_ms));

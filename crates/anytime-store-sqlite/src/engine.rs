@@ -1,7 +1,7 @@
 //! Group commit on SQLite, and the pool of readers.
 //!
 //! SQLite has one writer at a time, so all writes go to one thread. It takes every job that is
-//! waiting (up to `BATCH_JOBS_MAX`), runs them in one transaction, each inside its own savepoint
+//! waiting (up to `SQLITE_BATCH_JOBS_MAX`), runs them in one transaction, each inside its own savepoint
 //! (a rejected job rolls back only itself), commits once — one fsync with `synchronous=FULL` —
 //! and only then answers each caller. Under load, jobs pile up while the previous batch is
 //! being fsynced, so the batch grows with the load and the fsync cost per message shrinks.
@@ -12,17 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anytime_proto::limits::{SQLITE_BATCH_JOBS_MAX, SQLITE_QUEUE_JOBS_MAX, SQLITE_READERS_IDLE_MAX};
 use anytime_server_core::store::{PendingWrite, StoreError, StoreResult};
 use anytime_server_core::Metrics;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
-/// Jobs in one transaction. Bounds the latency a huge backlog adds to the first job in it.
-const BATCH_JOBS_MAX: usize = 4_096;
-/// Jobs waiting for the writer; senders wait (backpressure) beyond this.
-const QUEUE_JOBS_MAX: usize = 16_384;
-/// Idle reader connections kept open.
-const READERS_IDLE_MAX: usize = 8;
 /// How long a connection waits for a lock held by another before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -81,7 +76,7 @@ impl Engine {
         let mut conn = open_connection(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)
             .map_err(|source| crate::OpenError::Open { path: path.to_owned(), source })?;
         crate::migrate::migrate(&mut conn)?;
-        let (jobs, rx) = mpsc::channel(QUEUE_JOBS_MAX);
+        let (jobs, rx) = mpsc::channel(SQLITE_QUEUE_JOBS_MAX);
         let truncate_wal = Arc::new(AtomicBool::new(false));
         let writer_truncate_wal = truncate_wal.clone();
         std::thread::Builder::new()
@@ -167,11 +162,11 @@ fn writer_loop(
     metrics: Arc<Metrics>,
     truncate_wal: Arc<AtomicBool>,
 ) {
-    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(BATCH_JOBS_MAX);
+    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(SQLITE_BATCH_JOBS_MAX);
     // Ends when every sender (the store) is dropped and the queue is drained.
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
-        while batch.len() < BATCH_JOBS_MAX {
+        while batch.len() < SQLITE_BATCH_JOBS_MAX {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
@@ -240,7 +235,7 @@ impl ReaderPool {
 
     fn put(&self, conn: Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(|poison| poison.into_inner());
-        if idle.len() < READERS_IDLE_MAX {
+        if idle.len() < SQLITE_READERS_IDLE_MAX {
             idle.push(conn);
         }
     }

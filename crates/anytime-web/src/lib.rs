@@ -29,6 +29,9 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::persist::{Account, Persist};
+
+/// UI actions waiting for the session (a user clicks far slower than this drains).
+const COMMAND_QUEUE_LEN_MAX: usize = 256;
 use crate::session::{Cmd, Job};
 use crate::view::View;
 
@@ -63,7 +66,7 @@ pub(crate) fn random_id() -> [u8; 16] {
 pub(crate) struct Shared {
     pub persist: Rc<Persist>,
     pub view: RefCell<View>,
-    pub commands: RefCell<Option<mpsc::UnboundedSender<Job>>>,
+    pub commands: RefCell<Option<mpsc::Sender<Job>>>,
     pub on_change: RefCell<Option<js_sys::Function>>,
 }
 
@@ -141,7 +144,7 @@ impl App {
         if self.shared.commands.borrow().is_some() {
             return;
         }
-        let (tx, rx) = mpsc::unbounded();
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE_LEN_MAX);
         *self.shared.commands.borrow_mut() = Some(tx);
         wasm_bindgen_futures::spawn_local(session::run(self.shared.clone(), rx));
     }
@@ -173,9 +176,15 @@ impl App {
     fn run(&self, cmd: Cmd) -> Promise {
         let sender = self.shared.commands.borrow().clone();
         future_to_promise(async move {
-            let sender = sender.ok_or_else(|| js_err("not signed in"))?;
+            let mut sender = sender.ok_or_else(|| js_err("not signed in"))?;
             let (tx, rx) = oneshot::channel();
-            sender.unbounded_send((cmd, tx)).map_err(|_| js_err("the session has ended; reload the page"))?;
+            sender.try_send((cmd, tx)).map_err(|error| {
+                if error.is_full() {
+                    js_err("too many actions at once; try again in a moment")
+                } else {
+                    js_err("the session has ended; reload the page")
+                }
+            })?;
             match rx.await {
                 Ok(Ok(value)) => Ok(JsValue::from_str(&value.to_string())),
                 Ok(Err(error)) => Err(js_err(error)),

@@ -75,7 +75,7 @@ fn ended(error: ClientError) -> Ended {
     }
 }
 
-pub(crate) async fn run(shared: Rc<Shared>, mut commands: mpsc::UnboundedReceiver<Job>) {
+pub(crate) async fn run(shared: Rc<Shared>, mut commands: mpsc::Receiver<Job>) {
     let mut backoff = 500;
     loop {
         set_status(&shared, "connecting".into());
@@ -102,7 +102,7 @@ fn set_status(shared: &Shared, status: String) {
     shared.notify("status", None);
 }
 
-async fn connect_and_serve(shared: &Rc<Shared>, commands: &mut mpsc::UnboundedReceiver<Job>) -> Ended {
+async fn connect_and_serve(shared: &Rc<Shared>, commands: &mut mpsc::Receiver<Job>) -> Ended {
     let (account, crypto) = {
         let data = shared.persist.data.borrow();
         let Some(account) = data.account.clone() else { return Ended::SignedOut("not signed in".into()) };

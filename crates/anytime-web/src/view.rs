@@ -26,19 +26,10 @@ pub struct View {
     pub safety_changed: HashMap<ConvId, bool>,
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use anytime_proto::ids::hex;
 
 pub fn parse_msg_id(text: &str) -> Option<MsgId> {
-    if text.len() != 32 || !text.is_ascii() {
-        return None;
-    }
-    let mut id = [0u8; 16];
-    for (i, byte) in id.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(MsgId(id))
+    text.parse().ok()
 }
 
 pub fn account_json(a: &Account) -> Value {

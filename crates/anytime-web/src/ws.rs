@@ -27,13 +27,16 @@ type Pending = Rc<RefCell<HashMap<u32, oneshot::Sender<ServerFrame>>>>;
 pub struct WsTransport {
     socket: WebSocket,
     pending: Pending,
-    pub pushes: mpsc::UnboundedReceiver<ServerFrame>,
+    pub pushes: mpsc::Receiver<ServerFrame>,
     next_id: u32,
     persist: Rc<Persist>,
     // Kept alive as long as the socket: the browser calls them.
     _on_message: Closure<dyn FnMut(MessageEvent)>,
     _on_close: Closure<dyn FnMut(JsValue)>,
 }
+
+/// Pushes received but not yet handled by the session.
+const PUSH_QUEUE_LEN_MAX: usize = 4_096;
 
 fn transport(text: impl Into<String>) -> ClientError {
     ClientError::Transport(text.into())
@@ -45,20 +48,28 @@ impl WsTransport {
         let socket = WebSocket::new(url).map_err(|e| transport(format!("cannot open {url}: {e:?}")))?;
         socket.set_binary_type(BinaryType::Arraybuffer);
         let pending: Pending = Rc::default();
-        let (push_tx, pushes) = mpsc::unbounded();
+        let (mut push_tx, pushes) = mpsc::channel(PUSH_QUEUE_LEN_MAX);
         let (open_tx, open_rx) = oneshot::channel::<bool>();
         let open_tx = Rc::new(RefCell::new(Some(open_tx)));
 
         let on_message = {
             let pending = pending.clone();
-            let push_tx = push_tx.clone();
+            let mut push_tx = push_tx.clone();
+            let socket = socket.clone();
             Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
                 let Ok(buffer) = event.data().dyn_into::<ArrayBuffer>() else { return };
                 let bytes = Uint8Array::new(&buffer).to_vec();
                 // A frame this build cannot decode (newer server) is skipped, not fatal.
                 let Ok((id, frame)) = codec::decode_server(&bytes) else { return };
                 if id == 0 {
-                    let _ = push_tx.unbounded_send(frame);
+                    if let Err(error) = push_tx.try_send(frame) {
+                        if error.is_full() {
+                            // The page fell this far behind: drop the connection rather than
+                            // queue without bound; the session reconnects and resumes from
+                            // the server's copy (nothing is acknowledged that was not handled).
+                            let _ = socket.close_with_code_and_reason(4000, "client behind");
+                        }
+                    }
                 } else if let Some(waiter) = pending.borrow_mut().remove(&id) {
                     let _ = waiter.send(frame);
                 }
