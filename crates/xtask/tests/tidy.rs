@@ -14,6 +14,7 @@ const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
     ("anytime-server-core", &["anytime-proto"]),
     ("anytime-store-sqlite", &["anytime-proto", "anytime-server-core"]),
     ("anytime-store-postgres", &["anytime-proto", "anytime-server-core"]),
+    ("anytime-store-memory", &["anytime-proto", "anytime-server-core"]),
     ("anytime-store-conformance", &["anytime-proto", "anytime-server-core"]),
     ("anytime-server", &["anytime-proto", "anytime-server-core", "anytime-store-sqlite", "anytime-store-postgres"]),
     ("anytime-client-tokio", &["anytime-proto"]),
