@@ -156,6 +156,9 @@ pub const POSTGRES_QUEUE_JOBS_MAX: usize = 16_384;
 /// writer for long.
 pub const GC_ROWS_MAX: i64 = 50_000;
 
+/// Expired sessions deleted per garbage-collection pass (the rest go in the next pass).
+pub const GC_EXPIRED_DEVICES_MAX: u32 = 1_000;
+
 /// A Web Push endpoint URL, bytes.
 pub const PUSH_ENDPOINT_BYTES_MAX: usize = 1_024;
 

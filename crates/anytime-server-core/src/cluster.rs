@@ -57,14 +57,25 @@ pub trait Bus: Send + Sync + 'static {
     fn publish(&self, event: &ClusterEvent);
 }
 
+/// The first byte of every encoded event. Bumped when `ClusterEvent` changes shape: a node then
+/// drops events of another version instead of misreading them (during a rolling upgrade the
+/// sessions fill what they miss from storage, and caches reload on their next miss).
+pub const CLUSTER_EVENT_VERSION: u8 = 1;
+
 impl ClusterEvent {
     pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = vec![CLUSTER_EVENT_VERSION];
         // Plain data into a Vec cannot fail.
-        postcard::to_allocvec(self).expect("cluster events serialise")
+        bytes.extend(postcard::to_allocvec(self).expect("cluster events serialise"));
+        bytes
     }
 
+    /// `None` for garbage and for events of another version.
     pub fn decode(bytes: &[u8]) -> Option<ClusterEvent> {
-        postcard::from_bytes(bytes).ok()
+        match bytes.split_first() {
+            Some((&CLUSTER_EVENT_VERSION, rest)) => postcard::from_bytes(rest).ok(),
+            _ => None,
+        }
     }
 
     /// Applies the event to this node's hub. `local_node` identifies this node; `now_ms` is
@@ -123,8 +134,15 @@ mod tests {
             kind: PushKind::Message { conv: ConvId(3), seq: 4 },
             frame: vec![1, 2, 3],
         };
-        assert_eq!(ClusterEvent::decode(&event.encode()), Some(event));
+        let bytes = event.encode();
+        assert_eq!(bytes[0], CLUSTER_EVENT_VERSION);
+        assert_eq!(ClusterEvent::decode(&bytes), Some(event));
         assert_eq!(ClusterEvent::decode(&[0xff, 0xff, 0xff]), None);
+        assert_eq!(ClusterEvent::decode(&[]), None);
+        // The same body under another version is dropped, not misread.
+        let mut other_version = bytes.clone();
+        other_version[0] = CLUSTER_EVENT_VERSION + 1;
+        assert_eq!(ClusterEvent::decode(&other_version), None);
     }
 
     #[test]

@@ -72,7 +72,10 @@ pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<(NatsBus, CoreSl
         while let Some(message) = subscription.next().await {
             match ClusterEvent::decode(&message.payload) {
                 Some(event) => core.apply_cluster_event(event),
-                None => tracing::warn!("undecodable cluster event ignored"),
+                None => tracing::warn!(
+                    version = message.payload.first().copied(),
+                    "cluster event ignored: undecodable, or from a node of another version"
+                ),
             }
         }
     });

@@ -3,16 +3,13 @@
 use std::collections::BTreeSet;
 
 use anytime_proto::frame::{Message, MessageKind, Seq};
-use anytime_proto::limits::GC_ROWS_MAX;
+use anytime_proto::limits::{GC_EXPIRED_DEVICES_MAX, GC_ROWS_MAX};
 use anytime_proto::{ConvId, DeviceId, ErrorCode};
 use anytime_server_core::store::{
     Appended, Collected, CommitAccepted, NewCommit, NewMessage, PendingWelcome, StoreError, StoreResult,
 };
 
 use crate::state::{backend, signed, SentId, State, Welcome};
-
-/// Sessions deleted per garbage-collection pass, as in the SQL backends; the rest go next pass.
-const EXPIRED_DEVICES_PER_PASS: usize = 1000;
 
 impl State {
     pub(crate) fn append_message(&mut self, message: NewMessage) -> StoreResult<Appended> {
@@ -208,7 +205,7 @@ impl State {
         let mut expired: Vec<DeviceId> =
             self.devices.values().filter(|d| d.expires_at_ms <= now_ms).map(|d| d.id).collect();
         expired.sort_by_key(|d| signed(d.0));
-        expired.truncate(EXPIRED_DEVICES_PER_PASS);
+        expired.truncate(GC_EXPIRED_DEVICES_MAX as usize);
         for device in &expired {
             self.delete_device(*device);
         }

@@ -1,6 +1,7 @@
 //! The delivery path: appending messages and commits, cursors, welcomes, garbage collection.
 
 use anytime_proto::frame::{Message, MessageKind, Seq};
+use anytime_proto::limits::GC_EXPIRED_DEVICES_MAX;
 use anytime_proto::{ConvId, DeviceId, ErrorCode, MsgId, UserId};
 use anytime_server_core::store::{
     Appended, Collected, CommitAccepted, NewCommit, NewMessage, PendingWelcome, StoreError, StoreResult,
@@ -247,11 +248,13 @@ pub(crate) async fn collect_garbage(pool: &Pool, now_ms: u64, retention_ms: u64)
         &[],
     )
     .await?;
-    let stale: Vec<i64> = query(&tx, "SELECT id FROM devices WHERE expires_at_ms <= $1 LIMIT 1000", &[&id(now_ms)])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let limit = GC_EXPIRED_DEVICES_MAX as i64;
+    let stale: Vec<i64> =
+        query(&tx, "SELECT id FROM devices WHERE expires_at_ms <= $1 LIMIT $2", &[&id(now_ms), &limit])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
     for device in &stale {
         delete_device(&tx, *device).await?;
     }

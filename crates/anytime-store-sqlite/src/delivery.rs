@@ -1,7 +1,7 @@
 //! The delivery path: appending messages and commits, cursors, welcomes, garbage collection.
 
 use anytime_proto::frame::{Message, MessageKind, Seq};
-use anytime_proto::limits::GC_ROWS_MAX;
+use anytime_proto::limits::{GC_EXPIRED_DEVICES_MAX, GC_ROWS_MAX};
 use anytime_proto::{ConvId, DeviceId, ErrorCode, MsgId, UserId};
 use anytime_server_core::store::{
     Appended, Collected, CommitAccepted, NewCommit, NewMessage, PendingWelcome, StoreError, StoreResult,
@@ -280,8 +280,8 @@ pub(crate) fn collect_garbage(conn: &Connection, now_ms: u64, retention_ms: u64)
     conn.execute("DELETE FROM welcome_targets WHERE welcome_id NOT IN (SELECT id FROM welcomes)", [])
         .map_err(backend)?;
     let expired: Vec<i64> = conn
-        .prepare_cached("SELECT id FROM devices WHERE expires_at_ms <= ? LIMIT 1000")
-        .and_then(|mut stmt| stmt.query_map([id(now_ms)], |r| r.get(0))?.collect())
+        .prepare_cached("SELECT id FROM devices WHERE expires_at_ms <= ? LIMIT ?")
+        .and_then(|mut stmt| stmt.query_map([id(now_ms), GC_EXPIRED_DEVICES_MAX as i64], |r| r.get(0))?.collect())
         .map_err(backend)?;
     for device in &expired {
         crate::accounts::delete_device(conn, *device).map_err(backend)?;

@@ -83,6 +83,7 @@ const LIMITS_CRATES: &[&str] = &[
     "anytime-server",
     "anytime-store-sqlite",
     "anytime-store-postgres",
+    "anytime-store-memory",
 ];
 
 fn workspace_root() -> PathBuf {
