@@ -1,7 +1,6 @@
 //! Every client subcommand: open the profile, connect, catch up, act, print.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -175,29 +174,14 @@ impl Session {
         let crypto = DeviceCrypto::import(&state).context("while loading this device's encryption state")?;
         let net = net::connect(&server, &token, 6).await?;
         let mut session = Session { client: Client::new(crypto, profile), net, out, initial: Vec::new() };
-        // A device approved since its login uploads its key packages on first use.
-        session.client.replenish_key_packages(&mut session.net).await?;
+        // A device approved since its login uploads its key packages on first use (catch_up).
         session.initial = session.catch_up(false).await?;
         Ok(session)
     }
 
-    /// Processes everything pending, then repairs every group whose devices differ from the
-    /// server's membership (membership pushes are ephemeral: a device that was offline when a
-    /// contact linked or revoked a device learns it here). Optionally prints.
+    /// `Client::catch_up`, optionally printing what it brought and safety-number warnings.
     async fn catch_up(&mut self, print: bool) -> anyhow::Result<Vec<Event>> {
-        let events = self.client.sync(&mut self.net, IDLE_MS).await?;
-        let mut changed: BTreeSet<ConvId> = events
-            .iter()
-            .filter_map(|e| match e {
-                Event::ConversationChanged { conv, removed: false } => Some(*conv),
-                _ => None,
-            })
-            .collect();
-        changed.extend(self.client.crypto.groups());
-        let mut all = events;
-        for conv in changed {
-            all.extend(self.reconcile(conv).await?);
-        }
+        let all = self.client.catch_up(&mut self.net, IDLE_MS).await?;
         if print {
             for event in &all {
                 self.out.event(event)?;
@@ -209,8 +193,8 @@ impl Session {
 
     /// Prints a warning, once, for each verified contact whose keys changed since verification.
     fn warn_changed_safety_numbers(&self) -> anyhow::Result<()> {
-        for (user, verified, conv, warned) in self.client.store.verified_contacts()? {
-            if warned || !self.client.crypto.has_group(conv) {
+        for (user, verified, conv, warned) in self.client.store().verified_contacts()? {
+            if warned || !self.client.has_group(conv) {
                 continue;
             }
             let now = self.client.safety_number_with(conv, user);
@@ -219,7 +203,7 @@ impl Session {
                     format!("WARNING: the safety number with user {user} changed (a device was added or removed); compare it again with `anytime safety`"),
                     json!({"type": "safety_number_changed", "user": user, "conv": conv}),
                 )?;
-                self.client.store.set_warned(user)?;
+                self.client.store().set_warned(user)?;
             }
         }
         Ok(())
@@ -242,18 +226,11 @@ impl Session {
 
     async fn send(&mut self, conv: ConvId, content: Content) -> anyhow::Result<()> {
         let msg_id = new_msg_id();
-        let seq = match self.client.send(&mut self.net, conv, content.clone(), msg_id).await {
-            Err(ClientError::NotInGroup(_)) => {
-                // Maybe the Welcome is just arriving: catch up once and retry once.
-                self.catch_up(false).await?;
-                match self.client.send(&mut self.net, conv, content, msg_id).await {
-                    Err(ClientError::NotInGroup(_)) => bail!(
-                        "this device is not in the encrypted group of {conv} yet (a member's device adds it when it syncs); retry later"
-                    ),
-                    other => other?,
-                }
-            }
-            other => other?,
+        let seq = match self.client.send_or_catch_up(&mut self.net, conv, content, msg_id, IDLE_MS).await {
+            Err(ClientError::NotInGroup(_)) => bail!(
+                "this device is not in the encrypted group of {conv} yet (a member's device adds it when it syncs); retry later"
+            ),
+            other => other?.0,
         };
         self.out.print(
             format!("sent {} (#{seq})", hex(&msg_id.0)),
@@ -419,7 +396,7 @@ fn offline(profile: &Profile, out: &Out, command: Command) -> anyhow::Result<()>
 async fn execute(s: &mut Session, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Whoami | Command::History { .. } | Command::Search { .. } => {
-            offline(&s.client.store, &s.out, command)?;
+            offline(s.client.store(), &s.out, command)?;
         }
         Command::Sync => {
             for event in std::mem::take(&mut s.initial) {
@@ -541,7 +518,7 @@ async fn execute(s: &mut Session, command: Command) -> anyhow::Result<()> {
             let conv = parse_conv(&chat)?;
             let ids: Vec<MsgId> = s
                 .client
-                .store
+                .store()
                 .history(conv, 1_000)?
                 .iter()
                 .filter(|e| !e.own)
@@ -572,7 +549,7 @@ async fn execute(s: &mut Session, command: Command) -> anyhow::Result<()> {
                 .map_err(|_| anyhow::anyhow!("{device:?} is not a device id; `anytime devices` lists them"))?;
             expect(s.net.request(frame::RevokeDevice { device }.into()).await?, done)?;
             // Remove it from every group this device shares with it.
-            let convs: Vec<ConvId> = s.client.crypto.groups();
+            let convs: Vec<ConvId> = s.client.groups();
             for conv in convs {
                 s.reconcile(conv).await?;
             }
@@ -611,10 +588,10 @@ async fn safety(s: &mut Session, username: &str, verify: bool) -> anyhow::Result
     let info = expect(s.net.request(frame::CreateDirect { peer: peer.user }.into()).await?, conversation)?;
     s.client.establish(&mut s.net, &info).await?;
     let number = s.client.safety_number_with(info.conv, peer.user);
-    let previous = s.client.store.verified(peer.user)?;
+    let previous = s.client.store().verified(peer.user)?;
     let changed = previous.as_ref().is_some_and(|p| *p != number.digits);
     if verify {
-        s.client.store.set_verified(peer.user, &number.digits, info.conv)?;
+        s.client.store().set_verified(peer.user, &number.digits, info.conv)?;
     }
     let status = match (&previous, changed, verify) {
         (_, _, true) => "verified",
@@ -658,18 +635,8 @@ async fn follow(mut s: Session, dir: &Path, seconds: Option<u64>) -> anyhow::Res
         tokio::select! {
             push = s.net.next_push(500) => match push {
                 Ok(Some(push)) => {
-                    let events = s.client.handle_push(&mut s.net, push).await?;
-                    let mut changed = Vec::new();
-                    for event in &events {
-                        s.out.event(event)?;
-                        if let Event::ConversationChanged { conv, removed: false } = event {
-                            changed.push(*conv);
-                        }
-                    }
-                    for conv in changed {
-                        for event in s.reconcile(conv).await? {
-                            s.out.event(&event)?;
-                        }
+                    for event in s.client.handle_push_and_repair(&mut s.net, push).await? {
+                        s.out.event(&event)?;
                     }
                 }
                 Ok(None) => {}

@@ -165,6 +165,19 @@ pub enum Event {
     },
 }
 
+/// Conversations an event says need their group compared with the server's membership.
+fn membership_changes(events: &[Event]) -> BTreeSet<ConvId> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::ConversationChanged { conv, removed: false }
+            | Event::Joined { conv }
+            | Event::Rejoined { conv, .. } => Some(*conv),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A member device whose current-epoch message failed to open, with its leaf key at the time
 /// (a different key later means someone already re-added it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,9 +187,12 @@ struct Diverged {
     leaf_key: Vec<u8>,
 }
 
+/// One device's client: its MLS state and store, and everything a session does with them —
+/// catching up, repairing groups, sending with a retry — so the terminal and the browser share
+/// one implementation. Shells read state through the accessors below, never the fields.
 pub struct Client<S: ClientStore> {
-    pub crypto: DeviceCrypto,
-    pub store: S,
+    crypto: DeviceCrypto,
+    store: S,
     /// Devices to re-add, found while opening messages (repaired after the push is handled).
     diverged: Vec<Diverged>,
     /// Groups this device was removed from by a commit while still in the conversation: a
@@ -198,6 +214,71 @@ impl<S: ClientStore> Client<S> {
 
     pub fn me(&self) -> DeviceIdentity {
         self.crypto.identity()
+    }
+
+    /// The local store (history, settings the shell keeps beside the core's data).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Conversations whose encrypted group this device is in.
+    pub fn groups(&self) -> Vec<ConvId> {
+        self.crypto.groups()
+    }
+
+    pub fn has_group(&self, conv: ConvId) -> bool {
+        self.crypto.has_group(conv)
+    }
+
+    /// Processes everything pending, then repairs every group whose devices differ from the
+    /// server's membership (membership pushes are ephemeral: a device that was offline when a
+    /// contact linked or revoked a device learns it here). Uploads key packages if low first.
+    pub async fn catch_up<T: Transport>(&mut self, t: &mut T, idle_ms: u64) -> Result<Vec<Event>, ClientError> {
+        self.replenish_key_packages(t).await?;
+        let mut events = self.sync(t, idle_ms).await?;
+        let mut convs: BTreeSet<ConvId> = self.crypto.groups().into_iter().collect();
+        convs.extend(membership_changes(&events));
+        for conv in convs {
+            events.extend(self.reconcile(t, conv).await?);
+        }
+        Ok(events)
+    }
+
+    /// Handles one push and repairs the groups whose membership it changed.
+    pub async fn handle_push_and_repair<T: Transport>(
+        &mut self,
+        t: &mut T,
+        push: ServerFrame,
+    ) -> Result<Vec<Event>, ClientError> {
+        let mut events = self.handle_push(t, push).await?;
+        for conv in membership_changes(&events) {
+            events.extend(self.reconcile(t, conv).await?);
+        }
+        Ok(events)
+    }
+
+    /// Sends; if this device is not in the group yet (its Welcome may be on the way), catches
+    /// up once and tries again. Returns the seq and what catching up brought.
+    pub async fn send_or_catch_up<T: Transport>(
+        &mut self,
+        t: &mut T,
+        conv: ConvId,
+        content: Content,
+        msg_id: MsgId,
+        idle_ms: u64,
+    ) -> Result<(Seq, Vec<Event>), ClientError> {
+        match self.send(t, conv, content.clone(), msg_id).await {
+            Err(ClientError::NotInGroup(_)) => {
+                let events = self.catch_up(t, idle_ms).await?;
+                let seq = self.send(t, conv, content, msg_id).await?;
+                Ok((seq, events))
+            }
+            other => Ok((other?, Vec::new())),
+        }
     }
 
     fn persist_crypto(&mut self) -> Result<(), ClientError> {

@@ -55,19 +55,19 @@ async fn a_queued_message_keeps_what_it_says_across_a_lost_connection() {
     let receipt = Content::Receipt(Receipt { kind: ReceiptKind::Read, messages: vec![MsgId([9; 16])] });
     assert!(client.send(&mut net, CONV, text.clone(), MsgId([1; 16])).await.is_err());
     assert!(client.send(&mut net, CONV, receipt.clone(), MsgId([2; 16])).await.is_err());
-    assert_eq!(client.store.outbox.len(), 2, "both wait in the outbox, encrypted");
-    assert!(client.store.records.is_empty(), "nothing is in the history before the server has it");
+    assert_eq!(client.store().outbox.len(), 2, "both wait in the outbox, encrypted");
+    assert!(client.store().records.is_empty(), "nothing is in the history before the server has it");
 
     // Back online (after a restart the shell flushes the outbox the same way).
     net.down = false;
     client.flush_outbox(&mut net).await.unwrap();
-    assert!(client.store.outbox.is_empty());
+    assert!(client.store().outbox.is_empty());
     // The receipt wakes nobody: it goes as SendSilent, the text as Send.
     assert!(matches!(net.requests[0], ClientFrame::Send(_)), "{:?}", net.requests[0]);
     assert!(matches!(net.requests[1], ClientFrame::SendSilent(_)), "{:?}", net.requests[1]);
     // And the user's own messages enter the local history, with the seq the server gave.
     let own: Vec<(Seq, Content)> = client
-        .store
+        .store()
         .records
         .iter()
         .filter_map(|(_, _, event)| match event {
@@ -82,12 +82,12 @@ async fn a_queued_message_keeps_what_it_says_across_a_lost_connection() {
 async fn every_send_writes_the_ratchet_step_and_the_outbox_entry_in_one_batch() {
     let mut client = alice_in_a_group();
     let mut net = Scripted::default();
-    let before = client.store.saves;
+    let before = client.store().saves;
     let text = Content::Text(Text { body: "one".into(), mentions: Vec::new() });
     client.send(&mut net, CONV, text, MsgId([3; 16])).await.unwrap();
     // One batch before the frame leaves (state + outbox), one after the server stored it
     // (history + outbox removal).
-    assert_eq!(client.store.saves - before, 2);
-    assert!(client.store.crypto.is_some());
-    assert!(client.store.outbox.is_empty());
+    assert_eq!(client.store().saves - before, 2);
+    assert!(client.store().crypto.is_some());
+    assert!(client.store().outbox.is_empty());
 }

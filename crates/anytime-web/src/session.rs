@@ -227,26 +227,19 @@ impl Session {
 
     /// Processes what is pending, repairs groups, refreshes the chat list and presence.
     async fn catch_up(&mut self) -> Result<(), ClientError> {
-        self.client.replenish_key_packages(&mut self.net).await?;
-        let events = self.client.sync(&mut self.net, IDLE_MS).await?;
-        let mut convs: BTreeSet<ConvId> = self.client.crypto.groups().into_iter().collect();
-        for event in &events {
-            if let Event::ConversationChanged { conv, removed: false } = event {
-                convs.insert(*conv);
-            }
-        }
+        self.client.catch_up(&mut self.net, IDLE_MS).await?;
         let list = match self.net_request(frame::ListConversations {}.into()).await? {
             ServerFrame::Conversations(c) => c.conversations,
             other => return Err(refused(other)),
         };
-        convs.extend(list.iter().map(|c| c.conv));
         let listed: BTreeSet<ConvId> = list.iter().map(|c| c.conv).collect();
         self.shared.view.borrow_mut().chats.retain(|conv, _| listed.contains(conv));
-        for conv in convs {
-            if listed.contains(&conv) {
+        for conv in listed {
+            // A chat nobody has started the group of yet (its creator went away first).
+            if !self.client.has_group(conv) {
                 self.client.reconcile(&mut self.net, conv).await?;
-                self.refresh_chat(conv).await?;
             }
+            self.refresh_chat(conv).await?;
         }
         self.subscribe_presence().await?;
         self.shared.notify("chats", None);
@@ -273,7 +266,7 @@ impl Session {
         }
         let direct = info.kind == frame::ConvKind::Direct;
         self.shared.view.borrow_mut().chats.insert(conv, info);
-        if direct && self.client.crypto.has_group(conv) {
+        if direct && self.client.has_group(conv) {
             // Key-change warning: compare with the number the user verified, if any.
             let changed = self.safety(conv, false)?["changed"].as_bool().unwrap_or(false);
             self.shared.view.borrow_mut().safety_changed.insert(conv, changed);
@@ -320,15 +313,17 @@ impl Session {
             }
             ServerFrame::SessionRevoked(_) => Err(ClientError::Server { code: ErrorCode::InvalidToken }),
             other => {
-                let events = self.client.handle_push(&mut self.net, other).await?;
+                let events = self.client.handle_push_and_repair(&mut self.net, other).await?;
                 self.follow_up(events).await
             }
         }
     }
 
-    /// Membership changes need the group repaired and the chat list refreshed.
+    /// Membership changes (groups already repaired by the core) need the chat list refreshed;
+    /// a commit by another member may also have changed who is in the chat.
     async fn follow_up(&mut self, events: Vec<Event>) -> Result<(), ClientError> {
         let mut changed = BTreeSet::new();
+        let mut commits = BTreeSet::new();
         for event in events {
             match event {
                 Event::ConversationChanged { conv, removed: true } => {
@@ -342,13 +337,16 @@ impl Session {
                 }
                 Event::GroupChanged { conv, removed_self: false, .. } => {
                     changed.insert(conv);
+                    commits.insert(conv);
                 }
                 _ => {}
             }
         }
         let new_people = changed.iter().any(|c| !self.shared.view.borrow().chats.contains_key(c));
         for conv in changed {
-            self.client.reconcile(&mut self.net, conv).await?;
+            if commits.contains(&conv) {
+                self.client.reconcile(&mut self.net, conv).await?;
+            }
             self.refresh_chat(conv).await?;
             self.shared.notify("chats", Some(conv));
         }
@@ -391,15 +389,8 @@ impl Session {
 
     async fn send_content(&mut self, conv: ConvId, content: Content) -> Result<Value, ClientError> {
         let id = MsgId(random_id());
-        let seq = match self.client.send(&mut self.net, conv, content.clone(), id).await {
-            Err(ClientError::NotInGroup(_)) => {
-                // The Welcome may be just arriving: catch up once and retry once.
-                let events = self.client.sync(&mut self.net, IDLE_MS).await?;
-                self.follow_up(events).await?;
-                self.client.send(&mut self.net, conv, content, id).await?
-            }
-            other => other?,
-        };
+        let (seq, events) = self.client.send_or_catch_up(&mut self.net, conv, content, id, IDLE_MS).await?;
+        self.follow_up(events).await?;
         Ok(json!({"msg_id": hex(&id.0), "seq": seq}))
     }
 
@@ -492,9 +483,7 @@ impl Session {
             Cmd::Leave(conv) => {
                 let conv = conv_id(&conv)?;
                 self.done(frame::Leave { conv }.into()).await?;
-                self.client.crypto.drop_group(conv);
-                let state = self.client.crypto.export();
-                self.client.save(anytime_client::Changes { crypto: Some(state), ..Default::default() })?;
+                self.client.forget_group(conv)?;
                 self.shared.view.borrow_mut().chats.remove(&conv);
                 self.shared.notify("chats", None);
                 Ok(json!({}))
@@ -536,7 +525,7 @@ impl Session {
                 let device: DeviceId =
                     device.parse().map_err(|_| ClientError::Protocol(format!("{device:?} is not a device id")))?;
                 self.done(frame::RevokeDevice { device }.into()).await?;
-                for conv in self.client.crypto.groups() {
+                for conv in self.client.groups() {
                     self.client.reconcile(&mut self.net, conv).await?;
                 }
                 Ok(json!({}))
