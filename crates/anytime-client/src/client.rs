@@ -216,6 +216,12 @@ impl<S: ClientStore> Client<S> {
         self.crypto.identity()
     }
 
+    /// Gives the store back (a shell closing the profile; a simulation "crashing" the device and
+    /// restarting it from what was persisted).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
     /// The local store (history, settings the shell keeps beside the core's data).
     pub fn store(&self) -> &S {
         &self.store

@@ -25,6 +25,7 @@ const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
         "anytime-cli",
         &["anytime-proto", "anytime-client", "anytime-client-tokio", "anytime-server", "anytime-server-core"],
     ),
+    ("anytime-sim", &["anytime-proto", "anytime-client", "anytime-server-core", "anytime-store-memory"]),
     ("xtask", &[]),
 ];
 
