@@ -165,6 +165,12 @@ pub enum Event {
     },
 }
 
+/// Whether a refused request may succeed later unchanged (the server was busy, shutting down or
+/// failing) rather than never (not a member, blocked, too large, a reused id).
+fn retryable(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::RateLimited | ErrorCode::Internal | ErrorCode::ShuttingDown | ErrorCode::ServerBusy)
+}
+
 /// Conversations an event says need their group compared with the server's membership.
 fn membership_changes(events: &[Event]) -> BTreeSet<ConvId> {
     events
@@ -483,9 +489,15 @@ impl<S: ClientStore> Client<S> {
     }
 
     /// Resends everything still in the outbox (after a restart or a lost connection).
+    /// A message the server refused for good (the chat is gone, the recipient blocked you) is
+    /// taken out of the outbox and skipped; it would otherwise block everything behind it.
     pub async fn flush_outbox<T: Transport>(&mut self, t: &mut T) -> Result<(), ClientError> {
         for queued in self.store.outbox()? {
-            self.deliver_queued(t, queued.conv, queued.msg_id, queued.ciphertext, queued.content).await?;
+            match self.deliver_queued(t, queued.conv, queued.msg_id, queued.ciphertext, queued.content).await {
+                Ok(_) => {}
+                Err(ClientError::Server { code }) if !retryable(code) => {}
+                Err(error) => return Err(error),
+            }
         }
         Ok(())
     }
@@ -519,6 +531,11 @@ impl<S: ClientStore> Client<S> {
                 let record = event.as_ref().map(|event| Record { conv, seq: 0, event: Some(event) });
                 self.save(Changes { record, outbox_remove: Some(msg_id), ..Changes::default() })?;
                 Ok(sent.seq)
+            }
+            ServerFrame::Error(error) if !retryable(error.code) => {
+                // Sending it again cannot succeed: it leaves the outbox, the caller hears why.
+                self.save(Changes { outbox_remove: Some(msg_id), ..Changes::default() })?;
+                Err(ClientError::Server { code: error.code })
             }
             other => Err(refused(other)),
         }

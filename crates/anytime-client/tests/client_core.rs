@@ -4,7 +4,7 @@ use anytime_client::content::{Receipt, ReceiptKind, Text};
 use anytime_client::e2ee::{DeviceCrypto, DeviceIdentity};
 use anytime_client::{Client, ClientError, Content, Event, MemoryStore, Transport};
 use anytime_proto::frame::{self, Seq};
-use anytime_proto::{ClientFrame, ConvId, DeviceId, MsgId, ServerFrame, UserId};
+use anytime_proto::{ClientFrame, ConvId, DeviceId, ErrorCode, MsgId, ServerFrame, UserId};
 use async_trait::async_trait;
 
 const CONV: ConvId = ConvId(5);
@@ -89,5 +89,44 @@ async fn every_send_writes_the_ratchet_step_and_the_outbox_entry_in_one_batch() 
     // (history + outbox removal).
     assert_eq!(client.store().saves - before, 2);
     assert!(client.store().crypto.is_some());
+    assert!(client.store().outbox.is_empty());
+}
+
+/// Answers every send with one error.
+struct Refusing(ErrorCode);
+
+#[async_trait(?Send)]
+impl Transport for Refusing {
+    async fn request(&mut self, _frame: ClientFrame) -> Result<ServerFrame, ClientError> {
+        let error = frame::Error { code: self.0, message: String::new(), epoch: None };
+        Ok(ServerFrame::Error(error))
+    }
+
+    async fn notify(&mut self, _frame: ClientFrame) -> Result<(), ClientError> {
+        Ok(())
+    }
+
+    async fn next_push(&mut self, _wait_ms: u64) -> Result<Option<ServerFrame>, ClientError> {
+        Ok(None)
+    }
+}
+
+#[tokio::test]
+async fn a_message_refused_for_good_leaves_the_outbox_and_a_busy_server_keeps_it() {
+    let mut client = alice_in_a_group();
+    let text = || Content::Text(Text { body: "x".into(), mentions: Vec::new() });
+    // Removed from the chat meanwhile: the send fails with the reason and is not retried.
+    let mut gone = Refusing(ErrorCode::ConversationNotFound);
+    let error = client.send(&mut gone, CONV, text(), MsgId([4; 16])).await.unwrap_err();
+    assert!(matches!(error, ClientError::Server { code: ErrorCode::ConversationNotFound }));
+    assert!(client.store().outbox.is_empty(), "it would block every later flush");
+    // A busy server: the message waits for the next flush.
+    let mut busy = Refusing(ErrorCode::ServerBusy);
+    assert!(client.send(&mut busy, CONV, text(), MsgId([5; 16])).await.is_err());
+    assert_eq!(client.store().outbox.len(), 1);
+    assert!(client.flush_outbox(&mut busy).await.is_err());
+    // And once that conversation is gone too, a flush clears it and succeeds.
+    let mut gone = Refusing(ErrorCode::ConversationNotFound);
+    client.flush_outbox(&mut gone).await.unwrap();
     assert!(client.store().outbox.is_empty());
 }
