@@ -15,6 +15,9 @@ use crate::env::Sleep;
 #[derive(Debug, Default)]
 pub struct Outbound {
     queued: AtomicU64,
+    /// Senders waiting for room: the writer wakes them only when there are any (the hot path
+    /// stays two atomic operations per frame).
+    waiting: AtomicU64,
     drained: Notify,
 }
 
@@ -37,23 +40,30 @@ impl Outbound {
     pub fn remove(&self, bytes: u64) {
         let _ =
             self.queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| Some(queued.saturating_sub(bytes)));
-        self.drained.notify_waiters();
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            self.drained.notify_waiters();
+        }
     }
 
     /// Counts `bytes` in once they fit, waiting for the writer until `deadline` fires; `false`
     /// if the reader made no room by then.
     pub async fn add_when_room(&self, bytes: u64, deadline: Sleep) -> bool {
         let mut deadline = deadline;
-        loop {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let added = loop {
+            // Created before the check: `notify_waiters` wakes every `Notified` that exists when
+            // it is called, so a drain between the check and the wait is not missed.
             let drained = self.drained.notified();
             if self.try_add(bytes) {
-                return true;
+                break true;
             }
             tokio::select! {
                 _ = drained => {}
-                _ = &mut deadline => return false,
+                _ = &mut deadline => break false,
             }
-        }
+        };
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        added
     }
 }
 

@@ -441,8 +441,12 @@ impl Session {
             return;
         }
         let len = bytes.len() as u64;
-        let deadline = self.core.env.sleep(std::time::Duration::from_millis(SLOW_CONSUMER_TIMEOUT_MS));
-        if !self.outbound.add_when_room(len, deadline).await {
+        // The common case takes no timer: only a full queue waits (with a deadline).
+        let room = self.outbound.try_add(len) || {
+            let deadline = self.core.env.sleep(std::time::Duration::from_millis(SLOW_CONSUMER_TIMEOUT_MS));
+            self.outbound.add_when_room(len, deadline).await
+        };
+        if !room {
             self.too_slow = true;
             self.core.metrics.slow_consumers.fetch_add(1, Relaxed);
             tracing::info!(
