@@ -64,7 +64,9 @@ impl ServerCore {
             return Err(ErrorCode::RateLimited);
         }
         let device_name = validate_name(&request.device_name)?;
-        if request.password.len() > PASSWORD_BYTES_MAX as usize {
+        // No account has a longer name, and the throttle must not keep arbitrary strings.
+        if request.password.len() > PASSWORD_BYTES_MAX as usize || request.username.len() > USERNAME_BYTES_MAX as usize
+        {
             return Err(ErrorCode::InvalidCredentials);
         }
         let user = self.store.user_by_username(&request.username).await.map_err(store_code)?;
