@@ -7,7 +7,8 @@
 //! - `run [ARGS]` — `web`, then `anytime serve ARGS` (release build), which serves that
 //!   directory at `/`.
 //! - `test [ARGS]` — `web`, then `cargo test --workspace ARGS` (which includes the browser tests
-//!   in headless Chromium).
+//!   in headless Chromium); with `ANYTIME_TEST_PG_URL` set, also the PostgreSQL store tests,
+//!   which are `#[ignore]`d (and reported as ignored) otherwise.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,7 +37,20 @@ fn main() -> anyhow::Result<()> {
             ensure_browser_tools()?;
             let mut test = cargo(&root);
             test.args(["test", "--workspace"]).args(&rest);
-            run(test)
+            run(test)?;
+            // Tests that need PostgreSQL are ignored (and reported so) unless it is configured.
+            if std::env::var_os("ANYTIME_TEST_PG_URL").is_some() {
+                let mut postgres = cargo(&root);
+                postgres.args(["test", "--package", "anytime-store-postgres"]).args(&rest);
+                if !rest.iter().any(|a| a == "--") {
+                    postgres.arg("--");
+                }
+                postgres.arg("--ignored");
+                run(postgres)?;
+            } else {
+                eprintln!("xtask: the PostgreSQL store tests were ignored: set ANYTIME_TEST_PG_URL to run them");
+            }
+            Ok(())
         }
         _ => bail!("usage: cargo xtask web | run [SERVE ARGS] | test [CARGO TEST ARGS]"),
     }

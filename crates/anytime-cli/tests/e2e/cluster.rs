@@ -18,10 +18,11 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start(n: usize) -> Option<Cluster> {
+    /// These tests are `#[ignore]`d unless asked for (`-- --include-ignored`); asked for without
+    /// PostgreSQL and NATS, they fail and say what to set.
+    fn start(n: usize) -> Cluster {
         let (Ok(admin), Ok(nats)) = (std::env::var("ANYTIME_E2E_DATABASE"), std::env::var("ANYTIME_E2E_NATS")) else {
-            eprintln!("skipped: set ANYTIME_E2E_DATABASE and ANYTIME_E2E_NATS to run the cluster tests");
-            return None;
+            panic!("set ANYTIME_E2E_DATABASE (postgres://…) and ANYTIME_E2E_NATS (nats://…) to run the cluster tests");
         };
         let database = TestDatabase::create(&admin).expect("test database");
         let prefix = format!("anytime-test-{}", u64::from_le_bytes(msg_id().0[..8].try_into().unwrap()));
@@ -39,7 +40,7 @@ impl Cluster {
                 ServerProcess::start(Path::new(env!("CARGO_BIN_EXE_anytime")), &work, options).expect("node starts")
             })
             .collect();
-        Some(Cluster { nodes, _database: database, _dir: dir })
+        Cluster { nodes, _database: database, _dir: dir }
     }
 
     fn base(&self, node: usize) -> String {
@@ -52,8 +53,9 @@ impl Cluster {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and NATS: ANYTIME_E2E_DATABASE and ANYTIME_E2E_NATS, then -- --include-ignored"]
 async fn users_on_three_nodes_chat_in_a_group_and_every_device_gets_everything_once_in_order() {
-    let Some(c) = Cluster::start(3) else { return };
+    let c = Cluster::start(3);
     let mut sessions = Vec::new();
     for (i, name) in ["ann", "ben", "cat"].iter().enumerate() {
         let first = anytime_testkit::register(&c.base(i), name).await.unwrap();
@@ -86,8 +88,9 @@ async fn users_on_three_nodes_chat_in_a_group_and_every_device_gets_everything_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and NATS: ANYTIME_E2E_DATABASE and ANYTIME_E2E_NATS, then -- --include-ignored"]
 async fn a_killed_node_loses_nothing_acknowledged_its_clients_move_on_and_it_rejoins() {
-    let Some(mut c) = Cluster::start(3) else { return };
+    let mut c = Cluster::start(3);
     let alice = anytime_testkit::register(&c.base(0), "alice").await.unwrap();
     let bob = anytime_testkit::register(&c.base(0), "bob").await.unwrap();
     let mut a = c.connect(1, &alice.token).await;
@@ -135,8 +138,9 @@ async fn a_killed_node_loses_nothing_acknowledged_its_clients_move_on_and_it_rej
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and NATS: ANYTIME_E2E_DATABASE and ANYTIME_E2E_NATS, then -- --include-ignored"]
 async fn two_nodes_race_on_one_commit_and_exactly_one_wins() {
-    let Some(c) = Cluster::start(2) else { return };
+    let c = Cluster::start(2);
     let ann = anytime_testkit::register(&c.base(0), "ann").await.unwrap();
     let ben = anytime_testkit::register(&c.base(1), "ben").await.unwrap();
     let mut a = c.connect(0, &ann.token).await;
@@ -156,9 +160,10 @@ async fn two_nodes_race_on_one_commit_and_exactly_one_wins() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and NATS: ANYTIME_E2E_DATABASE and ANYTIME_E2E_NATS, then -- --include-ignored"]
 async fn presence_and_typing_cross_nodes() {
     // Goal: a contact on another node sees a user come online, type, and go offline.
-    let Some(c) = Cluster::start(2) else { return };
+    let c = Cluster::start(2);
     let alice = anytime_testkit::register(&c.base(0), "alice").await.unwrap();
     let bob = anytime_testkit::register(&c.base(1), "bob").await.unwrap();
     let mut a = c.connect(0, &alice.token).await;
