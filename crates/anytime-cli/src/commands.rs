@@ -5,12 +5,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use std::collections::HashMap;
+
 use anytime_client::content::{self, Content, ReceiptKind};
 use anytime_client::e2ee::{DeviceCrypto, DeviceIdentity};
 use anytime_client::{Client, ClientError, Event, Transport};
 use anytime_proto::frame::{self, ConvKind};
 use anytime_proto::http::{ErrorBody, SessionResponse};
-use anytime_proto::{ConvId, DeviceId, MsgId, ServerFrame};
+use anytime_proto::{ConvId, DeviceId, MsgId, ServerFrame, UserId};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -32,6 +34,8 @@ pub struct Out {
     capture: RefCell<Option<(bool, Vec<String>)>>,
     /// Other processes' `follow`s attached to this one: (their `--json`, where lines go).
     followers: RefCell<Vec<(bool, mpsc::Sender<Reply>)>>,
+    /// Usernames of the people events mention, for human-readable lines (ids in JSON).
+    names: RefCell<HashMap<UserId, String>>,
 }
 
 fn render(json: bool, human: &dyn std::fmt::Display, value: &serde_json::Value) -> String {
@@ -67,7 +71,7 @@ impl Out {
     /// Something that arrived (a message, a group change): shown by this process and by every
     /// `follow` attached to it, and part of the output of a command that caused it.
     fn event(&self, event: &Event) -> anyhow::Result<()> {
-        let (human, value) = describe_event(event);
+        let (human, value) = describe_event(event, &self.names.borrow());
         self.followers.borrow_mut().retain(|(json, tx)| tx.try_send(Reply::Out(render(*json, &human, &value))).is_ok());
         if let Some((json, lines)) = self.capture.borrow_mut().as_mut() {
             lines.push(render(*json, &human, &value));
@@ -84,16 +88,35 @@ impl Out {
     }
 }
 
-fn describe_event(event: &Event) -> (String, serde_json::Value) {
+/// A user as people know them: the username when known, else the id.
+fn name_of(names: &HashMap<UserId, String>, user: UserId) -> String {
+    names.get(&user).cloned().unwrap_or_else(|| format!("user {user}"))
+}
+
+fn describe_event(event: &Event, names: &HashMap<UserId, String>) -> (String, serde_json::Value) {
     match event {
         Event::Message { conv, seq, msg_id, sender, content, own, .. } => {
             let (kind, text) = describe(content);
+            let who = name_of(names, sender.user);
             let value = json!({"type": "message", "conv": conv, "seq": seq, "msg_id": hex(&msg_id.0),
-                "sender": sender.user, "sender_device": sender.device, "kind": kind, "text": text, "own": own});
-            (format!("[{conv}] #{seq} {}: {text}", sender.user), value)
+                "sender": sender.user, "sender_device": sender.device, "sender_name": names.get(&sender.user),
+                "kind": kind, "text": text, "own": own});
+            let human = match content {
+                // Receipts are not messages: say what they mean.
+                Content::Receipt(receipt) => {
+                    let what = match receipt.kind {
+                        ReceiptKind::Delivered => "delivered to",
+                        ReceiptKind::Read => "read by",
+                    };
+                    let n = receipt.messages.len();
+                    format!("[{conv}] {what} {who} ({n} message{})", if n == 1 { "" } else { "s" })
+                }
+                _ => format!("[{conv}] #{seq} {who}: {text}"),
+            };
+            (human, value)
         }
         Event::Undecryptable { conv, seq, sender, reason } => (
-            format!("[{conv}] #{seq} {sender}: (cannot decrypt: {reason})"),
+            format!("[{conv}] #{seq} {}: (cannot decrypt: {reason})", name_of(names, *sender)),
             json!({"type": "undecryptable", "conv": conv, "seq": seq, "sender": sender, "reason": reason}),
         ),
         Event::GroupChanged { conv, epoch, removed_self } => (
@@ -110,8 +133,9 @@ fn describe_event(event: &Event) -> (String, serde_json::Value) {
         ),
         Event::DeviceRepaired { conv, device, epoch } => (
             format!(
-                "[{conv}] re-added device {} of user {}: its encryption state had diverged and its messages could not be read (epoch {epoch})",
-                device.device, device.user
+                "[{conv}] re-added device {} of {}: its encryption state had diverged and its messages could not be read (epoch {epoch})",
+                device.device,
+                name_of(names, device.user)
             ),
             json!({"type": "device_repaired", "conv": conv, "user": device.user, "device": device.device, "epoch": epoch}),
         ),
@@ -183,9 +207,7 @@ impl Session {
     async fn catch_up(&mut self, print: bool) -> anyhow::Result<Vec<Event>> {
         let all = self.client.catch_up(&mut self.net, IDLE_MS).await?;
         if print {
-            for event in &all {
-                self.out.event(event)?;
-            }
+            self.show(&all).await?;
             self.warn_changed_safety_numbers()?;
         }
         Ok(all)
@@ -205,6 +227,49 @@ impl Session {
                 )?;
                 self.client.store().set_warned(user)?;
             }
+        }
+        Ok(())
+    }
+
+    /// The username of the other member of a direct chat ("(just you)" if none).
+    async fn peer_name(&mut self, conv: ConvId, me: UserId) -> String {
+        let peer = match self.net.request(frame::GetConversation { conv }.into()).await {
+            Ok(ServerFrame::ConversationInfo(info)) => info.members.iter().map(|m| m.user).find(|u| *u != me),
+            _ => None,
+        };
+        let Some(peer) = peer else { return "(just you)".into() };
+        if let Some(name) = self.out.names.borrow().get(&peer) {
+            return name.clone();
+        }
+        match self.net.request(frame::GetProfile { user: peer }.into()).await {
+            Ok(ServerFrame::Profile(profile)) => {
+                self.out.names.borrow_mut().insert(peer, profile.username.clone());
+                profile.username
+            }
+            _ => format!("user {peer}"),
+        }
+    }
+
+    /// Prints events, with the usernames of the people in them (looked up once per process).
+    async fn show(&mut self, events: &[Event]) -> anyhow::Result<()> {
+        let unknown: std::collections::BTreeSet<UserId> = events
+            .iter()
+            .filter_map(|event| match event {
+                Event::Message { sender, .. } => Some(sender.user),
+                Event::Undecryptable { sender, .. } => Some(*sender),
+                Event::DeviceRepaired { device, .. } => Some(device.user),
+                _ => None,
+            })
+            .filter(|user| !self.out.names.borrow().contains_key(user))
+            .collect();
+        for user in unknown {
+            // Names are for reading; a failed lookup leaves the id in the line.
+            if let Ok(ServerFrame::Profile(profile)) = self.net.request(frame::GetProfile { user }.into()).await {
+                self.out.names.borrow_mut().insert(user, profile.username);
+            }
+        }
+        for event in events {
+            self.out.event(event)?;
         }
         Ok(())
     }
@@ -399,9 +464,8 @@ async fn execute(s: &mut Session, command: Command) -> anyhow::Result<()> {
             offline(s.client.store(), &s.out, command)?;
         }
         Command::Sync => {
-            for event in std::mem::take(&mut s.initial) {
-                s.out.event(&event)?;
-            }
+            let initial = std::mem::take(&mut s.initial);
+            s.show(&initial).await?;
             s.catch_up(true).await?;
         }
         Command::Lookup { username } => {
@@ -416,9 +480,15 @@ async fn execute(s: &mut Session, command: Command) -> anyhow::Result<()> {
                 ServerFrame::Conversations(c) => Some(c.conversations),
                 _ => None,
             })?;
+            let me = s.client.me().user;
             for c in list {
                 let kind = if c.kind == ConvKind::Direct { "direct" } else { "group" };
-                s.out.print(format!("{} {kind} {:?} ({} members)", c.conv, c.name, c.member_count), json!({"conv": c.conv, "kind": kind, "name": c.name, "members": c.member_count, "last_seq": c.last_seq}))?;
+                // A direct chat has no name of its own: it is called after the other person.
+                let title = if c.kind == ConvKind::Direct { s.peer_name(c.conv, me).await } else { c.name.clone() };
+                s.out.print(
+                    format!("{} {kind} {title:?} ({} members)", c.conv, c.member_count),
+                    json!({"conv": c.conv, "kind": kind, "name": c.name, "title": title, "members": c.member_count, "last_seq": c.last_seq}),
+                )?;
             }
         }
         Command::Direct { username } => {
@@ -607,6 +677,28 @@ async fn safety(s: &mut Session, username: &str, verify: bool) -> anyhow::Result
     )
 }
 
+/// Resolves on SIGINT or SIGTERM. Installing the handlers replaces an inherited "ignore".
+fn stop_requested() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt()).context("while setting up Ctrl-C handling")?;
+        let mut terminate = signal(SignalKind::terminate()).context("while setting up SIGTERM handling")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
+}
+
 /// Requests from other processes queued for the session loop.
 const REQUEST_QUEUE_LEN: usize = 64;
 
@@ -624,20 +716,23 @@ async fn follow(mut s: Session, dir: &Path, seconds: Option<u64>) -> anyhow::Res
             None
         }
     };
-    for event in std::mem::take(&mut s.initial) {
-        s.out.event(&event)?;
-    }
+    // Ctrl-C or SIGTERM end `follow` cleanly (socket removed, lock released) — also when it runs
+    // without a terminal, where a shell may have started it with SIGINT ignored.
+    let stop = stop_requested()?;
+    tokio::pin!(stop);
+    let initial = std::mem::take(&mut s.initial);
+    s.show(&initial).await?;
     s.catch_up(true).await?;
     loop {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(());
         }
         tokio::select! {
+            _ = &mut stop => return Ok(()),
             push = s.net.next_push(500) => match push {
                 Ok(Some(push)) => {
-                    for event in s.client.handle_push_and_repair(&mut s.net, push).await? {
-                        s.out.event(&event)?;
-                    }
+                    let events = s.client.handle_push_and_repair(&mut s.net, push).await?;
+                    s.show(&events).await?;
                 }
                 Ok(None) => {}
                 Err(ClientError::Transport(_)) => s = reconnect(s, dir).await?,

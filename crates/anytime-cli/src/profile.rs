@@ -222,7 +222,12 @@ impl Profile {
     }
 
     fn apply(&self, conv: ConvId, seq: Seq, event: &Event) -> rusqlite::Result<()> {
-        let Event::Message { msg_id, sender, sent_at_ms, content, own, .. } = event else { return Ok(()) };
+        let Event::Message { msg_id, sender, sent_at_ms, content, own, seq: message_seq, .. } = event else {
+            return Ok(());
+        };
+        // Own messages are recorded without advancing the cursor (record seq 0), but they have
+        // the server's seq: show that one, as `send` did.
+        let seq = if seq == 0 { *message_seq } else { seq };
         let sent_at = if *sent_at_ms == 0 { now_ms() } else { *sent_at_ms };
         let by_author = "AND sender_user = ?";
         let insert = |kind: &str, body: &str, reply_to: Option<&MsgId>| -> rusqlite::Result<()> {

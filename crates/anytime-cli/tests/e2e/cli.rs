@@ -315,3 +315,81 @@ fn leaving_a_group_forgets_its_keys_on_disk_and_odd_message_ids_are_refused_not_
     assert!(error.contains("a message id is 32 hex digits"), "{error}");
     assert!(!error.contains("panicked"), "{error}");
 }
+
+/// The human-readable output of a command (no `--json`).
+fn human(device: &Device, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_anytime"))
+        .arg("--profile")
+        .arg(&device.profile)
+        .args(args)
+        .env("ANYTIME_LOG", "warn")
+        .output()
+        .expect("run anytime");
+    assert!(output.status.success(), "anytime {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn people_are_named_receipts_read_as_receipts_and_a_sent_message_keeps_its_number() {
+    let h = Harness::start();
+    let alice = Device::new(&h, "alice", "one", true);
+    let bob = Device::new(&h, "bob", "one", true);
+    let conv = alice.conv(&["direct", "bob"]);
+    bob.run(&["sync"]);
+    let bob_id = bob.run(&["whoami"])[0]["user"].as_str().unwrap().to_owned();
+
+    // `send` and `history` agree on the message's number.
+    let sent = alice.run(&["send", &conv, "hello bob"]);
+    let seq = sent[0]["seq"].as_u64().unwrap();
+    let mine = alice.history(&conv).into_iter().find(|e| e["text"] == "hello bob").expect("in alice's history");
+    assert_eq!(mine["seq"].as_u64(), Some(seq), "history shows the number send printed");
+
+    // bob answers and reads: alice sees bob's name, and a receipt as a receipt.
+    bob.run(&["sync"]);
+    bob.run(&["send", &conv, "hi alice"]);
+    bob.run(&["read", &conv]);
+    let lines = human(&alice, &["sync"]);
+    assert!(lines.contains("bob: hi alice"), "{lines}");
+    assert!(lines.contains("read by bob (1 message)"), "{lines}");
+    assert!(!lines.contains("receipt for"), "{lines}");
+    assert!(!lines.contains(&bob_id), "no raw user id where a name is known: {lines}");
+
+    // A direct chat is listed under the other person's name.
+    let chats = human(&alice, &["chats"]);
+    assert!(chats.contains(&format!("{conv} direct \"bob\"")), "{chats}");
+}
+
+#[test]
+fn follow_stops_on_sigint_even_when_started_with_sigint_ignored() {
+    let h = Harness::start();
+    let alice = Device::new(&h, "alice", "one", true);
+    // A non-interactive shell starts background jobs with SIGINT ignored; `follow` must still
+    // stop on it, cleanly.
+    let mut follow = Command::new("sh")
+        .arg("-c")
+        .arg("trap '' INT; exec \"$0\" --profile \"$1\" follow")
+        .arg(env!("CARGO_BIN_EXE_anytime"))
+        .arg(&alice.profile)
+        .env("ANYTIME_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start follow");
+    let socket = alice.profile.join("anytime.sock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !socket.exists() {
+        assert!(std::time::Instant::now() < deadline, "follow did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(follow.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = follow.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "follow ignored SIGINT");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(!socket.exists(), "the profile socket is removed on the way out");
+}
