@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anytime_client::content::{self, Content, ReceiptKind};
 use anytime_client::e2ee::{DeviceCrypto, DeviceIdentity};
@@ -200,6 +200,8 @@ impl Session {
         let mut session = Session { client: Client::new(crypto, profile), net, out, initial: Vec::new() };
         // A device approved since its login uploads its key packages on first use (catch_up).
         session.initial = session.catch_up(false).await?;
+        let initial = session.initial.clone();
+        session.confirm_delivery(&initial).await?;
         Ok(session)
     }
 
@@ -270,6 +272,28 @@ impl Session {
         }
         for event in events {
             self.out.event(event)?;
+        }
+        self.confirm_delivery(events).await
+    }
+
+    /// Tells the senders their messages reached this device (✓✓ on their side), as the web
+    /// client does: one silent receipt per conversation for new texts and replies.
+    async fn confirm_delivery(&mut self, events: &[Event]) -> anyhow::Result<()> {
+        let mut delivered: BTreeMap<ConvId, Vec<MsgId>> = BTreeMap::new();
+        for event in events {
+            if let Event::Message { conv, msg_id, own: false, content: Content::Text(_) | Content::Reply(_), .. } =
+                event
+            {
+                delivered.entry(*conv).or_default().push(*msg_id);
+            }
+        }
+        for (conv, messages) in delivered {
+            let receipt = Content::Receipt(content::Receipt { kind: ReceiptKind::Delivered, messages });
+            match self.client.send(&mut self.net, conv, receipt, new_msg_id()).await {
+                // Left the chat meanwhile, or not in its group yet: nobody to tell.
+                Ok(_) | Err(ClientError::NotInGroup(_)) | Err(ClientError::Server { .. }) => {}
+                Err(error) => return Err(error.into()),
+            }
         }
         Ok(())
     }

@@ -351,6 +351,8 @@ fn people_are_named_receipts_read_as_receipts_and_a_sent_message_keeps_its_numbe
     let lines = human(&alice, &["sync"]);
     assert!(lines.contains("bob: hi alice"), "{lines}");
     assert!(lines.contains("read by bob (1 message)"), "{lines}");
+    // bob's terminal confirmed delivery when it synced, as a browser does (✓✓ on alice's side).
+    assert!(lines.contains("delivered to bob (1 message)"), "{lines}");
     assert!(!lines.contains("receipt for"), "{lines}");
     assert!(!lines.contains(&bob_id), "no raw user id where a name is known: {lines}");
 
