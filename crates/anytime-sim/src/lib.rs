@@ -235,13 +235,19 @@ impl World {
     async fn catch_up(&mut self, i: usize) -> Result<(), Violation> {
         let device = &mut self.devices[i];
         let Some(client) = device.client.as_mut() else { return Ok(()) };
-        match client.catch_up(&mut device.link, 0).await {
-            Ok(_) => Ok(()),
+        let result = client.catch_up(&mut device.link, 0).await.map(|_| ());
+        self.settle(i, "catching up", result)
+    }
+
+    /// A lost connection is part of the run (counted); any other error breaks an invariant.
+    fn settle(&mut self, i: usize, doing: &str, result: Result<(), ClientError>) -> Result<(), Violation> {
+        match result {
+            Ok(()) => Ok(()),
             Err(ClientError::Transport(_)) => {
                 self.report.lost_requests += 1;
                 Ok(())
             }
-            Err(error) => Err(self.violation(format!("device {i} catching up: {error}"))),
+            Err(error) => Err(self.violation(format!("device {i} {doing}: {error}"))),
         }
     }
 
@@ -281,28 +287,16 @@ impl World {
         let device = &mut self.devices[i];
         let Some(client) = device.client.as_mut() else { return Ok(()) };
         let content = Content::Text(Text { body, mentions: Vec::new() });
-        match client.send(&mut device.link, conv, content, msg_id).await {
-            Ok(_) => Ok(()),
-            // Queued in the outbox: sent again on the next sync.
-            Err(ClientError::Transport(_)) => {
-                self.report.lost_requests += 1;
-                Ok(())
-            }
-            Err(error) => Err(self.violation(format!("device {i} sending: {error}"))),
-        }
+        // A lost send stays in the outbox and goes again on the next sync.
+        let result = client.send(&mut device.link, conv, content, msg_id).await.map(|_| ());
+        self.settle(i, "sending", result)
     }
 
     async fn sync(&mut self, i: usize) -> Result<(), Violation> {
         let device = &mut self.devices[i];
         let Some(client) = device.client.as_mut() else { return Ok(()) };
-        match client.sync(&mut device.link, 0).await {
-            Ok(_) => Ok(()),
-            Err(ClientError::Transport(_)) => {
-                self.report.lost_requests += 1;
-                Ok(())
-            }
-            Err(error) => Err(self.violation(format!("device {i} syncing: {error}"))),
-        }
+        let result = client.sync(&mut device.link, 0).await.map(|_| ());
+        self.settle(i, "syncing", result)
     }
 
     /// The device's process dies: it restarts from what its store persisted, nothing else.
