@@ -363,8 +363,12 @@ impl Session {
         let mut delivered: BTreeMap<ConvId, Vec<MsgId>> = BTreeMap::new();
         let mut touched = BTreeSet::new();
         for event in &recorded {
-            if let Event::Message { conv, msg_id, own, content, .. } = event {
+            if let Event::Message { conv, msg_id, own, content, sender, .. } = event {
                 touched.insert(*conv);
+                if !own {
+                    // Whoever sent something has stopped typing it.
+                    self.shared.view.borrow_mut().typing.remove(&(*conv, sender.user));
+                }
                 if !own && matches!(content, Content::Text(_) | Content::Reply(_)) {
                     delivered.entry(*conv).or_default().push(*msg_id);
                     self.shared.notify("message", Some(*conv));

@@ -487,7 +487,7 @@ async function contactDialog(chat) {
     h("p", {}, presenceText(chat.presence)),
     h("h3", {}, "Safety number"),
     h("p", { class: "muted" }, "Compare these digits with your contact in person or on a call. If they match, nobody is in the middle."),
-    h("pre", { class: "safety", id: "safety-number" }, safety.digits.match(/.{1,5}/g).join(" ")),
+    h("pre", { class: "safety", id: "safety-number" }, safety.digits.replace(/\s+/g, "").match(/.{1,5}/g).join(" ")),
     h("p", { id: "safety-state", class: safety.changed ? "warning" : "" }, state),
     timerField(chat),
   ], h("button", { type: "button", onclick: async () => { await call(app.verify(chat.conv)); d.close(); toast("Marked as verified"); } }, "Mark as verified"));
