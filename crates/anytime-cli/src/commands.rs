@@ -200,14 +200,14 @@ impl Session {
         let mut session = Session { client: Client::new(crypto, profile), net, out, initial: Vec::new() };
         // A device approved since its login uploads its key packages on first use (catch_up).
         session.initial = session.catch_up(false).await?;
-        let initial = session.initial.clone();
-        session.confirm_delivery(&initial).await?;
         Ok(session)
     }
 
     /// `Client::catch_up`, optionally printing what it brought and safety-number warnings.
     async fn catch_up(&mut self, print: bool) -> anyhow::Result<Vec<Event>> {
         let all = self.client.catch_up(&mut self.net, IDLE_MS).await?;
+        // Confirmed where messages are received, printed or not (`show` only prints).
+        self.confirm_delivery(&all).await?;
         if print {
             self.show(&all).await?;
             self.warn_changed_safety_numbers()?;
@@ -273,7 +273,7 @@ impl Session {
         for event in events {
             self.out.event(event)?;
         }
-        self.confirm_delivery(events).await
+        Ok(())
     }
 
     /// Tells the senders their messages reached this device (✓✓ on their side), as the web
@@ -756,6 +756,7 @@ async fn follow(mut s: Session, dir: &Path, seconds: Option<u64>) -> anyhow::Res
             push = s.net.next_push(500) => match push {
                 Ok(Some(push)) => {
                     let events = s.client.handle_push_and_repair(&mut s.net, push).await?;
+                    s.confirm_delivery(&events).await?;
                     s.show(&events).await?;
                 }
                 Ok(None) => {}
@@ -772,9 +773,8 @@ async fn reconnect(mut s: Session, dir: &Path) -> anyhow::Result<Session> {
     let out = std::mem::take(&mut s.out);
     drop(s);
     let mut s = Session::open(dir, out).await?;
-    for event in std::mem::take(&mut s.initial) {
-        s.out.event(&event)?;
-    }
+    let initial = std::mem::take(&mut s.initial);
+    s.show(&initial).await?;
     Ok(s)
 }
 

@@ -38,7 +38,8 @@ cases!(
     push_endpoints_are_one_per_existing_device,
 );
 
-fn user(id: u64, name: &str) -> (UserRecord, DeviceRecord) {
+/// A user named `name` with its first device (`10 * id`); fixtures for other store tests too.
+pub fn user(id: u64, name: &str) -> (UserRecord, DeviceRecord) {
     let user = UserRecord {
         id: UserId(id),
         username: name.into(),
@@ -51,7 +52,8 @@ fn user(id: u64, name: &str) -> (UserRecord, DeviceRecord) {
     (user, device(id, id * 10))
 }
 
-fn device(user: u64, id: u64) -> DeviceRecord {
+/// An approved device `id` of `user`, its token hash derived from the id.
+pub fn device(user: u64, id: u64) -> DeviceRecord {
     let mut token_hash = [0u8; 32];
     token_hash[..8].copy_from_slice(&id.to_le_bytes());
     DeviceRecord {

@@ -2,37 +2,15 @@
 //! direct-chat deduplication, admin succession, welcomes, invites, refusals that change
 //! nothing, session expiry.
 
-use anytime_proto::frame::{ConvKind, MessageKind, PresencePrivacy};
+use anytime_proto::frame::{ConvKind, MessageKind};
 use anytime_proto::{ConvId, DeviceId, ErrorCode, MsgId, UserId};
 use anytime_server_core::store::*;
+use anytime_store_conformance::{self as conformance, device};
 use anytime_store_memory::MemoryStore;
 
-fn device(user: u64, id: u64) -> DeviceRecord {
-    let mut token_hash = [0u8; 32];
-    token_hash[..8].copy_from_slice(&id.to_le_bytes());
-    DeviceRecord {
-        id: DeviceId(id),
-        user: UserId(user),
-        name: "d".into(),
-        token_hash,
-        created_at_ms: 1,
-        expires_at_ms: u64::MAX / 2,
-        last_seen_ms: 1,
-        approved: true,
-        link_code: None,
-    }
-}
-
+/// A user record as the conformance fixtures make it (`user{id}`).
 fn user(id: u64) -> UserRecord {
-    UserRecord {
-        id: UserId(id),
-        username: format!("user{id}"),
-        password_hash: "x".into(),
-        display_name: format!("user{id}"),
-        avatar: None,
-        presence_privacy: PresencePrivacy::Contacts,
-        created_at_ms: 1,
-    }
+    conformance::user(id, &format!("user{id}")).0
 }
 
 /// Users 1..=n, each with device `10 * id`.
