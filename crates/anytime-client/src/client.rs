@@ -233,10 +233,6 @@ impl<S: ClientStore> Client<S> {
         &self.store
     }
 
-    pub fn store_mut(&mut self) -> &mut S {
-        &mut self.store
-    }
-
     /// Conversations whose encrypted group this device is in.
     pub fn groups(&self) -> Vec<ConvId> {
         self.crypto.groups()

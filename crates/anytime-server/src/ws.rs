@@ -3,17 +3,16 @@
 //! never blocks the reader. Every channel is bounded.
 
 use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anytime_proto::limits::{HELLO_TIMEOUT_MS, WS_IN_FLIGHT_MAX, WS_WRITE_QUEUE_LEN_MAX};
 use anytime_server_core::hub::{ConnSignal, Push};
+use anytime_server_core::outbound::Outbound;
 use anytime_server_core::session::Live;
 use anytime_server_core::Completed;
 use anytime_server_core::{Flow, ServerCore, Session};
-use std::sync::atomic::Ordering::Relaxed;
-
-use anytime_server_core::outbound::Outbound;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::FuturesOrdered;
