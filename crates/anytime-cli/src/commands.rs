@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use anytime_client::content::{self, Content, ReceiptKind};
 use anytime_client::e2ee::{DeviceCrypto, DeviceIdentity};
-use anytime_client::{Client, ClientError, Event, Transport};
+use anytime_client::{Client, ClientError, ClientStore, Event, Transport};
 use anytime_proto::frame::{self, ConvKind};
 use anytime_proto::http::{ErrorBody, SessionResponse};
 use anytime_proto::{ConvId, DeviceId, MsgId, ServerFrame, UserId};
@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::net::{self, Net};
-use crate::profile::{hex, parse_msg_id, Profile};
+use crate::profile::{hex, parse_msg_id, HistoryEntry, Profile};
 use crate::profile_access::{self, Access, Forwarded, Reply};
 use crate::profile_server;
 use crate::Command;
@@ -217,12 +217,13 @@ impl Session {
 
     /// Prints a warning, once, for each verified contact whose keys changed since verification.
     fn warn_changed_safety_numbers(&self) -> anyhow::Result<()> {
-        for (user, verified, conv, warned) in self.client.store().verified_contacts()? {
-            if warned || !self.client.has_group(conv) {
+        for contact in self.client.store().verified_contacts()? {
+            let (user, conv) = (contact.user, contact.conv);
+            if contact.warned || !self.client.has_group(conv) {
                 continue;
             }
             let now = self.client.safety_number_with(conv, user);
-            if now.digits != verified {
+            if now.digits != contact.safety_number {
                 self.out.print(
                     format!("WARNING: the safety number with user {user} changed (a device was added or removed); compare it again with `anytime safety`"),
                     json!({"type": "safety_number_changed", "user": user, "conv": conv}),
@@ -461,7 +462,8 @@ fn offline(profile: &Profile, out: &Out, command: Command) -> anyhow::Result<()>
         }
         Command::History { chat, limit } => {
             let conv = parse_conv(&chat)?;
-            for e in profile.history(conv, limit)? {
+            for e in profile.history(conv, limit as usize)? {
+                let e = HistoryEntry::new(conv, e);
                 let flags =
                     format!("{}{}", if e.edited { " (edited)" } else { "" }, if e.deleted { " (deleted)" } else { "" });
                 let reactions: Vec<String> = e.reactions.iter().map(|(_, emoji)| emoji.clone()).collect();
@@ -472,6 +474,7 @@ fn offline(profile: &Profile, out: &Out, command: Command) -> anyhow::Result<()>
         }
         Command::Search { query } => {
             for (msg_id, body) in profile.search(&query)? {
+                let msg_id = msg_id.to_string();
                 out.print(format!("{msg_id} {body}"), json!({"msg_id": msg_id, "text": body}))?;
             }
             Ok(())
@@ -615,9 +618,9 @@ async fn execute(s: &mut Session, command: Command) -> anyhow::Result<()> {
                 .store()
                 .history(conv, 1_000)?
                 .iter()
-                .filter(|e| !e.own)
-                .map(|e| parse_msg_id(&e.msg_id))
-                .collect::<Result<_, _>>()?;
+                .filter(|e| !e.own && e.kind.is_message())
+                .map(|e| e.msg_id)
+                .collect();
             s.send(conv, Content::Receipt(content::Receipt { kind: ReceiptKind::Read, messages: ids })).await?;
         }
         Command::Safety { username, verify } => safety(s, &username, verify).await?,

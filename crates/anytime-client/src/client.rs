@@ -83,7 +83,11 @@ pub trait ClientStore {
     /// Queued messages in the order they were added.
     fn outbox(&self) -> Result<Vec<Queued>, StoreError>;
     /// Writes `changes` in one transaction: all of it is durable when this returns, or none.
+    /// Recorded events go into the conversation's history by the rules of
+    /// [`crate::timeline::Effect`].
     fn save(&mut self, changes: Changes<'_>) -> Result<(), StoreError>;
+    /// The last `limit` entries of `conv`'s history, oldest first.
+    fn history(&self, conv: ConvId, limit: usize) -> Result<Vec<crate::timeline::Entry>, StoreError>;
 }
 
 /// One atomic write to the [`ClientStore`].

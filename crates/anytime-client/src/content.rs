@@ -1,21 +1,13 @@
-//! What travels inside the encryption: a versioned envelope with a content kind and its body.
+//! What travels inside the encryption: a content kind and its body, in the versioned envelope
+//! of `anytime_proto::envelope`.
 //!
 //! New kinds (attachments, payments, orders, game moves) get new numbers; a client that does not
 //! know a kind decodes it as [`Content::Unsupported`] and shows "unsupported message" — never an
 //! error — so old clients keep working as the schema grows.
 
+use anytime_proto::envelope::{Envelope, EnvelopeError};
 use anytime_proto::{MsgId, UserId};
 use serde::{Deserialize, Serialize};
-
-/// Version of the envelope layout itself (not of the kinds inside).
-pub const ENVELOPE_VERSION: u16 = 1;
-
-#[derive(Serialize, Deserialize)]
-struct Envelope {
-    version: u16,
-    kind: u16,
-    body: Vec<u8>,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReceiptKind {
@@ -101,16 +93,14 @@ macro_rules! kinds {
                     Content::Unsupported { kind } => (*kind, Ok(Vec::new())),
                 };
                 // Plain data into a Vec cannot fail.
-                let body = body.expect("content serialises");
-                let envelope = Envelope { version: ENVELOPE_VERSION, kind, body };
-                postcard::to_allocvec(&envelope).expect("envelope serialises")
+                Envelope::new(kind, body.unwrap_or_default()).encode()
             }
 
             pub fn decode(bytes: &[u8]) -> Result<Content, ContentError> {
-                let envelope: Envelope = postcard::from_bytes(bytes).map_err(|_| ContentError::NotAnEnvelope)?;
-                if envelope.version > ENVELOPE_VERSION {
-                    return Err(ContentError::NewerEnvelope(envelope.version));
-                }
+                let envelope = Envelope::decode(bytes).map_err(|e| match e {
+                    EnvelopeError::NotAnEnvelope => ContentError::NotAnEnvelope,
+                    EnvelopeError::Newer(version) => ContentError::NewerEnvelope(version),
+                })?;
                 match envelope.kind {
                     $($num => postcard::from_bytes(&envelope.body)
                         .map(Content::$variant)
@@ -150,9 +140,9 @@ mod tests {
         for content in samples {
             assert_eq!(Content::decode(&content.encode()), Ok(content));
         }
-        let future = postcard::to_allocvec(&Envelope { version: 1, kind: 900, body: vec![1, 2, 3] }).unwrap();
+        let future = Envelope::new(900, vec![1, 2, 3]).encode();
         assert_eq!(Content::decode(&future), Ok(Content::Unsupported { kind: 900 }));
-        let newer = postcard::to_allocvec(&Envelope { version: 2, kind: 1, body: vec![] }).unwrap();
+        let newer = Envelope { version: 2, kind: 1, body: vec![] }.encode();
         assert_eq!(Content::decode(&newer), Err(ContentError::NewerEnvelope(2)));
         assert_eq!(Content::decode(&[0xff; 3]), Err(ContentError::NotAnEnvelope));
     }

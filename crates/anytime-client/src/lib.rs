@@ -10,6 +10,8 @@ pub mod content;
 pub mod e2ee;
 pub mod memory_store;
 pub mod safety;
+#[cfg(any(test, feature = "conformance"))]
+pub mod store_conformance;
 pub mod timeline;
 
 pub use client::{

@@ -1,6 +1,6 @@
 //! A [`ClientStore`] in memory: for tests of the client core (no disk, no browser) and for
 //! simulations. Keeps every batch it was given so a test can check what was written, and in
-//! which order.
+//! which order. Its clock is a field: history entries stamped "now" get `now_ms`.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +8,7 @@ use anytime_proto::frame::Seq;
 use anytime_proto::ConvId;
 
 use crate::client::{Changes, ClientStore, Event, Queued, StoreError};
+use crate::timeline::{Entry, Timeline};
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -18,6 +19,9 @@ pub struct MemoryStore {
     pub records: Vec<(ConvId, Seq, Option<Event>)>,
     /// Batches written.
     pub saves: usize,
+    pub timelines: BTreeMap<ConvId, Timeline>,
+    /// What "now" is for entries the store stamps (own messages, notices).
+    pub now_ms: u64,
 }
 
 impl ClientStore for MemoryStore {
@@ -39,6 +43,10 @@ impl ClientStore for MemoryStore {
                 let last = self.seqs.entry(record.conv).or_insert(0);
                 *last = (*last).max(record.seq);
             }
+            if let Some(event) = record.event {
+                let timeline = self.timelines.entry(record.conv).or_insert_with(|| Timeline::new(record.conv));
+                timeline.apply(event, self.now_ms);
+            }
             self.records.push((record.conv, record.seq, record.event.cloned()));
         }
         if let Some(entry) = changes.outbox_add {
@@ -55,5 +63,21 @@ impl ClientStore for MemoryStore {
             self.outbox.retain(|q| q.msg_id != msg_id);
         }
         Ok(())
+    }
+
+    fn history(&self, conv: ConvId, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let entries = self.timelines.get(&conv).map(|t| t.entries.as_slice()).unwrap_or_default();
+        Ok(entries[entries.len().saturating_sub(limit)..].to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store_conformance;
+
+    #[test]
+    fn passes_the_client_store_conformance_cases() {
+        store_conformance::run_all(|| MemoryStore { now_ms: store_conformance::NOW_MS, ..MemoryStore::default() });
     }
 }

@@ -23,6 +23,38 @@ pub enum EntryKind {
     Notice,
 }
 
+impl EntryKind {
+    const ALL: [EntryKind; 6] = [
+        EntryKind::Text,
+        EntryKind::Reply,
+        EntryKind::Timer,
+        EntryKind::Unsupported,
+        EntryKind::Undecryptable,
+        EntryKind::Notice,
+    ];
+
+    /// A stable name, for stores that keep the kind as text (and the CLI's JSON).
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryKind::Text => "text",
+            EntryKind::Reply => "reply",
+            EntryKind::Timer => "timer",
+            EntryKind::Unsupported => "unsupported",
+            EntryKind::Undecryptable => "undecryptable",
+            EntryKind::Notice => "notice",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<EntryKind> {
+        EntryKind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    /// Something someone wrote (as opposed to notices this device or the group produced).
+    pub fn is_message(self) -> bool {
+        matches!(self, EntryKind::Text | EntryKind::Reply)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub msg_id: MsgId,
@@ -63,6 +95,122 @@ pub enum Applied {
     NewIncoming,
     /// A new own message, or an edit/delete/reaction/receipt of an existing one.
     Updated,
+}
+
+/// What one event does to a conversation's history: the rules of [`Timeline::apply`] as data, so
+/// a store that keeps history its own way (the terminal client's SQLite profile) applies exactly
+/// the same rules. Which events make entries, their text, expiry and ids are decided here; a store
+/// only has to carry an effect out as its variant documents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// A new entry. If one with this id exists, nothing changes except a missing seq (0) taking
+    /// this one's: own messages come back from the server with their number.
+    Insert(Entry),
+    /// The disappearing-message timer becomes `seconds` (0 = off); then `notice` is inserted.
+    SetTimer { seconds: u32, notice: Entry },
+    /// `user` adds (or removes) `emoji` on the entry `to`, whoever wrote it; one per user and emoji.
+    React { to: MsgId, user: UserId, emoji: String, remove: bool },
+    /// Only the author edits, and not a deleted entry: the body changes, `edited` is set.
+    Edit { to: MsgId, author: UserId, body: String },
+    /// Only the author deletes: body cleared, reactions gone, `deleted` set.
+    Delete { to: MsgId, author: UserId },
+    /// `user` received or read `messages` (read implies delivered; each user once per list).
+    /// `own`: one of this account's devices, so on `Read` the unread count resets.
+    Receipt { user: UserId, kind: ReceiptKind, messages: Vec<MsgId>, own: bool },
+}
+
+/// The receipt lists a receipt of `kind` puts its sender on: read implies delivered.
+pub fn receipt_lists(kind: ReceiptKind) -> &'static [ReceiptKind] {
+    match kind {
+        ReceiptKind::Delivered => &[ReceiptKind::Delivered],
+        ReceiptKind::Read => &[ReceiptKind::Read, ReceiptKind::Delivered],
+    }
+}
+
+impl Effect {
+    /// The effect of `event` on a conversation whose timer is `timer_seconds`; `now_ms` stamps
+    /// own messages (sent_at 0) and local notices. `None`: the event leaves history unchanged.
+    pub fn of(event: &Event, timer_seconds: u32, now_ms: u64) -> Option<Effect> {
+        match event {
+            Event::Message { seq, msg_id, sender, sent_at_ms, content, own, .. } => {
+                let sent_at = if *sent_at_ms == 0 { now_ms } else { *sent_at_ms };
+                let expires = (timer_seconds > 0).then(|| sent_at + u64::from(timer_seconds) * 1000);
+                let entry = |kind: EntryKind, body: String, reply_to: Option<MsgId>, expires: Option<u64>| Entry {
+                    msg_id: *msg_id,
+                    seq: *seq,
+                    sender: sender.user,
+                    sender_device: sender.device,
+                    sent_at_ms: sent_at,
+                    kind,
+                    body,
+                    reply_to,
+                    edited: false,
+                    deleted: false,
+                    own: *own,
+                    reactions: Vec::new(),
+                    delivered_to: Vec::new(),
+                    read_by: Vec::new(),
+                    expires_at_ms: expires,
+                };
+                Some(match content {
+                    Content::Text(text) => Effect::Insert(entry(EntryKind::Text, text.body.clone(), None, expires)),
+                    Content::Reply(reply) => {
+                        Effect::Insert(entry(EntryKind::Reply, reply.body.clone(), Some(reply.to), expires))
+                    }
+                    Content::Unsupported { .. } => {
+                        Effect::Insert(entry(EntryKind::Unsupported, "unsupported message".into(), None, expires))
+                    }
+                    Content::Timer(timer) => {
+                        let text = if timer.seconds == 0 {
+                            "disappearing messages: off".to_owned()
+                        } else {
+                            format!("disappearing messages: {}", describe_seconds(timer.seconds))
+                        };
+                        Effect::SetTimer { seconds: timer.seconds, notice: entry(EntryKind::Timer, text, None, None) }
+                    }
+                    Content::Reaction(reaction) => {
+                        if reaction.emoji.is_empty() || reaction.emoji.len() > REACTION_BYTES_MAX {
+                            // A reaction is one emoji (a few code points), not a message.
+                            return None;
+                        }
+                        Effect::React {
+                            to: reaction.to,
+                            user: sender.user,
+                            emoji: reaction.emoji.clone(),
+                            remove: reaction.remove,
+                        }
+                    }
+                    Content::Edit(edit) => Effect::Edit { to: edit.to, author: sender.user, body: edit.body.clone() },
+                    Content::Delete(delete) => Effect::Delete { to: delete.to, author: sender.user },
+                    Content::Receipt(receipt) => Effect::Receipt {
+                        user: sender.user,
+                        kind: receipt.kind,
+                        messages: receipt.messages.clone(),
+                        own: *own,
+                    },
+                })
+            }
+            Event::Undecryptable { seq, sender, reason, .. } => {
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&seq.to_be_bytes());
+                let body = format!("cannot decrypt this message ({reason})");
+                Some(Effect::Insert(local_entry(MsgId(id), *seq, *sender, EntryKind::Undecryptable, body, now_ms)))
+            }
+            Event::DeviceRepaired { device, epoch, .. } => Some(Effect::Insert(notice(
+                *epoch,
+                device.user,
+                "re-added a device of this member with fresh keys: its encryption had diverged and its messages could not be read".into(),
+                now_ms,
+            ))),
+            Event::Rejoined { epoch, .. } => Some(Effect::Insert(notice(
+                *epoch,
+                UserId(0),
+                "this device's encryption had diverged; it was re-added with fresh keys. Messages sent meanwhile may be unreadable here".into(),
+                now_ms,
+            ))),
+            _ => None,
+        }
+    }
 }
 
 /// A notice entry at a group epoch: its id is derived from the epoch so a replay adds nothing.
@@ -122,7 +270,7 @@ impl Timeline {
         let ids: Vec<MsgId> = self
             .entries
             .iter()
-            .filter(|e| !e.own && !e.deleted && matches!(e.kind, EntryKind::Text | EntryKind::Reply))
+            .filter(|e| !e.own && !e.deleted && e.kind.is_message())
             .filter(|e| !e.read_by.contains(&me))
             .map(|e| e.msg_id)
             .collect();
@@ -135,121 +283,66 @@ impl Timeline {
 
     /// Folds one event of this conversation in. `now_ms` stamps own messages and timers.
     pub fn apply(&mut self, event: &Event, now_ms: u64) -> Applied {
-        match event {
-            Event::Message { seq, msg_id, sender, sent_at_ms, content, own, .. } => {
-                let sent_at = if *sent_at_ms == 0 { now_ms } else { *sent_at_ms };
-                let base = |kind: EntryKind, body: String, reply_to: Option<MsgId>, expires: Option<u64>| Entry {
-                    msg_id: *msg_id,
-                    seq: *seq,
-                    sender: sender.user,
-                    sender_device: sender.device,
-                    sent_at_ms: sent_at,
-                    kind,
-                    body,
-                    reply_to,
-                    edited: false,
-                    deleted: false,
-                    own: *own,
-                    reactions: Vec::new(),
-                    delivered_to: Vec::new(),
-                    read_by: Vec::new(),
-                    expires_at_ms: expires,
-                };
-                let expires = (self.timer_seconds > 0).then(|| sent_at + u64::from(self.timer_seconds) * 1000);
-                match content {
-                    Content::Text(text) => self.insert(base(EntryKind::Text, text.body.clone(), None, expires)),
-                    Content::Reply(reply) => {
-                        self.insert(base(EntryKind::Reply, reply.body.clone(), Some(reply.to), expires))
-                    }
-                    Content::Unsupported { .. } => {
-                        self.insert(base(EntryKind::Unsupported, "unsupported message".into(), None, expires))
-                    }
-                    Content::Timer(timer) => {
-                        self.timer_seconds = timer.seconds;
-                        let text = if timer.seconds == 0 {
-                            "disappearing messages: off".to_owned()
-                        } else {
-                            format!("disappearing messages: {}", describe_seconds(timer.seconds))
-                        };
-                        let mut entry = base(EntryKind::Timer, text, None, None);
-                        entry.own = *own;
-                        self.insert(entry);
-                        Applied::Updated
-                    }
-                    Content::Reaction(reaction) => {
-                        if reaction.emoji.is_empty() || reaction.emoji.len() > REACTION_BYTES_MAX {
-                            // A reaction is one emoji (a few code points), not a message.
-                            return Applied::Nothing;
-                        }
-                        let Some(entry) = self.entries.iter_mut().find(|e| e.msg_id == reaction.to) else {
-                            return Applied::Nothing;
-                        };
-                        let key = (sender.user, reaction.emoji.clone());
-                        entry.reactions.retain(|r| *r != key);
-                        if !reaction.remove {
-                            entry.reactions.push(key);
-                        }
-                        Applied::Updated
-                    }
-                    Content::Edit(edit) => match self.find_mut(edit.to, sender.user) {
-                        Some(entry) if !entry.deleted => {
-                            entry.body = edit.body.clone();
-                            entry.edited = true;
-                            Applied::Updated
-                        }
-                        _ => Applied::Nothing,
-                    },
-                    Content::Delete(delete) => match self.find_mut(delete.to, sender.user) {
-                        Some(entry) => {
-                            entry.body.clear();
-                            entry.deleted = true;
-                            entry.reactions.clear();
-                            Applied::Updated
-                        }
-                        None => Applied::Nothing,
-                    },
-                    Content::Receipt(receipt) => {
-                        for entry in self.entries.iter_mut().filter(|e| receipt.messages.contains(&e.msg_id)) {
-                            let list = match receipt.kind {
-                                ReceiptKind::Delivered => &mut entry.delivered_to,
-                                ReceiptKind::Read => &mut entry.read_by,
-                            };
-                            if !list.contains(&sender.user) {
-                                list.push(sender.user);
-                            }
-                            // Read implies delivered.
-                            if receipt.kind == ReceiptKind::Read && !entry.delivered_to.contains(&sender.user) {
-                                entry.delivered_to.push(sender.user);
-                            }
-                        }
-                        if *own && receipt.kind == ReceiptKind::Read {
-                            // Read on another of my devices.
-                            self.unread = 0;
-                        }
-                        Applied::Updated
-                    }
-                }
-            }
-            Event::Undecryptable { seq, sender, reason, .. } => {
-                let mut id = [0u8; 16];
-                id[..8].copy_from_slice(&seq.to_be_bytes());
-                let body = format!("cannot decrypt this message ({reason})");
-                self.insert(local_entry(MsgId(id), *seq, *sender, EntryKind::Undecryptable, body, now_ms));
+        match Effect::of(event, self.timer_seconds, now_ms) {
+            Some(effect) => self.apply_effect(effect),
+            None => Applied::Nothing,
+        }
+    }
+
+    fn apply_effect(&mut self, effect: Effect) -> Applied {
+        match effect {
+            Effect::Insert(entry) => self.insert(entry),
+            Effect::SetTimer { seconds, notice } => {
+                self.timer_seconds = seconds;
+                self.insert(notice);
                 Applied::Updated
             }
-            Event::DeviceRepaired { device, epoch, .. } => self.insert(notice(
-                *epoch,
-                device.user,
-                "re-added a device of this member with fresh keys: its encryption had diverged and its messages could not be read".into(),
-                now_ms,
-            )),
-            Event::Rejoined { epoch, .. } => self.insert(notice(
-                *epoch,
-                UserId(0),
-                "this device's encryption had diverged; it was re-added with fresh keys. Messages sent meanwhile may be unreadable here".into(),
-                now_ms,
-            )),
-            _ => Applied::Nothing,
+            Effect::React { to, user, emoji, remove } => {
+                let Some(entry) = self.entries.iter_mut().find(|e| e.msg_id == to) else {
+                    return Applied::Nothing;
+                };
+                let key = (user, emoji);
+                entry.reactions.retain(|r| *r != key);
+                if !remove {
+                    entry.reactions.push(key);
+                }
+                Applied::Updated
+            }
+            Effect::Edit { to, author, body } => match self.find_mut(to, author) {
+                Some(entry) if !entry.deleted => {
+                    entry.body = body;
+                    entry.edited = true;
+                    Applied::Updated
+                }
+                _ => Applied::Nothing,
+            },
+            Effect::Delete { to, author } => match self.find_mut(to, author) {
+                Some(entry) => {
+                    entry.body.clear();
+                    entry.deleted = true;
+                    entry.reactions.clear();
+                    Applied::Updated
+                }
+                None => Applied::Nothing,
+            },
+            Effect::Receipt { user, kind, messages, own } => {
+                for entry in self.entries.iter_mut().filter(|e| messages.contains(&e.msg_id)) {
+                    for list in receipt_lists(kind) {
+                        let list = match list {
+                            ReceiptKind::Delivered => &mut entry.delivered_to,
+                            ReceiptKind::Read => &mut entry.read_by,
+                        };
+                        if !list.contains(&user) {
+                            list.push(user);
+                        }
+                    }
+                }
+                if own && kind == ReceiptKind::Read {
+                    // Read on another of my devices.
+                    self.unread = 0;
+                }
+                Applied::Updated
+            }
         }
     }
 
@@ -261,7 +354,7 @@ impl Timeline {
             }
             return Applied::Nothing;
         }
-        let incoming = !entry.own && matches!(entry.kind, EntryKind::Text | EntryKind::Reply);
+        let incoming = !entry.own && entry.kind.is_message();
         self.entries.push(entry);
         if incoming {
             self.unread += 1;

@@ -5,7 +5,9 @@
 //! all encode and decode through this crate, so there is exactly one definition of the format.
 //! The format is documented for humans in `docs/protocol.md`.
 
+pub mod cluster;
 pub mod codec;
+pub mod envelope;
 pub mod error;
 pub mod frame;
 pub mod http;

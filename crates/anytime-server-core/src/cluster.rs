@@ -8,47 +8,11 @@
 //! cache. Order: events from one node arrive in publication order; sessions fill any gap across
 //! nodes from storage (see `session.rs`), so delivery stays exactly-once and in order.
 
-use anytime_proto::frame::{PresencePrivacy, Seq};
-use anytime_proto::{ConvId, DeviceId, UserId};
+pub use anytime_proto::cluster::{ClusterEvent, PushKind};
+use anytime_proto::DeviceId;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use crate::hub::{Hub, Push};
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PushKind {
-    Message { conv: ConvId, seq: Seq },
-    Membership { conv: ConvId },
-    Frame,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ClusterEvent {
-    /// Hand an encoded server frame to these devices' connections, wherever they are.
-    Push {
-        devices: Vec<DeviceId>,
-        kind: PushKind,
-        frame: Vec<u8>,
-    },
-    /// Close every connection of a revoked device.
-    RevokeDevice(DeviceId),
-    InvalidateRoute(ConvId),
-    InvalidateAllRoutes,
-    ForgetBlocks(UserId),
-    SetPrivacy(UserId, PresencePrivacy),
-    /// `user` got its first, or closed its last, connection on `node`.
-    Presence {
-        node: u64,
-        user: UserId,
-        online: bool,
-    },
-    /// Every few seconds: the users online on `node`. A node not heard from for
-    /// `limits::NODE_SILENCE_MAX_MS` is presumed dead and its users offline.
-    Heartbeat {
-        node: u64,
-        users: Vec<UserId>,
-    },
-}
 
 /// Carries events to every node of the cluster.
 pub trait Bus: Send + Sync + 'static {
@@ -57,30 +21,15 @@ pub trait Bus: Send + Sync + 'static {
     fn publish(&self, event: &ClusterEvent);
 }
 
-/// The first byte of every encoded event. Bumped when `ClusterEvent` changes shape: a node then
-/// drops events of another version instead of misreading them (during a rolling upgrade the
-/// sessions fill what they miss from storage, and caches reload on their next miss).
-pub const CLUSTER_EVENT_VERSION: u8 = 1;
-
-impl ClusterEvent {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = vec![CLUSTER_EVENT_VERSION];
-        // Plain data into a Vec cannot fail.
-        bytes.extend(postcard::to_allocvec(self).expect("cluster events serialise"));
-        bytes
-    }
-
-    /// `None` for garbage and for events of another version.
-    pub fn decode(bytes: &[u8]) -> Option<ClusterEvent> {
-        match bytes.split_first() {
-            Some((&CLUSTER_EVENT_VERSION, rest)) => postcard::from_bytes(rest).ok(),
-            _ => None,
-        }
-    }
-
+/// Applies cluster events to this node's hub.
+pub(crate) trait ApplyToHub {
     /// Applies the event to this node's hub. `local_node` identifies this node; `now_ms` is
     /// this node's clock.
-    pub fn apply(self, hub: &Hub, local_node: u64, now_ms: u64) {
+    fn apply(self, hub: &Hub, local_node: u64, now_ms: u64);
+}
+
+impl ApplyToHub for ClusterEvent {
+    fn apply(self, hub: &Hub, local_node: u64, now_ms: u64) {
         match self {
             ClusterEvent::Push { devices, kind, frame } => {
                 let frame = Bytes::from(frame);
@@ -125,25 +74,9 @@ pub(crate) fn push_event(devices: Vec<DeviceId>, push: &Push) -> ClusterEvent {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use anytime_proto::UserId;
 
-    #[test]
-    fn events_round_trip_and_garbage_is_rejected() {
-        let event = ClusterEvent::Push {
-            devices: vec![DeviceId(1), DeviceId(2)],
-            kind: PushKind::Message { conv: ConvId(3), seq: 4 },
-            frame: vec![1, 2, 3],
-        };
-        let bytes = event.encode();
-        assert_eq!(bytes[0], CLUSTER_EVENT_VERSION);
-        assert_eq!(ClusterEvent::decode(&bytes), Some(event));
-        assert_eq!(ClusterEvent::decode(&[0xff, 0xff, 0xff]), None);
-        assert_eq!(ClusterEvent::decode(&[]), None);
-        // The same body under another version is dropped, not misread.
-        let mut other_version = bytes.clone();
-        other_version[0] = CLUSTER_EVENT_VERSION + 1;
-        assert_eq!(ClusterEvent::decode(&other_version), None);
-    }
+    use super::*;
 
     #[test]
     fn remote_presence_counts_until_its_node_falls_silent() {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anytime_proto::{ConvId, ErrorCode};
 
 use crate::auth::store_code;
+use crate::cluster::ApplyToHub;
 use crate::hub::{Hub, Route};
 use crate::ratelimit::{RateLimiter, RateLimits};
 use crate::{cluster, hub, login_throttle, password_gate, store, web_push, Env, Metrics, ServerStore};

@@ -58,4 +58,8 @@ impl ClientStore for SimStore {
         }
         self.inner.save(changes)
     }
+
+    fn history(&self, conv: ConvId, limit: usize) -> Result<Vec<anytime_client::timeline::Entry>, StoreError> {
+        self.inner.history(conv, limit)
+    }
 }

@@ -247,4 +247,10 @@ impl ClientStore for WebStore {
         }
         Ok(())
     }
+
+    fn history(&self, conv: ConvId, limit: usize) -> Result<Vec<anytime_client::timeline::Entry>, StoreError> {
+        let data = self.0.data.borrow();
+        let entries = data.timelines.get(&conv).map(|t| t.entries.as_slice()).unwrap_or_default();
+        Ok(entries[entries.len().saturating_sub(limit)..].to_vec())
+    }
 }

@@ -18,12 +18,20 @@ const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
     ("anytime-store-conformance", &["anytime-proto", "anytime-server-core"]),
     ("anytime-server", &["anytime-proto", "anytime-server-core", "anytime-store-sqlite", "anytime-store-postgres"]),
     ("anytime-client-tokio", &["anytime-proto"]),
+    ("anytime-client-store-sqlite", &["anytime-proto", "anytime-client"]),
     ("anytime-web", &["anytime-proto", "anytime-client"]),
     ("anytime-testkit", &["anytime-proto", "anytime-client-tokio"]),
     ("anytime-load", &["anytime-proto", "anytime-testkit"]),
     (
         "anytime-cli",
-        &["anytime-proto", "anytime-client", "anytime-client-tokio", "anytime-server", "anytime-server-core"],
+        &[
+            "anytime-proto",
+            "anytime-client",
+            "anytime-client-store-sqlite",
+            "anytime-client-tokio",
+            "anytime-server",
+            "anytime-server-core",
+        ],
     ),
     ("anytime-sim", &["anytime-proto", "anytime-client", "anytime-server-core", "anytime-store-memory"]),
     ("xtask", &[]),
@@ -85,6 +93,7 @@ const LIMITS_CRATES: &[&str] = &[
     "anytime-store-sqlite",
     "anytime-store-postgres",
     "anytime-store-memory",
+    "anytime-client-store-sqlite",
 ];
 
 fn workspace_root() -> PathBuf {
