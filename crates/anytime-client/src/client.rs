@@ -474,6 +474,13 @@ impl<S: ClientStore> Client<S> {
         content: Content,
         msg_id: MsgId,
     ) -> Result<Seq, ClientError> {
+        let ciphertext = self.queue(conv, &content, msg_id)?;
+        self.deliver_queued(t, conv, msg_id, ciphertext, Some(content)).await
+    }
+
+    /// Encrypts a message into the outbox without sending it (offline): the next
+    /// [`Client::flush_outbox`] (every catch-up runs one) sends it. Returns the ciphertext.
+    pub fn queue(&mut self, conv: ConvId, content: &Content, msg_id: MsgId) -> Result<Vec<u8>, ClientError> {
         if !self.crypto.has_group(conv) {
             return Err(ClientError::NotInGroup(conv));
         }
@@ -482,10 +489,10 @@ impl<S: ClientStore> Client<S> {
         // crash so the exact same ciphertext is resent with the same id.
         self.save(Changes {
             crypto: Some(self.crypto.export()),
-            outbox_add: Some(OutboxEntry { conv, msg_id, ciphertext: &ciphertext, content: &content }),
+            outbox_add: Some(OutboxEntry { conv, msg_id, ciphertext: &ciphertext, content }),
             ..Changes::default()
         })?;
-        self.deliver_queued(t, conv, msg_id, ciphertext, Some(content)).await
+        Ok(ciphertext)
     }
 
     /// Resends everything still in the outbox (after a restart or a lost connection).

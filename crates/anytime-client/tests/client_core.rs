@@ -130,3 +130,33 @@ async fn a_message_refused_for_good_leaves_the_outbox_and_a_busy_server_keeps_it
     client.flush_outbox(&mut gone).await.unwrap();
     assert!(client.store().outbox.is_empty());
 }
+
+#[tokio::test]
+async fn written_offline_a_message_waits_in_the_outbox_and_goes_out_in_order_on_the_next_sync() {
+    let mut client = alice_in_a_group();
+    let text = |body: &str| Content::Text(Text { body: body.into(), mentions: Vec::new() });
+    client.queue(CONV, &text("first"), MsgId([1; 16])).unwrap();
+    client.queue(CONV, &text("second"), MsgId([2; 16])).unwrap();
+    let queued: Vec<_> = client.store().outbox.iter().map(|q| (q.msg_id, q.content.clone())).collect();
+    assert_eq!(queued, vec![(MsgId([1; 16]), Some(text("first"))), (MsgId([2; 16]), Some(text("second")))]);
+    assert!(client.store().crypto.is_some(), "the ratchet step is saved with the entry");
+    assert!(
+        matches!(client.queue(ConvId(99), &text("x"), MsgId([3; 16])), Err(ClientError::NotInGroup(_))),
+        "a chat without keys is refused, not queued"
+    );
+    let mut net = Scripted::default();
+    client.sync(&mut net, 0).await.unwrap();
+    let sent: Vec<MsgId> = net
+        .requests
+        .iter()
+        .map(|f| match f {
+            ClientFrame::Send(s) => s.msg_id,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(sent, vec![MsgId([1; 16]), MsgId([2; 16])], "in the order written");
+    assert!(client.store().outbox.is_empty());
+    let history = anytime_client::ClientStore::history(client.store(), CONV, 10).unwrap();
+    let bodies: Vec<(&str, u64)> = history.iter().map(|e| (e.body.as_str(), e.seq)).collect();
+    assert_eq!(bodies, vec![("first", 1), ("second", 2)], "now in history with the server's numbers");
+}

@@ -32,6 +32,8 @@ use crate::persist::{Account, Persist};
 
 /// UI actions waiting for the session (a user clicks far slower than this drains).
 const COMMAND_QUEUE_LEN_MAX: usize = 256;
+/// Search results shown at most (newest first); a longer query narrows them.
+const SEARCH_RESULTS_MAX: usize = 100;
 use crate::session::{Cmd, Job};
 use crate::view::View;
 
@@ -165,12 +167,19 @@ impl App {
         view::chats_json(&self.shared).to_string()
     }
 
-    /// One chat with its timeline as JSON.
-    pub fn chat(&self, conv: String) -> String {
+    /// One chat with its newest `limit` timeline entries as JSON (also the first unread one,
+    /// and `include`, a message id to show — a search result).
+    pub fn chat(&self, conv: String, limit: u32, include: Option<String>) -> String {
+        let include = include.as_deref().and_then(view::parse_msg_id);
         match conv.parse() {
-            Ok(conv) => view::chat_json(&self.shared, conv).to_string(),
+            Ok(conv) => view::chat_json(&self.shared, conv, limit as usize, include).to_string(),
             Err(_) => "null".to_owned(),
         }
+    }
+
+    /// Messages on this device containing `query`, newest first, as JSON.
+    pub fn search(&self, query: String) -> String {
+        view::search_json(&self.shared, &query, SEARCH_RESULTS_MAX).to_string()
     }
 
     fn run(&self, cmd: Cmd) -> Promise {

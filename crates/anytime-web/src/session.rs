@@ -76,24 +76,109 @@ fn ended(error: ClientError) -> Ended {
 }
 
 pub(crate) async fn run(shared: Rc<Shared>, mut commands: mpsc::Receiver<Job>) {
+    // One client core for the page's life: messages written while offline are encrypted into
+    // its outbox and go out when the connection is back.
+    let mut client = match open_client(&shared) {
+        Ok(client) => client,
+        Err(Ended::SignedOut(reason)) => return signed_out(&shared, reason),
+        Err(_) => return,
+    };
     let mut backoff = 500;
     loop {
         set_status(&shared, "connecting".into());
-        match connect_and_serve(&shared, &mut commands).await {
+        let ended;
+        (client, ended) = connect_and_serve(&shared, client, &mut commands).await;
+        match ended {
             Ended::Stopped => return,
-            Ended::SignedOut(reason) => {
-                set_status(&shared, format!("signed_out: {reason}"));
-                shared.notify("signed_out", None);
-                return;
-            }
+            Ended::SignedOut(reason) => return signed_out(&shared, reason),
             Ended::Lost(reason) => set_status(&shared, format!("offline: {reason}")),
         }
-        // Commands sent while offline fail at once instead of hanging.
-        while let Ok((_, reply)) = commands.try_recv() {
-            let _ = reply.send(Err("offline: not connected to the server; retrying".into()));
+        if !offline(&shared, &mut client, &mut commands, backoff).await {
+            return;
         }
-        sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX_MS);
+    }
+}
+
+fn signed_out(shared: &Shared, reason: String) {
+    set_status(shared, format!("signed_out: {reason}"));
+    shared.notify("signed_out", None);
+}
+
+fn open_client(shared: &Shared) -> Result<Client<WebStore>, Ended> {
+    if shared.persist.data.borrow().account.is_none() {
+        return Err(Ended::SignedOut("not signed in".into()));
+    }
+    let crypto = shared.persist.data.borrow().crypto.clone();
+    match DeviceCrypto::import(&crypto) {
+        Ok(crypto) => Ok(Client::new(crypto, WebStore(shared.persist.clone()))),
+        Err(e) => Err(Ended::SignedOut(format!("the stored keys are unreadable ({e}); sign in again"))),
+    }
+}
+
+/// Until `wait_ms` passed: messages written now wait in the outbox (shown as pending), other
+/// commands fail at once instead of hanging. `false` when the page dropped the app.
+async fn offline(
+    shared: &Rc<Shared>,
+    client: &mut Client<WebStore>,
+    commands: &mut mpsc::Receiver<Job>,
+    wait_ms: u64,
+) -> bool {
+    let mut retry = Box::pin(sleep(wait_ms));
+    loop {
+        let job = match select(commands.next(), retry).await {
+            Either::Left((Some(job), pending)) => {
+                retry = pending;
+                job
+            }
+            Either::Left((None, _)) => return false,
+            Either::Right(((), _)) => return true,
+        };
+        let (cmd, reply) = job;
+        let answer = match outgoing_content(&cmd) {
+            Some(Ok((conv, content))) => queue_offline(shared, client, conv, content).await,
+            Some(Err(error)) => Err(describe(&error)),
+            None => Err("offline: not connected to the server; retrying".into()),
+        };
+        let _ = reply.send(answer);
+    }
+}
+
+async fn queue_offline(
+    shared: &Shared,
+    client: &mut Client<WebStore>,
+    conv: ConvId,
+    content: Content,
+) -> Result<Value, String> {
+    let id = MsgId(random_id());
+    client.queue(conv, &content, id).map_err(|e| describe(&e))?;
+    shared.persist.flush().await?;
+    shared.notify("timeline", Some(conv));
+    Ok(json!({"msg_id": hex(&id.0), "pending": true}))
+}
+
+/// The message a command writes, if it writes one (those can be queued while offline).
+fn outgoing_content(cmd: &Cmd) -> Option<Result<(ConvId, Content), ClientError>> {
+    let content = |conv: &str, make: &dyn Fn() -> Result<Content, ClientError>| {
+        Some(conv_id(conv).and_then(|conv| Ok((conv, make()?))))
+    };
+    match cmd {
+        Cmd::Send { conv, text, reply_to } => content(conv, &|| {
+            Ok(match reply_to {
+                Some(to) => {
+                    Content::Reply(content::Reply { to: msg_id(to)?, body: text.clone(), mentions: Vec::new() })
+                }
+                None => Content::Text(content::Text { body: text.clone(), mentions: Vec::new() }),
+            })
+        }),
+        Cmd::React { conv, msg, emoji, remove } => content(conv, &|| {
+            Ok(Content::Reaction(content::Reaction { to: msg_id(msg)?, emoji: emoji.clone(), remove: *remove }))
+        }),
+        Cmd::Edit { conv, msg, text } => {
+            content(conv, &|| Ok(Content::Edit(content::Edit { to: msg_id(msg)?, body: text.clone() })))
+        }
+        Cmd::Delete { conv, msg } => content(conv, &|| Ok(Content::Delete(content::Delete { to: msg_id(msg)? }))),
+        _ => None,
     }
 }
 
@@ -102,60 +187,79 @@ fn set_status(shared: &Shared, status: String) {
     shared.notify("status", None);
 }
 
-async fn connect_and_serve(shared: &Rc<Shared>, commands: &mut mpsc::Receiver<Job>) -> Ended {
-    let (account, crypto) = {
-        let data = shared.persist.data.borrow();
-        let Some(account) = data.account.clone() else { return Ended::SignedOut("not signed in".into()) };
-        (account, data.crypto.clone())
-    };
-    let crypto = match DeviceCrypto::import(&crypto) {
-        Ok(crypto) => crypto,
-        Err(e) => return Ended::SignedOut(format!("the stored keys are unreadable ({e}); sign in again")),
+async fn connect_and_serve(
+    shared: &Rc<Shared>,
+    client: Client<WebStore>,
+    commands: &mut mpsc::Receiver<Job>,
+) -> (Client<WebStore>, Ended) {
+    let Some(account) = shared.persist.data.borrow().account.clone() else {
+        return (client, Ended::SignedOut("not signed in".into()));
     };
     let url = format!("{}/v1/ws", account.server.replacen("http", "ws", 1));
     let net = match WsTransport::connect(&url, &account.token, shared.persist.clone()).await {
         Ok(net) => net,
-        Err(e) => return ended(e),
+        Err(e) => return (client, ended(e)),
     };
-    let mut s = Session { client: Client::new(crypto, WebStore(shared.persist.clone())), net, shared: shared.clone() };
-    if let Err(e) = s.catch_up().await {
-        return ended(e);
-    }
-    if let Err(e) = s.after_batch().await {
-        return ended(e);
-    }
-    set_status(shared, "online".into());
-    loop {
-        let next = select(commands.next(), s.net.pushes.next()).await;
-        let result = match next {
-            Either::Left((None, _)) => return Ended::Stopped,
-            Either::Left((Some((Cmd::Logout, reply)), _)) => {
-                let answer = s.net_request(frame::Logout {}.into()).await;
-                let _ = reply.send(answer.map(|_| json!({})).map_err(|e| e.to_string()));
-                s.net.close();
-                return Ended::Stopped;
-            }
-            Either::Left((Some((cmd, reply)), _)) => {
-                let answer = s.command(cmd).await;
-                if let Err(error) = &answer {
-                    crate::console_log!("command failed: {error}");
-                }
-                let lost = matches!(answer, Err(ClientError::Transport(_)));
-                let _ = reply.send(answer.map_err(|e| describe(&e)));
-                if lost {
-                    return Ended::Lost("the connection dropped".into());
-                }
-                Ok(())
-            }
-            Either::Right((Some(push), _)) => s.push(push).await,
-            Either::Right((None, _)) => return Ended::Lost("the connection closed".into()),
-        };
-        if let Err(e) = result {
+    let mut s = Session { client, net, shared: shared.clone(), last_send: None };
+    let ended = s.serve(commands).await;
+    (s.client, ended)
+}
+
+impl Session {
+    async fn serve(&mut self, commands: &mut mpsc::Receiver<Job>) -> Ended {
+        if let Err(e) = self.catch_up().await {
             return ended(e);
         }
-        if let Err(e) = s.after_batch().await {
+        if let Err(e) = self.after_batch().await {
             return ended(e);
         }
+        set_status(&self.shared, "online".into());
+        loop {
+            let next = select(commands.next(), self.net.pushes.next()).await;
+            let result = match next {
+                Either::Left((None, _)) => return Ended::Stopped,
+                Either::Left((Some((Cmd::Logout, reply)), _)) => {
+                    let answer = self.net_request(frame::Logout {}.into()).await;
+                    let _ = reply.send(answer.map(|_| json!({})).map_err(|e| e.to_string()));
+                    self.net.close();
+                    return Ended::Stopped;
+                }
+                Either::Left((Some((cmd, reply)), _)) => {
+                    self.last_send = None;
+                    let answer = self.command(cmd).await;
+                    if let Err(error) = &answer {
+                        crate::console_log!("command failed: {error}");
+                    }
+                    let lost = matches!(answer, Err(ClientError::Transport(_)));
+                    let answer = match (lost, self.last_send) {
+                        // The connection dropped after the message was encrypted into the
+                        // outbox: it is pending, and goes out after reconnecting.
+                        (true, Some(id)) if self.is_queued(id) => {
+                            self.shared.notify("timeline", None);
+                            Ok(json!({"msg_id": hex(&id.0), "pending": true}))
+                        }
+                        _ => answer.map_err(|e| describe(&e)),
+                    };
+                    let _ = reply.send(answer);
+                    if lost {
+                        return Ended::Lost("the connection dropped".into());
+                    }
+                    Ok(())
+                }
+                Either::Right((Some(push), _)) => self.push(push).await,
+                Either::Right((None, _)) => return Ended::Lost("the connection closed".into()),
+            };
+            if let Err(e) = result {
+                return ended(e);
+            }
+            if let Err(e) = self.after_batch().await {
+                return ended(e);
+            }
+        }
+    }
+
+    fn is_queued(&self, id: MsgId) -> bool {
+        self.shared.persist.data.borrow().meta.outbox.iter().any(|(_, queued, _)| *queued == id)
     }
 }
 
@@ -171,6 +275,8 @@ struct Session {
     client: Client<WebStore>,
     net: WsTransport,
     shared: Rc<Shared>,
+    /// The id of the message the current command is sending, if any.
+    last_send: Option<MsgId>,
 }
 
 fn conv_id(text: &str) -> Result<ConvId, ClientError> {
@@ -393,6 +499,7 @@ impl Session {
 
     async fn send_content(&mut self, conv: ConvId, content: Content) -> Result<Value, ClientError> {
         let id = MsgId(random_id());
+        self.last_send = Some(id);
         let (seq, events) = self.client.send_or_catch_up(&mut self.net, conv, content, id, IDLE_MS).await?;
         self.follow_up(events).await?;
         Ok(json!({"msg_id": hex(&id.0), "seq": seq}))
@@ -415,25 +522,14 @@ impl Session {
                 self.client.establish(&mut self.net, &info).await?;
                 self.opened(info.conv).await
             }
-            Cmd::Send { conv, text, reply_to } => {
-                let conv = conv_id(&conv)?;
-                let content = match reply_to {
-                    Some(to) => Content::Reply(content::Reply { to: msg_id(&to)?, body: text, mentions: Vec::new() }),
-                    None => Content::Text(content::Text { body: text, mentions: Vec::new() }),
-                };
-                self.send_content(conv, content).await
-            }
-            Cmd::React { conv, msg, emoji, remove } => {
-                let content = Content::Reaction(content::Reaction { to: msg_id(&msg)?, emoji, remove });
-                self.send_content(conv_id(&conv)?, content).await
-            }
-            Cmd::Edit { conv, msg, text } => {
-                let content = Content::Edit(content::Edit { to: msg_id(&msg)?, body: text });
-                self.send_content(conv_id(&conv)?, content).await
-            }
-            Cmd::Delete { conv, msg } => {
-                let content = Content::Delete(content::Delete { to: msg_id(&msg)? });
-                self.send_content(conv_id(&conv)?, content).await
+            Cmd::Send { .. } | Cmd::React { .. } | Cmd::Edit { .. } | Cmd::Delete { .. } => {
+                match outgoing_content(&cmd) {
+                    Some(writes) => {
+                        let (conv, content) = writes?;
+                        self.send_content(conv, content).await
+                    }
+                    None => Err(ClientError::Protocol("not a message".into())),
+                }
             }
             Cmd::MarkRead(conv) => {
                 let conv = conv_id(&conv)?;

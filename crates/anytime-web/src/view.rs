@@ -9,7 +9,9 @@ use anytime_proto::frame::{ConvKind, ConversationInfo, PresencePrivacy};
 use anytime_proto::{ConvId, MsgId, UserId};
 use serde_json::{json, Value};
 
-use crate::persist::Account;
+use anytime_client::Content;
+
+use crate::persist::{Account, Data};
 use crate::{now_ms, Shared};
 
 #[derive(Default)]
@@ -121,7 +123,82 @@ fn status(entry: &Entry, me: UserId) -> &'static str {
     }
 }
 
-pub fn chat_json(shared: &Shared, conv: ConvId) -> Value {
+/// Entries that count as unread when they are among the last `unread` of them (see
+/// `Timeline::insert`): others' messages.
+fn counts_as_unread(entry: &Entry) -> bool {
+    !entry.own && entry.kind.is_message()
+}
+
+fn entry_json(view: &View, timeline: &Timeline, me: UserId, e: &Entry) -> Value {
+    let mut reactions: BTreeMap<&str, (u32, bool)> = BTreeMap::new();
+    for (user, emoji) in &e.reactions {
+        let slot = reactions.entry(emoji.as_str()).or_default();
+        slot.0 += 1;
+        slot.1 |= *user == me;
+    }
+    let reply = e.reply_to.map(|to| match timeline.find(to) {
+        Some(original) => {
+            json!({"msg_id": hex(&to.0), "sender": name(view, original.sender), "text": preview(original)})
+        }
+        None => json!({"msg_id": hex(&to.0), "sender": "", "text": "(message not on this device)"}),
+    });
+    json!({
+        "msg_id": hex(&e.msg_id.0),
+        "seq": e.seq,
+        "sender": name(view, e.sender),
+        "own": e.own,
+        "at": e.sent_at_ms,
+        "kind": match e.kind {
+            EntryKind::Text => "text",
+            EntryKind::Reply => "reply",
+            EntryKind::Timer | EntryKind::Notice => "notice",
+            EntryKind::Unsupported => "unsupported",
+            EntryKind::Undecryptable => "undecryptable",
+        },
+        "text": e.body,
+        "reply": reply,
+        "edited": e.edited,
+        "deleted": e.deleted,
+        "status": status(e, me),
+        "reactions": reactions.into_iter().map(|(emoji, (count, mine))| json!({"emoji": emoji, "count": count, "mine": mine})).collect::<Vec<_>>(),
+        "expires_at_ms": e.expires_at_ms,
+    })
+}
+
+/// Messages written on this device that wait in the outbox (offline): shown as pending bubbles
+/// after the timeline, in the order they will go out.
+fn pending_json(view: &View, data: &Data, conv: ConvId, me: UserId) -> Vec<Value> {
+    data.meta
+        .outbox
+        .iter()
+        .filter(|(c, _, _)| *c == conv)
+        .filter_map(|(_, id, _)| {
+            let content = Content::decode(data.outbox_content.get(id)?).ok()?;
+            let (kind, text, reply_to) = match content {
+                Content::Text(t) => ("text", t.body, None),
+                Content::Reply(r) => ("reply", r.body, Some(r.to)),
+                _ => return None,
+            };
+            let timeline = data.timelines.get(&conv);
+            let reply = reply_to.map(|to| match timeline.and_then(|t| t.find(to)) {
+                Some(original) => {
+                    json!({"msg_id": hex(&to.0), "sender": name(view, original.sender), "text": preview(original)})
+                }
+                None => json!({"msg_id": hex(&to.0), "sender": "", "text": "(message not on this device)"}),
+            });
+            Some(json!({
+                "msg_id": hex(&id.0), "seq": 0, "sender": name(view, me), "own": true, "at": null, "kind": kind,
+                "text": text, "reply": reply, "edited": false, "deleted": false, "status": "pending",
+                "reactions": [], "expires_at_ms": null,
+            }))
+        })
+        .collect()
+}
+
+/// One chat: its newest `limit` entries (older ones on request: `more` says there are some),
+/// widened to include `include` (a search result) and the first unread message, which
+/// `first_unread` names so the UI can draw the divider and jump to it.
+pub fn chat_json(shared: &Shared, conv: ConvId, limit: usize, include: Option<MsgId>) -> Value {
     let view = shared.view.borrow();
     let data = shared.persist.data.borrow();
     let (Some(info), Some(me)) = (view.chats.get(&conv), data.account.as_ref().map(|a| a.user)) else {
@@ -130,44 +207,23 @@ pub fn chat_json(shared: &Shared, conv: ConvId) -> Value {
     let now = now_ms();
     let empty = Timeline::new(conv);
     let timeline = data.timelines.get(&conv).unwrap_or(&empty);
-    let entries: Vec<Value> = timeline
-        .entries
+    let all = &timeline.entries;
+    let first_unread = (timeline.unread > 0)
+        .then(|| all.iter().enumerate().rev().filter(|(_, e)| counts_as_unread(e)).nth(timeline.unread as usize - 1))
+        .flatten();
+    let mut start = all.len().saturating_sub(limit.max(1));
+    if let Some((index, _)) = first_unread {
+        start = start.min(index);
+    }
+    if let Some(index) = include.and_then(|id| all.iter().position(|e| e.msg_id == id)) {
+        start = start.min(index);
+    }
+    let mut entries: Vec<Value> = all[start..]
         .iter()
         .filter(|e| e.expires_at_ms.is_none_or(|at| at > now))
-        .map(|e| {
-            let mut reactions: BTreeMap<&str, (u32, bool)> = BTreeMap::new();
-            for (user, emoji) in &e.reactions {
-                let slot = reactions.entry(emoji.as_str()).or_default();
-                slot.0 += 1;
-                slot.1 |= *user == me;
-            }
-            let reply = e.reply_to.map(|to| match timeline.find(to) {
-                Some(original) => json!({"msg_id": hex(&to.0), "sender": name(&view, original.sender), "text": preview(original)}),
-                None => json!({"msg_id": hex(&to.0), "sender": "", "text": "(message not on this device)"}),
-            });
-            json!({
-                "msg_id": hex(&e.msg_id.0),
-                "seq": e.seq,
-                "sender": name(&view, e.sender),
-                "own": e.own,
-                "at": e.sent_at_ms,
-                "kind": match e.kind {
-                    EntryKind::Text => "text",
-                    EntryKind::Reply => "reply",
-                    EntryKind::Timer | EntryKind::Notice => "notice",
-                    EntryKind::Unsupported => "unsupported",
-                    EntryKind::Undecryptable => "undecryptable",
-                },
-                "text": e.body,
-                "reply": reply,
-                "edited": e.edited,
-                "deleted": e.deleted,
-                "status": status(e, me),
-                "reactions": reactions.into_iter().map(|(emoji, (count, mine))| json!({"emoji": emoji, "count": count, "mine": mine})).collect::<Vec<_>>(),
-                "expires_at_ms": e.expires_at_ms,
-            })
-        })
+        .map(|e| entry_json(&view, timeline, me, e))
         .collect();
+    entries.extend(pending_json(&view, &data, conv, me));
     let me_admin = info.members.iter().any(|m| m.user == me && m.admin);
     let direct_peer = (info.kind == ConvKind::Direct).then(|| peer(info, me)).flatten();
     let verified = direct_peer.and_then(|p| data.meta.verified.get(&p));
@@ -184,5 +240,49 @@ pub fn chat_json(shared: &Shared, conv: ConvId) -> Value {
         "verified": verified.is_some(),
         "safety_changed": view.safety_changed.get(&conv).copied().unwrap_or(false),
         "entries": entries,
+        "more": start > 0,
+        "first_unread": first_unread.map(|(_, e)| hex(&e.msg_id.0)),
     })
+}
+
+/// Search of this device's decrypted history, newest first: every chat's messages whose text
+/// contains `query` (case-insensitive). The history is in memory (loaded from IndexedDB at
+/// start), so this is a scan; results name the chat and message to jump to.
+pub fn search_json(shared: &Shared, query: &str, limit: usize) -> Value {
+    let needle = query.trim().to_lowercase();
+    if needle.is_empty() {
+        return json!([]);
+    }
+    let view = shared.view.borrow();
+    let data = shared.persist.data.borrow();
+    let Some(me) = data.account.as_ref().map(|a| a.user) else { return json!([]) };
+    let now = now_ms();
+    let mut hits: Vec<(&Entry, &ConversationInfo)> = Vec::new();
+    for (conv, timeline) in &data.timelines {
+        let Some(info) = view.chats.get(conv) else { continue };
+        hits.extend(
+            timeline
+                .entries
+                .iter()
+                .filter(|e| e.kind.is_message() && !e.deleted && e.expires_at_ms.is_none_or(|at| at > now))
+                .filter(|e| e.body.to_lowercase().contains(&needle))
+                .map(|e| (e, info)),
+        );
+    }
+    hits.sort_by_key(|(e, _)| std::cmp::Reverse(e.sent_at_ms));
+    let results: Vec<Value> = hits
+        .into_iter()
+        .take(limit)
+        .map(|(e, info)| {
+            json!({
+                "conv": info.conv.to_string(),
+                "title": title(&view, info, me),
+                "msg_id": hex(&e.msg_id.0),
+                "sender": if e.own { "You".to_owned() } else { name(&view, e.sender) },
+                "text": preview(e),
+                "at": e.sent_at_ms,
+            })
+        })
+        .collect();
+    Value::Array(results)
 }

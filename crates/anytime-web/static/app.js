@@ -15,7 +15,14 @@ const ui = {
   lastTyping: 0,
   renderQueued: false,
   lastTimelineHtml: "",
+  limit: 0, // timeline entries shown in the open chat (pages of PAGE)
+  include: null, // a message the open chat must show (a search result)
+  jumpTo: null, // scroll to this message once rendered
+  firstUnread: undefined, // the unread divider's message, fixed when the chat opened
+  query: "", // message search
+  keepScroll: null, // distance from the bottom to keep while earlier messages load
 };
+const PAGE = 50;
 
 // ---------------------------------------------------------------- tiny DOM helpers
 
@@ -56,6 +63,30 @@ function time(ms) {
   if (!ms) return "";
   const d = new Date(ms);
   return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function dayKey(ms) {
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${d.getMonth()}-${d.getDate()}`;
+}
+
+function dayLabel(ms) {
+  const today = new Date();
+  const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+  if (dayKey(ms) === dayKey(today.getTime())) return "Today";
+  if (dayKey(ms) === dayKey(yesterday.getTime())) return "Yesterday";
+  const d = new Date(ms);
+  const sameYear = d.getFullYear() === today.getFullYear();
+  return d.toLocaleDateString([], { weekday: sameYear ? "long" : undefined, day: "numeric", month: "long", year: sameYear ? undefined : "numeric" });
+}
+
+// Initials in a colour picked from the name, until profile pictures exist.
+function avatar(name) {
+  const words = name.replace(/^user /, "").split(/[\s._-]+/).filter(Boolean);
+  const initials = (words.length > 1 ? words[0][0] + words[1][0] : (words[0] || "?").slice(0, 2)).toUpperCase();
+  let hash = 0;
+  for (const ch of name) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
+  return h("span", { class: "avatar", "aria-hidden": "true", style: `--hue: ${hash % 360}` }, initials);
 }
 
 function presenceText(p) {
@@ -189,6 +220,10 @@ function renderShell() {
           h("button", { type: "button", onclick: newDirect }, "New chat"),
           h("button", { type: "button", onclick: newGroup }, "New group"),
           h("button", { type: "button", onclick: joinDialog }, "Join")),
+        h("div", { class: "search" },
+          h("label", { for: "search-input", class: "visually-hidden" }, "Search messages"),
+          h("input", { id: "search-input", type: "search", placeholder: "Search messages", autocomplete: "off",
+            oninput: (ev) => { ui.query = ev.target.value; queueRender(); } })),
         h("ul", { id: "chat-list", class: "chat-list" }),
         h("footer", { class: "toolbar" },
           h("span", { class: "muted" }, account.username),
@@ -206,9 +241,30 @@ function renderStatus() {
   el.textContent = status === "online" ? "" : status.startsWith("offline") ? "offline, reconnecting…" : status === "connecting" ? "connecting…" : status;
 }
 
+function renderSearch(list) {
+  const results = JSON.parse(app.search(ui.query));
+  list.setAttribute("aria-label", "Search results");
+  list.replaceChildren(...results.map((r) => h("li", {}, h("button", {
+    type: "button", class: "chat result", "data-conv": r.conv, "data-msg": r.msg_id,
+    "aria-label": `${r.title}, ${r.sender}: ${r.text}`,
+    onclick: () => openChat(r.conv, r.msg_id),
+  }, h("span", { class: "title" }, r.title), h("span", { class: "time" }, time(r.at)),
+  h("span", { class: "preview" }, `${r.sender}: `, highlight(r.text, ui.query))))));
+  if (!results.length) list.append(h("li", { class: "muted empty" }, "No messages found on this device"));
+}
+
+function highlight(text, query) {
+  const at = text.toLowerCase().indexOf(query.trim().toLowerCase());
+  if (at < 0 || !query.trim()) return text;
+  const end = at + query.trim().length;
+  return [text.slice(0, at), h("mark", {}, text.slice(at, end)), text.slice(end)];
+}
+
 function renderChats() {
   const list = document.getElementById("chat-list");
   if (!list) return;
+  if (ui.query.trim()) { renderSearch(list); return; }
+  list.removeAttribute("aria-label");
   const chats = JSON.parse(app.chats());
   refreshWhileTyping(chats.some((c) => c.typing.length));
   const focused = document.activeElement && document.activeElement.dataset.conv;
@@ -221,6 +277,7 @@ function renderChats() {
       "aria-label": `${c.title}${c.unread ? `, ${c.unread} unread` : ""}. ${sub}`,
       onclick: () => openChat(c.conv),
     },
+    avatar(c.title),
     h("span", { class: "title" }, c.title,
       c.presence && c.presence.online ? h("span", { class: "dot", title: "online" }) : null),
     h("span", { class: "time" }, c.last ? time(c.last.at) : ""),
@@ -232,11 +289,15 @@ function renderChats() {
   if (focused) list.querySelector(`[data-conv="${CSS.escape(focused)}"]`)?.focus();
 }
 
-function openChat(conv) {
+function openChat(conv, focusMsg = null) {
   ui.open = conv;
   ui.replyTo = null;
   ui.editing = null;
   ui.lastTimelineHtml = "";
+  ui.limit = PAGE;
+  ui.include = focusMsg;
+  ui.jumpTo = focusMsg;
+  ui.firstUnread = undefined;
   document.getElementById("layout")?.classList.add("show-chat");
   renderChatFrame();
   queueRender();
@@ -266,14 +327,22 @@ function renderChatFrame() {
       h("div", { class: "heading" }, h("h2", { id: "chat-title" }), h("span", { id: "chat-sub", class: "muted" })),
       h("button", { type: "button", class: "secondary", id: "info-button", onclick: infoDialog }, "Info")),
     h("div", { id: "safety-banner" }),
-    h("ol", { id: "timeline", class: "timeline", role: "log", "aria-live": "polite", "aria-label": "Messages", tabindex: "0" }),
+    h("ol", { id: "timeline", class: "timeline", role: "log", "aria-live": "polite", "aria-label": "Messages", tabindex: "0", onscroll: updateJump }),
+    h("button", { type: "button", id: "jump-unread", class: "jump", hidden: true, onclick: () => scrollToEntry("unread-divider", "start") }, "↑ First unread"),
     composer);
 }
 
 function renderChat() {
   if (!ui.open) return;
-  const chat = JSON.parse(app.chat(ui.open));
+  const chat = JSON.parse(app.chat(ui.open, ui.limit, ui.include ?? undefined));
   if (!chat) { closeChat(); return; }
+  const opening = ui.firstUnread === undefined;
+  if (opening) {
+    // The divider stays where the unread messages began while the chat is open, even after
+    // they are marked read; keep every entry shown now on the page.
+    ui.firstUnread = chat.first_unread;
+    ui.limit = Math.max(ui.limit, chat.entries.length);
+  }
   document.getElementById("chat-title").textContent = chat.title;
   const sub = chat.typing.length ? `${chat.typing.join(", ")} typing…`
     : chat.kind === "direct" ? presenceText(chat.presence) : `${chat.members.length} members`;
@@ -282,23 +351,85 @@ function renderChat() {
   banner.replaceChildren(chat.safety_changed ? h("p", { class: "warning", role: "alert" },
     `${chat.title}'s safety number changed: a device was added or removed. Compare it again in Info.`) : "");
   const timeline = document.getElementById("timeline");
-  const html = JSON.stringify(chat.entries) + ui.replyTo?.msg_id + ui.editing;
+  const html = JSON.stringify(chat.entries) + ui.replyTo?.msg_id + ui.editing + ui.firstUnread + chat.more;
   if (html === ui.lastTimelineHtml) return;
   ui.lastTimelineHtml = html;
   const atBottom = timeline.scrollHeight - timeline.scrollTop - timeline.clientHeight < 40;
   const focusedId = document.activeElement?.closest?.(".message")?.dataset.msg;
   const focusedAction = document.activeElement?.dataset?.action;
-  timeline.replaceChildren(...chat.entries.map((e) => renderEntry(chat, e)));
+  const items = [];
+  if (chat.more) {
+    items.push(h("li", { class: "more" }, h("button", { type: "button", class: "secondary", onclick: loadEarlier }, "Load earlier messages")));
+  }
+  let lastDay = null;
+  let lastSender = null;
+  for (const e of chat.entries) {
+    if (e.at && dayKey(e.at) !== lastDay) {
+      lastDay = dayKey(e.at);
+      lastSender = null;
+      items.push(h("li", { class: "day", role: "separator" }, dayLabel(e.at)));
+    }
+    if (ui.firstUnread && e.msg_id === ui.firstUnread) {
+      lastSender = null;
+      items.push(h("li", { class: "unread-divider", id: "unread-divider", role: "separator" }, "Unread messages"));
+    }
+    const firstOfRun = e.kind !== "notice" && e.sender !== lastSender;
+    lastSender = e.kind === "notice" ? null : e.sender;
+    items.push(renderEntry(chat, e, chat.kind === "group" && !e.own && firstOfRun));
+  }
+  timeline.replaceChildren(...items);
   // Reaction actions carry another user's text: escape it before it goes into a selector.
   if (focusedId && focusedAction) {
     timeline.querySelector(`[data-msg="${CSS.escape(focusedId)}"] [data-action="${CSS.escape(focusedAction)}"]`)?.focus();
   }
-  if (atBottom || !focusedId) timeline.scrollTop = timeline.scrollHeight;
+  if (ui.jumpTo) {
+    const target = timeline.querySelector(`[data-msg="${CSS.escape(ui.jumpTo)}"]`);
+    ui.jumpTo = null;
+    if (target) {
+      target.classList.add("highlight");
+      target.scrollIntoView({ block: "center" });
+      ui.limit = Math.max(ui.limit, chat.entries.length);
+      return;
+    }
+  }
+  if (ui.keepScroll) {
+    // Earlier messages were added above: keep the reader where they were.
+    timeline.scrollTop = timeline.scrollHeight - ui.keepScroll;
+    ui.keepScroll = null;
+  } else if (opening && ui.firstUnread) {
+    scrollToEntry("unread-divider", "start");
+  } else if (atBottom || !focusedId) {
+    timeline.scrollTop = timeline.scrollHeight;
+  }
+  updateJump();
 }
 
-const STATUS_TEXT = { sending: "sending", sent: "✓ sent", delivered: "✓✓ delivered", read: "✓✓ read" };
+function scrollToEntry(id, block) {
+  document.getElementById(id)?.scrollIntoView({ block });
+  updateJump();
+}
 
-function renderEntry(chat, e) {
+// "First unread" is offered while the divider is out of sight.
+function updateJump() {
+  const button = document.getElementById("jump-unread");
+  const divider = document.getElementById("unread-divider");
+  if (!button) return;
+  if (!divider) { button.hidden = true; return; }
+  const d = divider.getBoundingClientRect();
+  const t = document.getElementById("timeline").getBoundingClientRect();
+  button.hidden = d.bottom > t.top && d.top < t.bottom;
+}
+
+function loadEarlier() {
+  const timeline = document.getElementById("timeline");
+  ui.keepScroll = timeline.scrollHeight - timeline.scrollTop;
+  ui.limit += PAGE;
+  queueRender();
+}
+
+const STATUS_TEXT = { pending: "waiting for the connection", sending: "sending", sent: "✓ sent", delivered: "✓✓ delivered", read: "✓✓ read" };
+
+function renderEntry(chat, e, withAvatar) {
   if (e.kind === "notice") return h("li", { class: "notice", "data-msg": e.msg_id }, e.text);
   const classes = ["message", e.own ? "own" : "theirs", e.deleted ? "deleted" : "", e.kind].join(" ");
   const reactions = e.reactions.map((r) => h("button", {
@@ -306,14 +437,16 @@ function renderEntry(chat, e) {
     "aria-pressed": r.mine ? "true" : "false", "aria-label": `${r.emoji} ${r.count}`,
     onclick: () => call(app.react(chat.conv, e.msg_id, r.emoji, r.mine)),
   }, `${r.emoji} ${r.count}`));
-  const actions = e.deleted || e.kind === "undecryptable" ? null : h("div", { class: "actions", role: "group", "aria-label": "Message actions" },
+  const actions = e.deleted || e.kind === "undecryptable" || e.status === "pending" ? null : h("div", { class: "actions", role: "group", "aria-label": "Message actions" },
     h("button", { type: "button", "data-action": "reply", onclick: () => startReply(e) }, "Reply"),
     h("button", { type: "button", "data-action": "react", "aria-label": "React with thumbs up", onclick: () => call(app.react(chat.conv, e.msg_id, "👍", e.reactions.some((r) => r.emoji === "👍" && r.mine))) }, "👍"),
     h("button", { type: "button", "data-action": "react-heart", "aria-label": "React with heart", onclick: () => call(app.react(chat.conv, e.msg_id, "❤️", e.reactions.some((r) => r.emoji === "❤️" && r.mine))) }, "❤️"),
     e.own ? h("button", { type: "button", "data-action": "edit", onclick: () => startEdit(e) }, "Edit") : null,
     e.own ? h("button", { type: "button", "data-action": "delete", onclick: () => deleteMessage(chat.conv, e) }, "Delete") : null);
-  return h("li", { class: classes, "data-msg": e.msg_id, "data-seq": e.seq },
-    h("div", { class: "meta" }, e.own ? "You" : e.sender, " · ", h("time", {}, time(e.at)),
+  const grouped = chat.kind === "group" && !e.own ? " in-group" : "";
+  return h("li", { class: classes + grouped + (withAvatar ? " with-avatar" : ""), "data-msg": e.msg_id, "data-seq": e.seq },
+    withAvatar ? avatar(e.sender) : null,
+    h("div", { class: "meta" }, e.own ? "You" : e.sender, e.at ? [" · ", h("time", {}, time(e.at))] : null,
       e.edited ? h("span", { class: "edited" }, " · edited") : null),
     e.reply ? h("blockquote", { class: "quote" }, h("strong", {}, e.reply.sender), " ", e.reply.text) : null,
     h("p", { class: "text" }, e.deleted ? "This message was deleted" : e.text),
@@ -445,7 +578,7 @@ function timerField(chat) {
 }
 
 async function infoDialog() {
-  const chat = JSON.parse(app.chat(ui.open));
+  const chat = JSON.parse(app.chat(ui.open, 1));
   if (!chat) return;
   if (chat.kind === "direct") return contactDialog(chat);
   const conv = chat.conv;

@@ -158,7 +158,7 @@ test("disappearing messages: the timer is set from the contact profile and reach
   await bob.locator(".notice", { hasText: "disappearing messages: 1 h" }).waitFor();
   await send(bob, "this one disappears in an hour");
   const expires = await alice.evaluate((conv) => {
-    const chat = JSON.parse(window.anytime.chat(conv));
+    const chat = JSON.parse(window.anytime.chat(conv, 1000));
     return chat.entries.find((e) => e.text === "this one disappears in an hour")?.expires_at_ms;
   }, await alice.locator(".chat.active").getAttribute("data-conv"));
   assert.ok(expires > Date.now() + 3_500_000 && expires < Date.now() + 3_700_000, `expires_at_ms ${expires}`);
@@ -198,6 +198,8 @@ test("group: invite link brings a third browser in; everyone reads everyone", as
   await sendWhenMember(carol, "carol here");
   await openChatNamed(bob, "Trip");
   await message(bob, "carol here").waitFor();
+  // In a group, others' messages carry the sender's avatar (initials) at the start of a run.
+  assert.equal((await message(bob, "carol here").locator(".avatar").textContent()).trim(), "CA");
   await message(alice, "carol here").waitFor();
   await send(bob, "hi carol");
   await message(carol, "hi carol").waitFor();
@@ -430,6 +432,102 @@ test("the server crashes and restarts: browsers reconnect and resume", async () 
   await message(bob, "after the crash").waitFor();
   await send(bob, "back to you");
   await message(alice, "back to you").waitFor();
+});
+
+test("offline: a message written while the server is down waits as pending, then goes out once", async () => {
+  const { alice, bob } = pages;
+  await openChatNamed(alice, "bob");
+  await server.crash();
+  await alice.waitForFunction(() => window.anytime.status().startsWith("offline"), null, { timeout: 30_000 });
+  await alice.getByLabel("Message", { exact: true }).fill("written offline");
+  await alice.getByLabel("Message", { exact: true }).press("Enter");
+  await message(alice, "written offline").locator(".receipt[data-status=pending]").waitFor();
+  assert.equal(await alice.getByLabel("Message", { exact: true }).inputValue(), "", "kept as pending, not handed back");
+  assert.equal(await message(alice, "written offline").locator(".actions").count(), 0, "nothing to edit before it is sent");
+  await screenshot(alice, "desktop-pending-bubble");
+  await server.restart();
+  await waitOnline(alice);
+  await alice.locator(".message", { hasText: "written offline" }).locator(".receipt:not([data-status=pending])").waitFor();
+  await waitOnline(bob);
+  await openChatNamed(bob, "alice");
+  await message(bob, "written offline").waitFor();
+  assert.equal(await message(alice, "written offline").count(), 1, "one bubble: the pending one became the sent one");
+  assert.equal(await message(bob, "written offline").count(), 1, "delivered once");
+});
+
+test("date separator, unread divider with a jump to it, avatars in the chat list", async () => {
+  const { alice, bob } = pages;
+  const aliceChat = bob.locator(".chat").filter({ has: bob.locator(".title", { hasText: /^alice$/ }) });
+  const badge = aliceChat.locator("[data-testid=unread]");
+  await openChatNamed(bob, "alice"); // read what is there,
+  await badge.waitFor({ state: "detached" });
+  await openChatNamed(bob, "Road trip"); // then look away
+  const conv = await alice.locator(".chat.active").getAttribute("data-conv");
+  for (const text of ["unread one", "unread two", "unread three"]) {
+    await alice.evaluate(([c, t]) => window.anytime.send(c, t), [conv, text]);
+  }
+  // At phone width the list is a screen of its own, hidden while a chat is open.
+  await aliceChat.locator("[data-testid=unread]", { hasText: "3" }).waitFor({ state: "attached" });
+  await openChatNamed(bob, "alice");
+  const divider = bob.locator("#unread-divider");
+  await divider.waitFor();
+  // The divider sits right before the first unread message, and stays after they are read.
+  const next = await divider.evaluate((el) => el.nextElementSibling.querySelector(".text").textContent);
+  assert.equal(next, "unread one");
+  await alice.locator(".message", { hasText: "unread three" }).locator(".receipt[data-status=read]").waitFor();
+  assert.equal(await divider.count(), 1);
+  await bob.locator(".timeline .day", { hasText: "Today" }).first().waitFor();
+  const jump = bob.getByRole("button", { name: "↑ First unread" });
+  assert.equal(await jump.isVisible(), false, "not offered while the divider is in sight");
+  await bob.locator("#timeline").evaluate((el) => { el.scrollTop = 0; });
+  await jump.click();
+  await bob.waitForFunction(() => {
+    const d = document.getElementById("unread-divider").getBoundingClientRect();
+    const t = document.getElementById("timeline").getBoundingClientRect();
+    return d.top >= t.top - 1 && d.bottom <= t.bottom + 1;
+  });
+  await screenshot(bob, "phone-unread-divider");
+  assert.ok(await alice.locator(".chat .avatar").count() >= 2, "every chat in the list has an avatar");
+});
+
+test("search: finds messages on this device across chats and jumps to one", async () => {
+  const { alice } = pages;
+  await alice.getByLabel("Search messages").fill("CRASH");
+  const result = alice.getByRole("list", { name: "Search results" }).locator(".result", { hasText: "after the crash" });
+  await result.waitFor();
+  assert.equal(await result.locator("mark").textContent(), "crash", "the match is highlighted, case kept");
+  await alice.getByLabel("Search messages").fill("carol here");
+  await alice.locator(".result", { hasText: "Road trip" }).waitFor();
+  await screenshot(alice, "desktop-search-results");
+  await alice.locator(".result", { hasText: "Road trip" }).click();
+  await alice.locator("#chat-title", { hasText: "Road trip" }).waitFor();
+  await alice.locator(".message.highlight", { hasText: "carol here" }).waitFor();
+  await alice.getByLabel("Search messages").fill("no such words anywhere");
+  await alice.getByText("No messages found on this device").waitFor();
+  await alice.getByLabel("Search messages").fill("");
+  await alice.locator(".chat", { hasText: "bob" }).first().waitFor();
+});
+
+test("a long chat opens on its last page; earlier messages load on request", async () => {
+  const { alice } = pages;
+  await openChatNamed(alice, "bob");
+  const conv = await alice.locator(".chat.active").getAttribute("data-conv");
+  await alice.evaluate(async (c) => {
+    for (let i = 1; i <= 130; i++) await window.anytime.send(c, `bulk ${i}`);
+  }, conv);
+  await openChatNamed(alice, "Road trip");
+  await openChatNamed(alice, "bob");
+  await message(alice, "bulk 130").waitFor();
+  const shown = await alice.locator("#timeline .message").count();
+  assert.ok(shown <= 50, `${shown} messages rendered on opening`);
+  assert.equal(await message(alice, "bulk 80").count(), 0, "older pages are not rendered");
+  const last = await message(alice, "bulk 130").boundingBox();
+  const box = await alice.locator("#timeline").boundingBox();
+  assert.ok(last.y + last.height <= box.y + box.height + 1, "opens scrolled to the newest message");
+  await screenshot(alice, "desktop-long-chat-last-page");
+  await alice.getByRole("button", { name: "Load earlier messages" }).click();
+  await message(alice, "bulk 80").waitFor();
+  assert.ok(await alice.locator("#timeline .message").count() > shown, "a page more is shown");
 });
 
 test("logging out wipes the browser's store", async () => {

@@ -30,6 +30,15 @@ export async function startServer() {
       await exited;
       ({ child, url } = await spawnServer(data, url.replace("http://", "")));
     },
+    /** SIGKILL and stay down until `restart()`. */
+    async crash() {
+      const exited = new Promise((ok) => child.once("exit", ok));
+      child.kill("SIGKILL");
+      await exited;
+    },
+    async restart() {
+      ({ child, url } = await spawnServer(data, url.replace("http://", "")));
+    },
     stop() { child.kill("SIGTERM"); rmSync(data, { recursive: true, force: true }); },
   };
 }
