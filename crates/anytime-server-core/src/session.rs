@@ -195,10 +195,16 @@ impl Session {
     pub async fn on_push(&mut self, push: Push) -> Flow {
         match push {
             Push::Message { conv, seq, frame } => self.deliver(conv, seq, frame).await,
-            Push::Membership { conv, frame } => {
-                self.reload_membership(conv).await;
-                self.send(frame).await;
-            }
+            Push::Membership { conv, frame } => match self.reload_membership(conv).await {
+                // Tell how things are now, not when the push was queued: a session that handles
+                // its queue late (a slow reader's waits for room) must not tell a member that was
+                // removed and added back that it was removed.
+                Some(member) => {
+                    let changed = frame::ConversationChanged { conv, removed: !member };
+                    self.send_frame(0, &ServerFrame::ConversationChanged(changed)).await;
+                }
+                None => self.send(frame).await,
+            },
             Push::Frame(frame) => self.send(frame).await,
         }
         Flow::Continue
@@ -215,7 +221,7 @@ impl Session {
             // Dropped pushes may have included Welcomes (stored until acknowledged) and messages
             // (stored until acknowledged); both are re-read. Typing and presence are ephemeral.
             if let Some(device) = self.auth.as_ref().map(|a| a.device) {
-                self.push_pending_welcomes(device).await;
+                self.push_pending_welcomes(device, None).await;
             }
             self.resync().await;
         }
@@ -280,7 +286,7 @@ impl Session {
             self.core.presence_changed(device.user, true);
         }
         // Welcomes first: a device joining a group needs its Welcome to read what follows.
-        self.push_pending_welcomes(device.id).await;
+        self.push_pending_welcomes(device.id, None).await;
         self.resync().await;
         self.warn_if_key_packages_low(device.id).await;
         self.send_frame(0, &ServerFrame::CaughtUp(frame::CaughtUp {})).await;
@@ -313,24 +319,34 @@ impl Session {
         }
     }
 
-    async fn reload_membership(&mut self, conv: ConvId) {
-        let Some(auth) = &self.auth else { return };
+    /// Reloads the device's cursor of `conv` after a membership change and catches up; returns
+    /// whether the device is in `conv` now (`None` when storage cannot say).
+    async fn reload_membership(&mut self, conv: ConvId) -> Option<bool> {
+        let auth = self.auth.as_ref()?;
         let cursor = match self.core.store.cursors(auth.device).await {
             Ok(cursors) => cursors.into_iter().find(|(c, _)| *c == conv),
             Err(error) => {
                 tracing::error!(%error, "could not load cursors");
-                return;
+                return None;
             }
         };
-        let Some(auth) = &mut self.auth else { return };
+        let auth = self.auth.as_mut()?;
         match cursor {
             None => {
                 auth.delivered.remove(&conv);
+                Some(false)
             }
             Some((_, acked)) => {
+                let device = auth.device;
                 let last = auth.delivered.get(&conv).copied().unwrap_or(0).max(acked);
                 auth.delivered.insert(conv, last);
+                // Welcomes first, as at Hello: a Welcome adding the device to the group may be
+                // queued behind this push, and the catch-up below may hold commits made after
+                // it, which the device can only apply once it joined. (A device ignores a
+                // Welcome it already used.)
+                self.push_pending_welcomes(device, Some(conv)).await;
                 self.catch_up(conv).await;
+                Some(true)
             }
         }
     }
@@ -393,10 +409,11 @@ impl Session {
         }
     }
 
-    async fn push_pending_welcomes(&mut self, device: DeviceId) {
+    /// Pushes the device's Welcomes not yet acknowledged (of one conversation, or all).
+    async fn push_pending_welcomes(&mut self, device: DeviceId, only: Option<ConvId>) {
         match self.core.store.pending_welcomes(device).await {
             Ok(welcomes) => {
-                for welcome in welcomes {
+                for welcome in welcomes.into_iter().filter(|w| only.is_none_or(|conv| w.conv == conv)) {
                     let frame = frame::Welcome { welcome: welcome.id, conv: welcome.conv, payload: welcome.payload };
                     self.send_frame(0, &ServerFrame::Welcome(frame)).await;
                 }

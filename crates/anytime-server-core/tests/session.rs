@@ -241,3 +241,77 @@ async fn the_same_seed_gives_the_same_ids() {
     assert_eq!(ids(9).await, ids(9).await);
     assert_ne!(ids(9).await, ids(10).await);
 }
+
+/// Found by `anytime-sim` (seed 1, step 37): a member added while connected must get the
+/// group's Welcome before the commits that follow it. The "you were added" push is queued before
+/// the Welcome; a session that handles it late catches up from storage, where later commits
+/// already are, and the Welcome still waits in the queue: the device skipped a commit it needed
+/// and stayed an epoch behind for good.
+#[tokio::test]
+async fn a_member_added_while_connected_gets_the_welcome_before_later_commits() {
+    let core = core(FakeEnv::new(5));
+    let (alice, carol) = (register(&core, "alice").await, register(&core, "carol").await);
+    let mut a = Conn::authenticated(&core, &alice.token).await;
+    let mut c = Conn::authenticated(&core, &carol.token).await;
+    let conv = match a.request(frame::CreateGroup { name: "g".into(), members: Vec::new() }.into()).await {
+        ServerFrame::ConversationInfo(info) => info.conv,
+        other => panic!("{other:?}"),
+    };
+    let added = a.request(frame::AddMembers { conv, users: vec![carol.user_id] }.into()).await;
+    assert!(matches!(added, ServerFrame::ConversationInfo(_)), "{added:?}");
+    let welcome = frame::WelcomeOut { devices: vec![carol.device_id], payload: b"welcome".to_vec() };
+    let commit = frame::Commit { conv, epoch: 0, msg_id: MsgId([1; 16]), commit: vec![1], welcome: Some(welcome) };
+    assert!(matches!(a.request(commit.into()).await, ServerFrame::Committed(_)));
+    let commit = frame::Commit { conv, epoch: 1, msg_id: MsgId([2; 16]), commit: vec![2], welcome: None };
+    assert!(matches!(a.request(commit.into()).await, ServerFrame::Committed(_)));
+    // Carol's session handles its queue only now (a slow reader's session waits for room).
+    c.pump().await;
+    let order: Vec<String> = c
+        .pushes
+        .iter()
+        .filter_map(|push| match push {
+            ServerFrame::Welcome(w) if w.conv == conv => Some("welcome".to_owned()),
+            ServerFrame::Message(m) if m.conv == conv => Some(format!("seq {}", m.seq)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order.first().map(String::as_str), Some("welcome"), "{order:?}");
+    assert_eq!(order.iter().filter(|o| o.starts_with("seq")).count(), 2, "{order:?}");
+}
+
+/// Found by `anytime-sim` (seed 2, step 84): a member removed and added back, whose session
+/// handles both pushes late, hears that it is a member (not "removed", after which its client
+/// would drop the group it is about to rejoin) and gets its new Welcome before what follows.
+#[tokio::test]
+async fn a_member_removed_and_added_back_meanwhile_hears_the_current_state_welcome_first() {
+    let core = core(FakeEnv::new(6));
+    let (alice, bob) = (register(&core, "alice").await, register(&core, "bob").await);
+    let mut a = Conn::authenticated(&core, &alice.token).await;
+    let mut b = Conn::authenticated(&core, &bob.token).await;
+    let conv = match a.request(frame::CreateGroup { name: "g".into(), members: vec![bob.user_id] }.into()).await {
+        ServerFrame::ConversationInfo(info) => info.conv,
+        other => panic!("{other:?}"),
+    };
+    b.pump().await;
+    b.pushes.clear();
+    let removed = a.request(frame::RemoveMember { conv, user: bob.user_id }.into()).await;
+    assert!(matches!(removed, ServerFrame::Done(_)), "{removed:?}");
+    let added = a.request(frame::AddMembers { conv, users: vec![bob.user_id] }.into()).await;
+    assert!(matches!(added, ServerFrame::ConversationInfo(_)), "{added:?}");
+    let welcome = frame::WelcomeOut { devices: vec![bob.device_id], payload: b"welcome".to_vec() };
+    let commit = frame::Commit { conv, epoch: 0, msg_id: MsgId([1; 16]), commit: vec![1], welcome: Some(welcome) };
+    assert!(matches!(a.request(commit.into()).await, ServerFrame::Committed(_)));
+    b.pump().await;
+    let order: Vec<String> = b
+        .pushes
+        .iter()
+        .filter_map(|push| match push {
+            ServerFrame::Welcome(w) if w.conv == conv => Some("welcome".to_owned()),
+            ServerFrame::Message(m) if m.conv == conv => Some(format!("seq {}", m.seq)),
+            ServerFrame::ConversationChanged(c) if c.conv == conv => Some(format!("removed {}", c.removed)),
+            _ => None,
+        })
+        .collect();
+    assert!(!order.contains(&"removed true".to_owned()), "{order:?}");
+    assert_eq!(order.first().map(String::as_str), Some("welcome"), "{order:?}");
+}
