@@ -2,16 +2,20 @@
 //! simulator): the real server core (`Session`s over the in-memory store) and real client cores
 //! (MLS included) in one thread, driven step by step by one seeded RNG. Steps: sends, syncs,
 //! lost requests and lost answers, disconnects and reconnects, device crashes (restart from the
-//! persisted state) and server crashes (all sessions gone, storage kept). After every step the
-//! invariants are checked; at the end every device catches up and every message must have
-//! arrived exactly once everywhere it should.
+//! persisted state), server crashes (all sessions gone, storage kept), devices linked (login,
+//! approval by a device of the same user) and revoked, and members added to and removed from a
+//! group by its admin. After every step the invariants are checked; at the end every device
+//! catches up and every message must have arrived exactly once everywhere it should.
 //!
 //! A run is a pure function of its `Config`: a failing seed replays the same run. (The MLS
 //! ciphertexts differ between runs — openmls draws its own randomness — but nothing the run
 //! decides depends on their bytes.)
 
+mod actions;
+mod checks;
 mod env;
 mod link;
+mod model;
 mod rng;
 mod store;
 
@@ -21,18 +25,27 @@ use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use anytime_client::content::Text;
 use anytime_client::e2ee::{DeviceCrypto, DeviceIdentity};
-use anytime_client::{Client, ClientError, Content, Event};
-use anytime_proto::http::RegisterRequest;
-use anytime_proto::{frame, ConvId, MsgId, ServerFrame, UserId};
-use anytime_server_core::{Config as CoreConfig, Metrics, ServerCore};
+use anytime_client::{Client, ClientError, Transport};
+use anytime_proto::frame::{self, Seq};
+use anytime_proto::http::{RegisterRequest, SessionResponse};
+use anytime_proto::{ConvId, DeviceId, ErrorCode, MsgId, ServerFrame, UserId};
+use anytime_server_core::{Config as CoreConfig, Metrics, ServerCore, ServerStore};
 use anytime_store_memory::MemoryStore;
 
 use crate::env::SimEnv;
-use crate::link::Link;
+use crate::link::{Link, Tap};
+use crate::model::{Logs, Membership};
 use crate::rng::Rng;
 pub use crate::store::{Fault, SimStore};
+
+/// Rounds of "everyone reconnects and catches up" at the end of a run, at most: it stops after
+/// a round in which the server ordered nothing new (every device then has everything).
+const QUIESCE_ROUNDS_MAX: usize = 12;
+/// Virtual time between two steps is up to this long.
+const STEP_MS_MAX: usize = 400;
+/// Virtual time each quiesce round lets pass (rate limits refill, as they would while people wait).
+const QUIESCE_ROUND_MS: u64 = 60_000;
 
 /// One simulation run.
 #[derive(Debug, Clone)]
@@ -44,11 +57,13 @@ pub struct Config {
     pub network_faults: u64,
     /// A deliberately broken rule, to show the checks catch it.
     pub fault: Option<Fault>,
+    /// Print every step to stderr (to follow a failing seed).
+    pub trace: bool,
 }
 
 impl Config {
     pub fn new(seed: u64) -> Config {
-        Config { seed, users: 4, steps: 300, network_faults: 3, fault: None }
+        Config { seed, users: 4, steps: 300, network_faults: 3, fault: None, trace: false }
     }
 }
 
@@ -56,11 +71,23 @@ impl Config {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
     pub sends: usize,
+    /// (device, message) pairs checked at the end: decrypted exactly once, as sent.
     pub deliveries: usize,
     pub lost_requests: usize,
     pub reconnects: usize,
     pub device_crashes: usize,
     pub server_crashes: usize,
+    /// Devices linked: logged in, then approved by another device of the same user.
+    pub links: usize,
+    pub revocations: usize,
+    /// Members added to or removed from the churn group by its admin.
+    pub membership_changes: usize,
+    /// Messages a device received but could not read because it was not in the group when they
+    /// were made (sent before it joined, or by a member that had not applied the commit adding
+    /// it yet): expected, counted.
+    pub not_in_group: usize,
+    /// Requests the server refused for now (rate limits) and the client will retry.
+    pub refused_for_now: usize,
 }
 
 /// A broken invariant: which, where, at which step.
@@ -79,19 +106,58 @@ impl fmt::Display for Violation {
 
 impl std::error::Error for Violation {}
 
-struct Device {
-    user: UserId,
-    token: String,
-    client: Option<Client<SimStore>>,
-    link: Link,
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DeviceState {
+    /// Logged in, waiting for a device of its user to approve `code`.
+    Pending {
+        code: String,
+    },
+    Active,
+    Revoked,
+    /// Its link code expired before anyone approved it.
+    Abandoned,
 }
 
-/// A message a user sent: delivered exactly once to every other member device.
+struct Device {
+    user: UserId,
+    id: DeviceId,
+    token: String,
+    state: DeviceState,
+    client: Option<Client<SimStore>>,
+    link: Link,
+    /// Records of the client's store already checked.
+    checked: usize,
+    /// Per conversation, the last seq processed (order check).
+    last_seq: BTreeMap<ConvId, Seq>,
+    /// Messages of other devices decrypted, with where and what (exactly-once check).
+    read: BTreeMap<MsgId, (ConvId, Seq, String)>,
+}
+
+impl Device {
+    fn is_active(&self) -> bool {
+        self.state == DeviceState::Active
+    }
+}
+
+struct User {
+    id: UserId,
+    username: String,
+    password: String,
+    /// Indices into `World::devices`.
+    devices: Vec<usize>,
+}
+
+/// A message a user sent: it must reach the server, and every device entitled to it exactly once.
 struct Sent {
     conv: ConvId,
     msg_id: MsgId,
-    sender: UserId,
+    device: DeviceId,
     body: String,
+    /// The seq the server answered with, when the answer arrived.
+    seq: Option<Seq>,
+    /// The sender's user's (joins, member) in the conversation when sent: if this changed,
+    /// the server may have refused the message for good.
+    tenure: (usize, bool),
 }
 
 struct World {
@@ -100,9 +166,17 @@ struct World {
     store: Arc<MemoryStore>,
     core: Arc<ServerCore>,
     rng: Rc<RefCell<Rng>>,
+    tap: Tap,
+    users: Vec<User>,
     devices: Vec<Device>,
-    /// Conversation → member users.
-    convs: BTreeMap<ConvId, Vec<UserId>>,
+    /// Every conversation of the run, in creation order.
+    convs: Vec<ConvId>,
+    /// The group whose members change during the run, and its admin.
+    churn: Option<(ConvId, UserId)>,
+    logs: Logs,
+    membership: Membership,
+    /// Per conversation, the log entries whose senders were checked.
+    senders_checked: BTreeMap<ConvId, Seq>,
     sent: Vec<Sent>,
     report: Report,
     step: usize,
@@ -126,16 +200,25 @@ pub fn run(config: Config) -> Result<Report, Violation> {
         for step in 1..=world.config.steps {
             world.step = step;
             world.step_once().await?;
+            world.refresh().await?;
             world.check_step()?;
         }
         world.step += 1;
         world.quiesce().await?;
-        world.check_end()?;
+        world.refresh().await?;
+        world.check_end().await?;
         Ok(world.report)
     })
 }
 
 impl World {
+    /// For `--trace`: one line to stderr.
+    fn trace(&self, what: impl FnOnce() -> String) {
+        if self.config.trace {
+            eprintln!("  {}", what());
+        }
+    }
+
     fn violation(&self, what: impl Into<String>) -> Violation {
         Violation { seed: self.config.seed, step: self.step, what: what.into() }
     }
@@ -151,8 +234,14 @@ impl World {
             store,
             core,
             rng,
+            tap: Tap::default(),
+            users: Vec::new(),
             devices: Vec::new(),
-            convs: BTreeMap::new(),
+            convs: Vec::new(),
+            churn: None,
+            logs: Logs::default(),
+            membership: Membership::default(),
+            senders_checked: BTreeMap::new(),
             sent: Vec::new(),
             report: Report::default(),
             step: 0,
@@ -165,33 +254,63 @@ impl World {
             };
             let session = world
                 .core
-                .register(std::net::Ipv4Addr::LOCALHOST.into(), request)
+                .register(std::net::Ipv4Addr::LOCALHOST.into(), request.clone())
                 .await
                 .map_err(|code| world.violation(format!("register: {code}")))?;
-            let identity = DeviceIdentity { user: session.user_id, device: session.device_id };
-            let crypto = DeviceCrypto::new(identity).map_err(|e| world.violation(format!("keys: {e}")))?;
-            let client = Client::new(crypto, SimStore::new(world.config.fault));
-            world.devices.push(Device {
-                user: session.user_id,
-                token: session.token,
-                client: Some(client),
-                link: Link::new(world.rng.clone()),
-            });
+            let user = User {
+                id: session.user_id,
+                username: request.username,
+                password: request.password,
+                devices: Vec::new(),
+            };
+            world.users.push(user);
+            world.add_device(i, session, DeviceState::Active)?;
         }
         Ok(world)
     }
 
-    /// Everyone online, one group of all users and a direct chat between neighbours; no faults.
+    /// A device of user `u` with a fresh MLS identity and an empty store; returns its index.
+    fn add_device(&mut self, u: usize, session: SessionResponse, state: DeviceState) -> Result<usize, Violation> {
+        let identity = DeviceIdentity { user: session.user_id, device: session.device_id };
+        let crypto = DeviceCrypto::new(identity).map_err(|e| self.violation(format!("keys: {e}")))?;
+        let index = self.devices.len();
+        self.devices.push(Device {
+            user: session.user_id,
+            id: session.device_id,
+            token: session.token,
+            state,
+            client: Some(Client::new(crypto, SimStore::new(self.config.fault))),
+            link: {
+                let mut link = Link::new(self.rng.clone(), self.tap.clone());
+                link.trace = self.config.trace.then_some(index);
+                link
+            },
+            checked: 0,
+            last_seq: BTreeMap::new(),
+            read: BTreeMap::new(),
+        });
+        self.users[u].devices.push(index);
+        Ok(index)
+    }
+
+    /// Everyone online; one group of all users, one group whose members will change (its
+    /// creator, user 0, is the admin) and a direct chat between neighbours; no faults.
     async fn setup(&mut self) -> Result<(), Violation> {
         for i in 0..self.devices.len() {
             self.reconnect(i).await?;
         }
-        let everyone: Vec<UserId> = self.devices.iter().map(|d| d.user).collect();
+        let everyone: Vec<UserId> = self.users.iter().map(|u| u.id).collect();
         let group = frame::CreateGroup { name: "sim".into(), members: everyone[1..].to_vec() };
-        self.create(0, group.into(), everyone.clone()).await?;
+        self.create(0, group.into(), &everyone).await?;
+        if everyone.len() >= 3 {
+            let members = everyone[..3].to_vec();
+            let group = frame::CreateGroup { name: "churn".into(), members: members[1..].to_vec() };
+            let conv = self.create(0, group.into(), &members).await?;
+            self.churn = Some((conv, everyone[0]));
+        }
         for i in 0..self.devices.len().saturating_sub(1) {
-            let peer = self.devices[i + 1].user;
-            self.create(i, frame::CreateDirect { peer }.into(), vec![self.devices[i].user, peer]).await?;
+            let pair = [self.devices[i].user, self.devices[i + 1].user];
+            self.create(i, frame::CreateDirect { peer: pair[1] }.into(), &pair).await?;
         }
         self.quiesce().await?;
         for device in &mut self.devices {
@@ -204,31 +323,44 @@ impl World {
         &mut self,
         i: usize,
         request: anytime_proto::ClientFrame,
-        members: Vec<UserId>,
-    ) -> Result<(), Violation> {
+        members: &[UserId],
+    ) -> Result<ConvId, Violation> {
         let device = &mut self.devices[i];
-        let client = device.client.as_mut().ok_or_else(|| Violation { seed: 0, step: 0, what: "no client".into() })?;
-        let info = match anytime_client::Transport::request(&mut device.link, request).await {
+        let info = match device.link.request(request).await {
             Ok(ServerFrame::ConversationInfo(info)) => info,
             other => return Err(self.violation(format!("creating a conversation: {other:?}"))),
         };
-        client.establish(&mut device.link, &info).await.map_err(|e| self.violation(format!("establish: {e}")))?;
-        self.convs.insert(info.conv, members);
-        Ok(())
+        let device = &mut self.devices[i];
+        if let Some(client) = device.client.as_mut() {
+            let result = client.establish(&mut device.link, &info).await.map(|_| ());
+            self.settle(i, "establishing", result)?;
+        }
+        self.convs.push(info.conv);
+        self.logs.track(info.conv);
+        for user in members {
+            self.membership.joined(*user, info.conv, 0);
+        }
+        Ok(info.conv)
     }
 
+    /// Connects device `i` and catches up. A revoked or pending device must be refused.
     async fn reconnect(&mut self, i: usize) -> Result<(), Violation> {
         let core = self.core.clone();
         let device = &mut self.devices[i];
         let faults = std::mem::take(&mut device.link.fault_percent);
         let connected = device.link.connect(&core, &device.token).await;
         device.link.fault_percent = faults;
-        match connected {
-            Ok(()) => {
+        let state = device.state.clone();
+        match (connected, state) {
+            (Ok(()), DeviceState::Active) => {
                 self.report.reconnects += 1;
                 self.catch_up(i).await
             }
-            Err(error) => Err(self.violation(format!("device {i} cannot reconnect: {error}"))),
+            (Ok(()), state) => Err(self.violation(format!("device {i} ({state:?}) was let in"))),
+            (Err(ClientError::Server { code: ErrorCode::InvalidToken }), DeviceState::Revoked) => Ok(()),
+            (Err(ClientError::Server { code: ErrorCode::DeviceNotApproved }), DeviceState::Pending { .. }) => Ok(()),
+            (Err(ClientError::Server { code: ErrorCode::LinkCodeInvalid }), DeviceState::Abandoned) => Ok(()),
+            (Err(error), state) => Err(self.violation(format!("device {i} ({state:?}) cannot connect: {error}"))),
         }
     }
 
@@ -239,7 +371,9 @@ impl World {
         self.settle(i, "catching up", result)
     }
 
-    /// A lost connection is part of the run (counted); any other error breaks an invariant.
+    /// What the run tolerates from a client: a lost connection, a request refused for now
+    /// (counted, retried later), a device not in a group yet (someone adds it); anything else
+    /// breaks an invariant.
     fn settle(&mut self, i: usize, doing: &str, result: Result<(), ClientError>) -> Result<(), Violation> {
         match result {
             Ok(()) => Ok(()),
@@ -247,6 +381,11 @@ impl World {
                 self.report.lost_requests += 1;
                 Ok(())
             }
+            Err(ClientError::Server { code: ErrorCode::RateLimited | ErrorCode::ServerBusy }) => {
+                self.report.refused_for_now += 1;
+                Ok(())
+            }
+            Err(ClientError::NotInGroup(_)) => Ok(()),
             Err(error) => Err(self.violation(format!("device {i} {doing}: {error}"))),
         }
     }
@@ -254,64 +393,38 @@ impl World {
     async fn step_once(&mut self) -> Result<(), Violation> {
         let roll = self.rng.borrow_mut().below(100);
         let i = self.rng.borrow_mut().below(self.devices.len());
-        self.env.advance(self.rng.borrow_mut().below(200) as u64);
+        self.env.advance(self.rng.borrow_mut().below(STEP_MS_MAX) as u64);
+        if self.config.trace {
+            let device = &self.devices[i];
+            let online = if device.link.connected() { "online" } else { "offline" };
+            eprintln!("step {} roll {roll} device {i} (user {}, {:?}, {online})", self.step, device.user, device.state);
+        }
+        match self.devices[i].state {
+            DeviceState::Active => {}
+            DeviceState::Pending { .. } => return self.approve_pending(i).await,
+            DeviceState::Revoked => return self.haunt(i).await,
+            DeviceState::Abandoned => return Ok(()),
+        }
         if !self.devices[i].link.connected() {
             // An offline device's only move is to come back.
             return if roll < 30 { self.reconnect(i).await } else { Ok(()) };
         }
         match roll {
-            0..=44 => self.send(i).await,
-            45..=84 => self.sync(i).await,
-            85..=91 => {
+            0..=40 => self.send(i).await,
+            41..=77 => self.sync(i).await,
+            78..=83 => {
                 self.devices[i].link.disconnect().await;
                 Ok(())
             }
-            92..=97 => self.crash_device(i).await,
-            _ => {
+            84..=88 => self.crash_device(i).await,
+            89..=90 => {
                 self.crash_server();
                 Ok(())
             }
+            91..=94 => self.change_membership().await,
+            95..=97 => self.link_device(i).await,
+            _ => self.revoke_sibling(i).await,
         }
-    }
-
-    async fn send(&mut self, i: usize) -> Result<(), Violation> {
-        let user = self.devices[i].user;
-        let convs: Vec<ConvId> = self.convs.iter().filter(|(_, m)| m.contains(&user)).map(|(c, _)| *c).collect();
-        let conv = convs[self.rng.borrow_mut().below(convs.len())];
-        let mut id = [0u8; 16];
-        self.rng.borrow_mut().fill(&mut id);
-        let msg_id = MsgId(id);
-        let body = format!("m{}-{}", self.config.seed, self.sent.len());
-        self.sent.push(Sent { conv, msg_id, sender: user, body: body.clone() });
-        self.report.sends += 1;
-        let device = &mut self.devices[i];
-        let Some(client) = device.client.as_mut() else { return Ok(()) };
-        let content = Content::Text(Text { body, mentions: Vec::new() });
-        // A lost send stays in the outbox and goes again on the next sync.
-        let result = client.send(&mut device.link, conv, content, msg_id).await.map(|_| ());
-        self.settle(i, "sending", result)
-    }
-
-    async fn sync(&mut self, i: usize) -> Result<(), Violation> {
-        let device = &mut self.devices[i];
-        let Some(client) = device.client.as_mut() else { return Ok(()) };
-        let result = client.sync(&mut device.link, 0).await.map(|_| ());
-        self.settle(i, "syncing", result)
-    }
-
-    /// The device's process dies: it restarts from what its store persisted, nothing else.
-    async fn crash_device(&mut self, i: usize) -> Result<(), Violation> {
-        self.report.device_crashes += 1;
-        let device = &mut self.devices[i];
-        device.link.sever();
-        let Some(client) = device.client.take() else { return Ok(()) };
-        let store = client.into_store();
-        let Some(state) = store.persisted_crypto() else {
-            return Err(self.violation(format!("device {i} persisted no encryption state")));
-        };
-        let crypto = DeviceCrypto::import(&state).map_err(|e| self.violation(format!("device {i} restart: {e}")))?;
-        self.devices[i].client = Some(Client::new(crypto, store));
-        Ok(())
     }
 
     /// The server process dies: every session is gone, storage (all acknowledged writes) stays.
@@ -328,92 +441,55 @@ impl World {
         ));
     }
 
-    /// No more faults: everyone reconnects and catches up until nothing new arrives.
+    /// No more faults: every active device reconnects and catches up, round after round, while
+    /// time passes (rate limits refill), until a round orders nothing new.
     async fn quiesce(&mut self) -> Result<(), Violation> {
         for device in &mut self.devices {
             device.link.fault_percent = 0;
         }
-        for _round in 0..6 {
+        for round in 0..QUIESCE_ROUNDS_MAX {
+            let before = self.last_seqs().await?;
+            self.env.advance(QUIESCE_ROUND_MS);
             for i in 0..self.devices.len() {
+                if !self.devices[i].is_active() {
+                    continue;
+                }
                 if !self.devices[i].link.connected() {
                     self.reconnect(i).await?;
                 } else {
                     self.catch_up(i).await?;
                 }
             }
-        }
-        Ok(())
-    }
-
-    /// Per device: each conversation's messages in server order, each message at most once,
-    /// and nothing undecryptable (one writer per device state, so nothing may fork).
-    fn check_step(&self) -> Result<(), Violation> {
-        for (i, device) in self.devices.iter().enumerate() {
-            let Some(client) = device.client.as_ref() else { continue };
-            let mut last_seq: BTreeMap<ConvId, u64> = BTreeMap::new();
-            let mut seen: BTreeSet<MsgId> = BTreeSet::new();
-            for (conv, seq, event) in client.store().records() {
-                if *seq > 0 {
-                    let last = last_seq.entry(*conv).or_insert(0);
-                    if *seq <= *last {
-                        return Err(self.violation(format!("device {i} processed seq {seq} of {conv} after {last}")));
-                    }
-                    *last = *seq;
-                }
-                match event {
-                    Some(Event::Message { msg_id, own: false, .. }) if !seen.insert(*msg_id) => {
-                        return Err(self.violation(format!("device {i} got message {msg_id} twice")));
-                    }
-                    Some(Event::Undecryptable { conv, seq, reason, .. }) => {
-                        return Err(self.violation(format!("device {i} cannot decrypt seq {seq} of {conv}: {reason}")));
-                    }
-                    _ => {}
-                }
+            if round > 0 && self.last_seqs().await? == before {
+                return Ok(());
             }
         }
         Ok(())
     }
 
-    /// After catching up: every message sent arrived exactly once at every other member, and
-    /// no outbox still holds anything.
-    fn check_end(&mut self) -> Result<(), Violation> {
-        self.check_step()?;
-        for (i, device) in self.devices.iter().enumerate() {
-            let Some(client) = device.client.as_ref() else { continue };
-            if !client.store().outbox_is_empty() {
-                return Err(self.violation(format!("device {i} still has unsent messages after catching up")));
-            }
-            let received: BTreeMap<MsgId, (ConvId, String)> = client
-                .store()
-                .records()
-                .iter()
-                .filter_map(|(_, _, event)| match event {
-                    Some(Event::Message { conv, msg_id, own: false, content: Content::Text(text), .. }) => {
-                        Some((*msg_id, (*conv, text.body.clone())))
-                    }
-                    _ => None,
-                })
-                .collect();
-            for sent in &self.sent {
-                let member = self.convs.get(&sent.conv).is_some_and(|m| m.contains(&device.user));
-                if !member || sent.sender == device.user {
-                    continue;
-                }
-                match received.get(&sent.msg_id) {
-                    Some((conv, body)) if *conv == sent.conv && *body == sent.body => {}
-                    Some(other) => {
-                        return Err(self.violation(format!("device {i} got {} as {other:?}", sent.msg_id)));
-                    }
-                    None => {
-                        return Err(self.violation(format!(
-                            "message {} ({:?}) from {} never reached device {i}",
-                            sent.msg_id, sent.body, sent.sender
-                        )));
-                    }
-                }
-            }
-            self.report.deliveries += received.len();
+    /// Mirrors what the server ordered since the last step.
+    async fn refresh(&mut self) -> Result<(), Violation> {
+        let result = self.logs.refresh(&self.store, &self.tap).await;
+        result.map_err(|e| self.violation(e))
+    }
+
+    /// The server's last seq of every conversation now (the boundary of a change just made).
+    async fn last_seqs(&self) -> Result<BTreeMap<ConvId, Seq>, Violation> {
+        let mut seqs = BTreeMap::new();
+        for conv in &self.convs {
+            let record = self.store.conversation(*conv).await.map_err(|e| self.violation(e.to_string()))?;
+            seqs.insert(*conv, record.map_or(0, |r| r.last_seq));
         }
-        Ok(())
+        Ok(seqs)
+    }
+
+    /// Members of `conv` as the server has them now.
+    async fn members(&self, conv: ConvId) -> Result<BTreeSet<UserId>, Violation> {
+        let members = self.store.members(conv).await.map_err(|e| self.violation(e.to_string()))?;
+        Ok(members.into_iter().map(|m| m.user).collect())
+    }
+
+    fn user_index(&self, user: UserId) -> Option<usize> {
+        self.users.iter().position(|u| u.id == user)
     }
 }

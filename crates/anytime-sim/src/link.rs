@@ -4,6 +4,10 @@
 //! it, or its answer lost after the server acted on it; either way the connection is gone and
 //! the device has to reconnect (a TCP stream neither reorders nor duplicates, so those faults
 //! appear as resends after a reconnect, which the protocol must absorb).
+//!
+//! Every link also writes the Welcome targets of the commits its device sends into a shared
+//! [`Tap`]: with the server's log it tells the checks which device entered which group at which
+//! epoch (the MLS bytes themselves say nothing readable about it).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -12,7 +16,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use anytime_client::{ClientError, Transport};
-use anytime_proto::{decode_server, encode_client, frame, ClientFrame, ServerFrame};
+use anytime_proto::{decode_server, encode_client, frame, ClientFrame, ConvId, DeviceId, MsgId, ServerFrame};
 use anytime_server_core::outbound::Outbound;
 use anytime_server_core::session::Live;
 use anytime_server_core::{Flow, ServerCore, Session};
@@ -26,6 +30,9 @@ const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// Frames a connection's write queue holds; the link drains it after every request.
 const OUT_QUEUE: usize = 65_536;
 
+/// Commits as their devices sent them: (conversation, commit id) → devices their Welcome names.
+pub type Tap = Rc<RefCell<BTreeMap<(ConvId, MsgId), Vec<DeviceId>>>>;
+
 struct Conn {
     session: Session,
     out: mpsc::Receiver<Bytes>,
@@ -38,6 +45,9 @@ pub struct Link {
     pushes: VecDeque<ServerFrame>,
     next_id: u32,
     rng: Rc<RefCell<Rng>>,
+    tap: Tap,
+    /// When set, every frame is printed to stderr with this device number.
+    pub trace: Option<usize>,
     /// Chance in percent that a request is lost before, or its answer after, the server.
     pub fault_percent: u64,
 }
@@ -47,8 +57,8 @@ fn lost() -> ClientError {
 }
 
 impl Link {
-    pub fn new(rng: Rc<RefCell<Rng>>) -> Link {
-        Link { conn: None, pushes: VecDeque::new(), next_id: 0, rng, fault_percent: 0 }
+    pub fn new(rng: Rc<RefCell<Rng>>, tap: Tap) -> Link {
+        Link { conn: None, pushes: VecDeque::new(), next_id: 0, rng, tap, trace: None, fault_percent: 0 }
     }
 
     pub fn connected(&self) -> bool {
@@ -90,8 +100,41 @@ impl Link {
         self.fault_percent > 0 && self.rng.borrow_mut().chance(self.fault_percent)
     }
 
+    /// Whether the hub revoked this device: then the session closes, as the shell's select loop
+    /// does as soon as the signal fires (before the next frame from the socket is read).
+    async fn closed_by_revocation(&mut self) -> bool {
+        let Some(conn) = self.conn.as_mut() else { return false };
+        let Some(live) = conn.live.as_ref() else { return false };
+        if !live.signal.revoked.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
+        }
+        let signal = live.signal.clone();
+        conn.session.on_signal(&signal).await;
+        self.drain();
+        self.disconnect().await;
+        true
+    }
+
     /// Sends one frame through the session; returns the answer to it, if any.
     async fn exchange(&mut self, frame: ClientFrame, faulty: bool) -> Result<Option<ServerFrame>, ClientError> {
+        if let Some(device) = self.trace {
+            eprintln!("  device {device} -> {}", describe_client(&frame));
+        }
+        let result = self.exchange_traced(frame, faulty).await;
+        if let Some(device) = self.trace {
+            match &result {
+                Ok(Some(answer)) => eprintln!("  device {device} <- {}", describe_server(answer)),
+                Ok(None) => {}
+                Err(error) => eprintln!("  device {device} xx {error}"),
+            }
+        }
+        result
+    }
+
+    async fn exchange_traced(&mut self, frame: ClientFrame, faulty: bool) -> Result<Option<ServerFrame>, ClientError> {
+        if self.closed_by_revocation().await {
+            return Err(lost());
+        }
         if faulty && self.fault() {
             self.disconnect().await;
             return Err(lost());
@@ -153,7 +196,9 @@ impl Link {
                     break;
                 }
             }
-            if !close && live.signal.lagged.load(std::sync::atomic::Ordering::Acquire) {
+            let signalled = live.signal.lagged.load(std::sync::atomic::Ordering::Acquire)
+                || live.signal.revoked.load(std::sync::atomic::Ordering::Acquire);
+            if !close && signalled {
                 let signal = live.signal.clone();
                 if let Flow::Close = conn.session.on_signal(&signal).await {
                     close = true;
@@ -170,6 +215,10 @@ impl Link {
 #[async_trait(?Send)]
 impl Transport for Link {
     async fn request(&mut self, frame: ClientFrame) -> Result<ServerFrame, ClientError> {
+        if let ClientFrame::Commit(commit) = &frame {
+            let devices = commit.welcome.as_ref().map(|w| w.devices.clone()).unwrap_or_default();
+            self.tap.borrow_mut().insert((commit.conv, commit.msg_id), devices);
+        }
         match self.exchange(frame, true).await? {
             Some(answer) => Ok(answer),
             None => Err(ClientError::Protocol("no answer".into())),
@@ -185,6 +234,44 @@ impl Transport for Link {
             return Err(lost());
         }
         self.pump().await;
-        Ok(self.pushes.pop_front())
+        let push = self.pushes.pop_front();
+        if let (Some(device), Some(push)) = (self.trace, push.as_ref()) {
+            eprintln!("  device {device} <= {}", describe_server(push));
+        }
+        Ok(push)
     }
+}
+
+/// A frame in one line, without payloads (for `--trace`).
+fn describe_client(frame: &ClientFrame) -> String {
+    match frame {
+        ClientFrame::Commit(c) => {
+            let welcome = c.welcome.as_ref().map(|w| w.devices.clone());
+            format!("Commit {} epoch {} welcome {welcome:?}", c.conv, c.epoch)
+        }
+        ClientFrame::Send(s) => format!("Send {} {}", s.conv, s.msg_id),
+        ClientFrame::UploadKeyPackages(u) => format!("UploadKeyPackages {}", u.packages.len()),
+        other => short(format!("{other:?}")),
+    }
+}
+
+fn describe_server(frame: &ServerFrame) -> String {
+    match frame {
+        ServerFrame::Message(m) => format!("Message {} seq {} {:?} from {}", m.conv, m.seq, m.kind, m.sender_device),
+        ServerFrame::Welcome(w) => format!("Welcome {} id {}", w.conv, w.welcome),
+        ServerFrame::KeyPackages(k) => {
+            format!("KeyPackages {:?}", k.packages.iter().map(|p| p.device).collect::<Vec<_>>())
+        }
+        ServerFrame::ConversationInfo(i) => {
+            format!("ConversationInfo {} epoch {} last {}", i.conv, i.epoch, i.last_seq)
+        }
+        other => short(format!("{other:?}")),
+    }
+}
+
+fn short(mut text: String) -> String {
+    if let Some((cut, _)) = text.char_indices().nth(120) {
+        text.truncate(cut);
+    }
+    text
 }

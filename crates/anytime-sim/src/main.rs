@@ -1,14 +1,16 @@
 //! `anytime-sim`: runs the deterministic simulation for one seed or a range of seeds.
 //!
 //! ```sh
-//! cargo run -p anytime-sim --release -- --seeds 1..200 --steps 500
-//! cargo run -p anytime-sim -- --seed 7 --break forget-ratchet   # a broken rule, caught
+//! cargo run -p anytime-sim --release -- --seeds 1..201 --steps 500
+//! cargo run -p anytime-sim -- --seed 16 --break forget-ratchet   # a broken rule, caught
+//! cargo run -p anytime-sim -- --seed 10 --trace                  # every step and frame
 //! ```
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anytime_sim::{run, Config, Fault};
+use anytime_sim::{run, Config, Fault, Report};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -30,6 +32,9 @@ struct Args {
     /// Break a rule on purpose: `forget-ratchet` or `forget-outbox`.
     #[arg(long = "break")]
     broken: Option<String>,
+    /// Print every step to stderr.
+    #[arg(long)]
+    trace: bool,
 }
 
 fn main() -> ExitCode {
@@ -56,21 +61,66 @@ fn main() -> ExitCode {
         }
     };
     let started = Instant::now();
-    let mut failed = 0;
+    let mut total = Report::default();
+    let mut failures: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for seed in &seeds {
-        let config = Config { seed: *seed, users: args.users, steps: args.steps, network_faults: args.faults, fault };
+        let config = Config {
+            seed: *seed,
+            users: args.users,
+            steps: args.steps,
+            network_faults: args.faults,
+            fault,
+            trace: args.trace,
+        };
         match run(config) {
-            Ok(report) => println!("seed {seed}: ok {report:?}"),
+            Ok(report) => {
+                println!("seed {seed}: ok {report:?}");
+                add(&mut total, &report);
+            }
             Err(violation) => {
-                failed += 1;
                 println!("FAILED {violation}");
+                failures.entry(kind(&violation.what)).or_default().push(*seed);
             }
         }
     }
+    let failed: usize = failures.values().map(Vec::len).sum();
     println!("{} seeds, {failed} failed, {:.1} s", seeds.len(), started.elapsed().as_secs_f64());
+    println!("passed seeds in total: {total:?}");
+    for (kind, seeds) in &failures {
+        println!("{} failed with \"{kind}\": seeds {seeds:?}", seeds.len());
+    }
     if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+fn add(total: &mut Report, report: &Report) {
+    total.sends += report.sends;
+    total.deliveries += report.deliveries;
+    total.lost_requests += report.lost_requests;
+    total.reconnects += report.reconnects;
+    total.device_crashes += report.device_crashes;
+    total.server_crashes += report.server_crashes;
+    total.links += report.links;
+    total.revocations += report.revocations;
+    total.membership_changes += report.membership_changes;
+    total.not_in_group += report.not_in_group;
+    total.refused_for_now += report.refused_for_now;
+}
+
+/// A violation without its ids and numbers, to count failures of one kind together.
+fn kind(what: &str) -> String {
+    let mut kind = String::with_capacity(what.len());
+    for word in what.split(' ') {
+        let digits = word.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+        let id = digits.len() >= 16 && digits.chars().all(|c| c.is_ascii_hexdigit());
+        let number = !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit());
+        if !kind.is_empty() {
+            kind.push(' ');
+        }
+        kind.push_str(if id || number { "…" } else { word });
+    }
+    kind
 }
