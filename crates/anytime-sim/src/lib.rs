@@ -42,6 +42,10 @@ pub use crate::store::{Fault, SimStore};
 /// Rounds of "everyone reconnects and catches up" at the end of a run, at most: it stops after
 /// a round in which the server ordered nothing new (every device then has everything).
 const QUIESCE_ROUNDS_MAX: usize = 12;
+/// Chance in percent that an offline device, when it is its turn, comes back.
+const RECONNECT_PERCENT: usize = 60;
+/// Chance in percent that a step goes to a revoked device (which must get nothing).
+const HAUNT_PERCENT: u64 = 5;
 /// Virtual time between two steps is up to this long.
 const STEP_MS_MAX: usize = 400;
 /// Virtual time each quiesce round lets pass (rate limits refill, as they would while people wait).
@@ -392,7 +396,7 @@ impl World {
 
     async fn step_once(&mut self) -> Result<(), Violation> {
         let roll = self.rng.borrow_mut().below(100);
-        let i = self.rng.borrow_mut().below(self.devices.len());
+        let i = self.pick_device();
         self.env.advance(self.rng.borrow_mut().below(STEP_MS_MAX) as u64);
         if self.config.trace {
             let device = &self.devices[i];
@@ -407,7 +411,7 @@ impl World {
         }
         if !self.devices[i].link.connected() {
             // An offline device's only move is to come back.
-            return if roll < 30 { self.reconnect(i).await } else { Ok(()) };
+            return if roll < RECONNECT_PERCENT { self.reconnect(i).await } else { Ok(()) };
         }
         match roll {
             0..=40 => self.send(i).await,
@@ -425,6 +429,16 @@ impl World {
             95..=97 => self.link_device(i).await,
             _ => self.revoke_sibling(i).await,
         }
+    }
+
+    /// The device that acts: a live one (approved or waiting), now and then a revoked one.
+    fn pick_device(&mut self) -> usize {
+        let mut rng = self.rng.borrow_mut();
+        let haunt = rng.chance(HAUNT_PERCENT);
+        let (revoked, live): (Vec<usize>, Vec<usize>) =
+            (0..self.devices.len()).partition(|d| self.devices[*d].state == DeviceState::Revoked);
+        let from = if haunt && !revoked.is_empty() { revoked } else { live };
+        from[rng.below(from.len())]
     }
 
     /// The server process dies: every session is gone, storage (all acknowledged writes) stays.
