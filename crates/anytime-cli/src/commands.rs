@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anytime_client::content::{self, Content, ReceiptKind};
 use anytime_client::e2ee::{DeviceCrypto, DeviceIdentity};
+use anytime_client::timeline::is_request;
 use anytime_client::{Client, ClientError, ClientStore, Event, Transport};
 use anytime_proto::frame::{self, ConvKind};
 use anytime_proto::http::{ErrorBody, SessionResponse};
@@ -24,6 +25,11 @@ use crate::Command;
 
 /// Quiet time after which catching up counts as done.
 const IDLE_MS: u64 = 400;
+/// How much of a chat's history decides whether it is a message request (who wrote in it).
+const REQUEST_CHECK_ENTRIES: usize = 1_000;
+/// Profile setting: this device judges new chats as message requests (set at registration; a
+/// device logged in later first accepts the chats the account already had).
+const REQUESTS_KNOWN: &str = "requests-known";
 
 /// Where a command's output goes: this process's stdout, or — for a command run on behalf of
 /// another process (see `profile_access`) — back to that process, rendered for its `--json`.
@@ -235,6 +241,57 @@ impl Session {
     }
 
     /// The username of the other member of a direct chat ("(just you)" if none).
+    /// Marks a chat as one this account talks in: it is never a message request.
+    fn accept(&self, conv: ConvId) -> anyhow::Result<()> {
+        self.client.store().set(&format!("accepted:{conv}"), b"1")?;
+        Ok(())
+    }
+
+    /// The message requests among `chats` (see `anytime_client::timeline::is_request`).
+    async fn requests(&mut self, chats: &[frame::ConversationSummary]) -> anyhow::Result<BTreeSet<ConvId>> {
+        let me = self.client.me().user;
+        if self.client.store().get(REQUESTS_KNOWN)?.is_none() {
+            // A device logged in to an existing account (or a profile from before requests
+            // existed): the chats the account already has are not requests.
+            for c in chats {
+                self.accept(c.conv)?;
+            }
+            self.client.store().set(REQUESTS_KNOWN, b"1")?;
+        }
+        let mut accepted = BTreeSet::new();
+        let mut histories = BTreeMap::new();
+        for c in chats {
+            if self.client.store().get(&format!("accepted:{}", c.conv))?.is_some() {
+                accepted.insert(c.conv);
+            }
+            histories.insert(c.conv, self.client.store().history(c.conv, REQUEST_CHECK_ENTRIES)?);
+        }
+        let mut contacts = BTreeSet::new();
+        for c in chats.iter().filter(|c| c.kind == ConvKind::Direct) {
+            let wrote = histories[&c.conv].iter().any(|e| e.sender == me && e.kind.is_message());
+            if !(accepted.contains(&c.conv) || wrote) {
+                continue;
+            }
+            if let Ok(ServerFrame::ConversationInfo(info)) =
+                self.net.request(frame::GetConversation { conv: c.conv }.into()).await
+            {
+                contacts.extend(info.members.iter().map(|m| m.user).filter(|u| *u != me));
+            }
+        }
+        Ok(chats
+            .iter()
+            .map(|c| c.conv)
+            .filter(|conv| is_request(me, accepted.contains(conv), &histories[conv], |u| contacts.contains(&u)))
+            .collect())
+    }
+
+    async fn chat_list(&mut self) -> anyhow::Result<Vec<frame::ConversationSummary>> {
+        expect(self.net.request(frame::ListConversations {}.into()).await?, |f| match f {
+            ServerFrame::Conversations(c) => Some(c.conversations),
+            _ => None,
+        })
+    }
+
     async fn peer_name(&mut self, conv: ConvId, me: UserId) -> String {
         let peer = match self.net.request(frame::GetConversation { conv }.into()).await {
             Ok(ServerFrame::ConversationInfo(info)) => info.members.iter().map(|m| m.user).find(|u| *u != me),
@@ -352,13 +409,24 @@ async fn enroll_via(dir: &Path, json: bool, path: &str, account: crate::AccountA
     let crate::AccountArgs { server, username, password, device_name } = account;
     let body = json!({"username": username, "password": password, "device_name": device_name});
     let session = self::account(&server, path, body).await?;
-    enroll(dir, json, &server, &username, session).await
+    enroll(dir, json, &server, &username, session, path == "/v1/register").await
 }
 
-async fn enroll(dir: &Path, json: bool, server: &str, username: &str, session: SessionResponse) -> anyhow::Result<()> {
+async fn enroll(
+    dir: &Path,
+    json: bool,
+    server: &str,
+    username: &str,
+    session: SessionResponse,
+    new_account: bool,
+) -> anyhow::Result<()> {
     let profile = Profile::open(dir)?;
     if profile.get("token")?.is_some() {
         bail!("the profile {} already holds an account; use another --profile", dir.display());
+    }
+    if new_account {
+        // A new account has no chats yet: every chat someone else starts is judged.
+        profile.set(REQUESTS_KNOWN, b"1")?;
     }
     let identity = DeviceIdentity { user: session.user_id, device: session.device_id };
     let crypto = DeviceCrypto::new(identity)?;
@@ -503,20 +571,29 @@ async fn execute(s: &mut Session, command: Command) -> anyhow::Result<()> {
             )?;
         }
         Command::Chats => {
-            let list = expect(s.net.request(frame::ListConversations {}.into()).await?, |f| match f {
-                ServerFrame::Conversations(c) => Some(c.conversations),
-                _ => None,
-            })?;
+            let list = s.chat_list().await?;
+            let requests = s.requests(&list).await?;
             let me = s.client.me().user;
             for c in list {
                 let kind = if c.kind == ConvKind::Direct { "direct" } else { "group" };
                 // A direct chat has no name of its own: it is called after the other person.
                 let title = if c.kind == ConvKind::Direct { s.peer_name(c.conv, me).await } else { c.name.clone() };
+                let request = requests.contains(&c.conv);
                 s.out.print(
-                    format!("{} {kind} {title:?} ({} members)", c.conv, c.member_count),
-                    json!({"conv": c.conv, "kind": kind, "name": c.name, "title": title, "members": c.member_count, "last_seq": c.last_seq}),
+                    format!(
+                        "{} {kind} {title:?} ({} members){}",
+                        c.conv,
+                        c.member_count,
+                        if request { " — message request: `anytime accept` it to reply with read receipts" } else { "" }
+                    ),
+                    json!({"conv": c.conv, "kind": kind, "name": c.name, "title": title, "members": c.member_count, "last_seq": c.last_seq, "request": request}),
                 )?;
             }
+        }
+        Command::Accept { chat } => {
+            let conv = parse_conv(&chat)?;
+            s.accept(conv)?;
+            s.out.print(format!("accepted {conv}"), json!({"conv": conv, "accepted": true}))?;
         }
         Command::Direct { username } => {
             let peer = s.user(&username).await?;
@@ -524,6 +601,7 @@ async fn execute(s: &mut Session, command: Command) -> anyhow::Result<()> {
             for e in s.client.establish(&mut s.net, &info).await? {
                 s.out.event(&e)?;
             }
+            s.accept(info.conv)?;
             s.out.print(format!("{}", info.conv), json!({"conv": info.conv}))?;
         }
         Command::Group { name, members } => {
@@ -533,6 +611,7 @@ async fn execute(s: &mut Session, command: Command) -> anyhow::Result<()> {
             }
             let info = expect(s.net.request(frame::CreateGroup { name, members: users }.into()).await?, conversation)?;
             s.client.establish(&mut s.net, &info).await?;
+            s.accept(info.conv)?;
             s.out.print(format!("{}", info.conv), json!({"conv": info.conv}))?;
         }
         Command::Add { chat, members } => {
@@ -578,6 +657,7 @@ async fn execute(s: &mut Session, command: Command) -> anyhow::Result<()> {
         }
         Command::Join { code } => {
             let info = expect(s.net.request(frame::JoinInvite { code }.into()).await?, conversation)?;
+            s.accept(info.conv)?;
             s.out.print(
                 format!("{} (an existing member's device adds this device to the encryption group)", info.conv),
                 json!({"conv": info.conv}),
@@ -613,6 +693,12 @@ async fn execute(s: &mut Session, command: Command) -> anyhow::Result<()> {
         }
         Command::Read { chat } => {
             let conv = parse_conv(&chat)?;
+            let list = s.chat_list().await?;
+            if s.requests(&list).await?.contains(&conv) {
+                bail!(
+                    "{conv} is a message request: its sender learns you read it only once you accept (`anytime accept {conv}`, then `anytime read {conv}`)"
+                );
+            }
             let ids: Vec<MsgId> = s
                 .client
                 .store()

@@ -88,8 +88,10 @@ pub enum Command {
     Edit { chat: String, message: String, text: String },
     /// Delete one of your messages for everyone.
     Delete { chat: String, message: String },
-    /// Mark messages of a chat as read (sends read receipts).
+    /// Mark messages of a chat as read (sends read receipts; a message request must be accepted first).
     Read { chat: String },
+    /// Accept a message request: a chat started by someone you have not talked with.
+    Accept { chat: String },
     /// Set the chat's disappearing-message timer in seconds (0 = off).
     Timer { chat: String, seconds: u32 },
     /// Fetch everything new and print it.

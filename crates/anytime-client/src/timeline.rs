@@ -365,6 +365,18 @@ impl Timeline {
     }
 }
 
+/// Message requests: a chat is a request while this account has not accepted it (started it,
+/// joined it by invite, or pressed Accept), has never written in it from any of its devices, and
+/// only people who are not its contacts have written in it. Until it is accepted the shells send
+/// no read receipts and no typing, so the sender cannot tell whether it was seen.
+pub fn is_request(me: UserId, accepted: bool, entries: &[Entry], is_contact: impl Fn(UserId) -> bool) -> bool {
+    if accepted {
+        return false;
+    }
+    let mut writers = entries.iter().filter(|e| e.kind.is_message()).map(|e| e.sender).peekable();
+    writers.peek().is_some() && writers.all(|user| user != me && !is_contact(user))
+}
+
 fn describe_seconds(seconds: u32) -> String {
     match seconds {
         s if s % 86_400 == 0 => format!("{} d", s / 86_400),
@@ -447,6 +459,24 @@ mod tests {
         assert_eq!(t.entries.len(), 2);
         assert!(t.entries.iter().all(|e| e.kind == EntryKind::Notice && e.body.contains("diverged")));
         assert_eq!(t.unread, 0);
+    }
+
+    #[test]
+    fn a_first_message_from_a_stranger_is_a_request_until_accepted_or_answered() {
+        let (me, friend) = (UserId(1), UserId(3));
+        let mut t = Timeline::new(ConvId(1));
+        let is_friend = |u: UserId| u == friend;
+        assert!(!is_request(me, false, &t.entries, is_friend), "nothing written: not a request");
+        t.apply(&msg(1, 1, 2, false, text("hi, I'm a stranger")), 5);
+        assert!(is_request(me, false, &t.entries, is_friend));
+        assert!(!is_request(me, true, &t.entries, is_friend), "accepted");
+        t.apply(&msg(2, 2, 3, false, text("I know them")), 5);
+        assert!(!is_request(me, false, &t.entries, is_friend), "a contact wrote too (a group)");
+        let mut t = Timeline::new(ConvId(2));
+        t.apply(&msg(1, 1, 2, false, text("hi")), 5);
+        // Written from another of my devices: `own` is false there, but it is still me.
+        t.apply(&msg(2, 2, 1, false, text("answered")), 5);
+        assert!(!is_request(me, false, &t.entries, |_| false), "answered: not a request");
     }
 
     #[test]

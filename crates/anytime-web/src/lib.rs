@@ -228,6 +228,16 @@ impl App {
     }
 
     /// Marks the chat read here and tells the senders (read receipts).
+    /// Takes a message request into the chat list (and marks it read).
+    pub fn accept(&self, conv: String) -> Promise {
+        self.run(Cmd::Accept(conv))
+    }
+
+    /// Deletes a message request; `block` also blocks whoever wrote in it.
+    pub fn decline(&self, conv: String, block: bool) -> Promise {
+        self.run(Cmd::Decline(conv, block))
+    }
+
     #[wasm_bindgen(js_name = markRead)]
     pub fn mark_read(&self, conv: String) -> Promise {
         self.run(Cmd::MarkRead(conv))

@@ -54,6 +54,18 @@ pub struct Meta {
     pub verified: BTreeMap<UserId, (String, ConvId, bool)>,
 }
 
+/// Message requests this device decided on (see `anytime_client::timeline::is_request`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ChatState {
+    /// Chats this account started, joined or accepted.
+    pub accepted: BTreeSet<ConvId>,
+    /// Requests deleted here: hidden until someone writes again.
+    pub declined: BTreeSet<ConvId>,
+    /// Set by the first catch-up, which accepts every chat the account already had: a linked
+    /// device (or a store from before requests existed) must not show old chats as requests.
+    pub initialized: bool,
+}
+
 #[derive(Default)]
 pub struct Data {
     pub account: Option<Account>,
@@ -63,6 +75,8 @@ pub struct Data {
     /// stores written before it existed still load.
     pub outbox_content: BTreeMap<MsgId, Vec<u8>>,
     pub timelines: BTreeMap<ConvId, Timeline>,
+    /// Under its own key too (`chat-state`), for the same reason.
+    pub chat_state: ChatState,
 }
 
 #[derive(Default)]
@@ -109,6 +123,7 @@ impl Persist {
                 "account" => data.account = Some(postcard::from_bytes(&bytes).map_err(|e| corrupt("account", e))?),
                 "crypto" => data.crypto = bytes,
                 "meta" => data.meta = postcard::from_bytes(&bytes).map_err(|e| corrupt("state", e))?,
+                "chat-state" => data.chat_state = postcard::from_bytes(&bytes).map_err(|e| corrupt("chat list", e))?,
                 "outbox-content" => {
                     data.outbox_content = postcard::from_bytes(&bytes).map_err(|e| corrupt("outbox", e))?
                 }
@@ -168,6 +183,7 @@ impl Persist {
             if dirty.meta {
                 put("meta".into(), &encode(&data.meta));
                 put("outbox-content".into(), &encode(&data.outbox_content));
+                put("chat-state".into(), &encode(&data.chat_state));
             }
             for conv in &dirty.convs {
                 if let Some(timeline) = data.timelines.get(conv) {

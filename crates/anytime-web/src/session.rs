@@ -29,11 +29,31 @@ const BACKOFF_MAX_MS: u64 = 10_000;
 pub(crate) enum Cmd {
     Direct(String),
     Group(String, Vec<String>),
-    Send { conv: String, text: String, reply_to: Option<String> },
-    React { conv: String, msg: String, emoji: String, remove: bool },
-    Edit { conv: String, msg: String, text: String },
-    Delete { conv: String, msg: String },
+    Send {
+        conv: String,
+        text: String,
+        reply_to: Option<String>,
+    },
+    React {
+        conv: String,
+        msg: String,
+        emoji: String,
+        remove: bool,
+    },
+    Edit {
+        conv: String,
+        msg: String,
+        text: String,
+    },
+    Delete {
+        conv: String,
+        msg: String,
+    },
     MarkRead(String),
+    /// Take a message request into the chat list.
+    Accept(String),
+    /// Delete a message request (and block whoever sent it, if `true`).
+    Decline(String, bool),
     Typing(String),
     Timer(String, u32),
     Rename(String, String),
@@ -348,6 +368,13 @@ impl Session {
             self.refresh_chat(conv).await?;
         }
         self.subscribe_presence().await?;
+        if !self.shared.persist.data.borrow().chat_state.initialized {
+            let chats: Vec<ConvId> = self.shared.view.borrow().chats.keys().copied().collect();
+            let mut data = self.shared.persist.data.borrow_mut();
+            data.chat_state.accepted.extend(chats);
+            data.chat_state.initialized = true;
+            self.shared.persist.touch_meta();
+        }
         self.shared.notify("chats", None);
         Ok(())
     }
@@ -531,24 +558,53 @@ impl Session {
                     None => Err(ClientError::Protocol("not a message".into())),
                 }
             }
-            Cmd::MarkRead(conv) => {
-                let conv = conv_id(&conv)?;
-                let me = self.client.me().user;
-                let ids = {
-                    let mut data = self.shared.persist.data.borrow_mut();
-                    data.timelines.get_mut(&conv).map(|t| t.mark_read(me)).unwrap_or_default()
-                };
-                self.shared.persist.touch_conv(conv);
-                if !ids.is_empty() {
-                    let receipt = Content::Receipt(content::Receipt { kind: ReceiptKind::Read, messages: ids });
-                    self.send_content(conv, receipt).await?;
-                }
-                self.shared.notify("chats", None);
-                Ok(json!({}))
-            }
+            Cmd::MarkRead(conv) => self.mark_read(conv_id(&conv)?).await,
             Cmd::Typing(conv) => {
                 use anytime_client::Transport;
-                self.net.notify(frame::Typing { conv: conv_id(&conv)? }.into()).await?;
+                let conv = conv_id(&conv)?;
+                if !self.is_request(conv) {
+                    self.net.notify(frame::Typing { conv }.into()).await?;
+                }
+                Ok(json!({}))
+            }
+            Cmd::Accept(conv) => {
+                let conv = conv_id(&conv)?;
+                self.accept(conv);
+                // What arrived while it was a request counts as read now: say so.
+                self.mark_read(conv).await
+            }
+            Cmd::Decline(conv, block) => {
+                let conv = conv_id(&conv)?;
+                let me = self.client.me().user;
+                let (group, writers) = {
+                    let view = self.shared.view.borrow();
+                    let data = self.shared.persist.data.borrow();
+                    let group = view.chats.get(&conv).is_some_and(|c| c.kind == frame::ConvKind::Group);
+                    let writers: BTreeSet<UserId> = data
+                        .timelines
+                        .get(&conv)
+                        .map(|t| t.entries.iter().filter(|e| e.kind.is_message() && e.sender != me).map(|e| e.sender).collect())
+                        .unwrap_or_default();
+                    (group, writers)
+                };
+                if block {
+                    for user in writers {
+                        self.done(frame::Block { user }.into()).await?;
+                    }
+                }
+                if group {
+                    self.leave(conv).await?;
+                } else {
+                    // A direct chat cannot be left: its history goes, and it stays hidden until
+                    // someone writes in it again.
+                    let mut data = self.shared.persist.data.borrow_mut();
+                    data.timelines.insert(conv, anytime_client::timeline::Timeline::new(conv));
+                    data.chat_state.declined.insert(conv);
+                    data.chat_state.accepted.remove(&conv);
+                    self.shared.persist.touch_conv(conv);
+                    self.shared.persist.touch_meta();
+                }
+                self.shared.notify("chats", None);
                 Ok(json!({}))
             }
             Cmd::Timer(conv, seconds) => {
@@ -580,14 +636,7 @@ impl Session {
                 self.done(frame::SetAdmin { conv, user, admin }.into()).await?;
                 self.opened(conv).await
             }
-            Cmd::Leave(conv) => {
-                let conv = conv_id(&conv)?;
-                self.done(frame::Leave { conv }.into()).await?;
-                self.client.forget_group(conv)?;
-                self.shared.view.borrow_mut().chats.remove(&conv);
-                self.shared.notify("chats", None);
-                Ok(json!({}))
-            }
+            Cmd::Leave(conv) => self.leave(conv_id(&conv)?).await,
             Cmd::Invite(conv) => {
                 let conv = conv_id(&conv)?;
                 let request = frame::CreateInvite { conv, ttl_secs: 7 * 86_400, max_uses: 50 };
@@ -599,6 +648,7 @@ impl Session {
             Cmd::Join(code) => {
                 let code = code.trim().rsplit(['#', '/', '=']).next().unwrap_or_default().to_owned();
                 let info = self.conversation(frame::JoinInvite { code }.into()).await?;
+                self.accept(info.conv);
                 self.refresh_chat(info.conv).await?;
                 self.subscribe_presence().await?;
                 self.shared.notify("chats", None);
@@ -645,7 +695,48 @@ impl Session {
         }
     }
 
+    /// Marks a chat read here and tells the others with a read receipt (not a request's).
+    async fn mark_read(&mut self, conv: ConvId) -> Result<Value, ClientError> {
+        if self.is_request(conv) {
+            // Its sender learns nothing until it is accepted; accepting marks it read.
+            return Ok(json!({}));
+        }
+        let me = self.client.me().user;
+        let ids = {
+            let mut data = self.shared.persist.data.borrow_mut();
+            data.timelines.get_mut(&conv).map(|t| t.mark_read(me)).unwrap_or_default()
+        };
+        self.shared.persist.touch_conv(conv);
+        if !ids.is_empty() {
+            let receipt = Content::Receipt(content::Receipt { kind: ReceiptKind::Read, messages: ids });
+            self.send_content(conv, receipt).await?;
+        }
+        self.shared.notify("chats", None);
+        Ok(json!({}))
+    }
+
+    async fn leave(&mut self, conv: ConvId) -> Result<Value, ClientError> {
+        self.done(frame::Leave { conv }.into()).await?;
+        self.client.forget_group(conv)?;
+        self.shared.view.borrow_mut().chats.remove(&conv);
+        self.shared.notify("chats", None);
+        Ok(json!({}))
+    }
+
+    /// A chat this account started, joined or accepted is never a message request.
+    fn accept(&self, conv: ConvId) {
+        let mut data = self.shared.persist.data.borrow_mut();
+        data.chat_state.accepted.insert(conv);
+        data.chat_state.declined.remove(&conv);
+        self.shared.persist.touch_meta();
+    }
+
+    fn is_request(&self, conv: ConvId) -> bool {
+        crate::view::is_request(&self.shared.view.borrow(), &self.shared.persist.data.borrow(), conv)
+    }
+
     async fn opened(&mut self, conv: ConvId) -> Result<Value, ClientError> {
+        self.accept(conv);
         self.refresh_chat(conv).await?;
         self.subscribe_presence().await?;
         self.shared.notify("chats", Some(conv));

@@ -2,9 +2,9 @@
 //! server's membership (names, admins), the decrypted local timelines and the ephemeral state
 //! (presence, typing) the session task keeps here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use anytime_client::timeline::{Entry, EntryKind, Timeline};
+use anytime_client::timeline::{self, Entry, EntryKind, Timeline};
 use anytime_proto::frame::{ConvKind, ConversationInfo, PresencePrivacy};
 use anytime_proto::{ConvId, MsgId, UserId};
 use serde_json::{json, Value};
@@ -81,14 +81,49 @@ fn typing_names(view: &View, conv: ConvId, now: u64) -> Vec<String> {
     names
 }
 
+/// Users this account talks with: the other member of every direct chat it accepted or wrote in.
+fn contacts(view: &View, data: &Data, me: UserId) -> BTreeSet<UserId> {
+    view.chats
+        .values()
+        .filter(|info| info.kind == ConvKind::Direct)
+        .filter(|info| {
+            data.chat_state.accepted.contains(&info.conv)
+                || data
+                    .timelines
+                    .get(&info.conv)
+                    .is_some_and(|t| t.entries.iter().any(|e| e.sender == me && e.kind.is_message()))
+        })
+        .filter_map(|info| peer(info, me))
+        .collect()
+}
+
+fn request_given(data: &Data, contacts: &BTreeSet<UserId>, conv: ConvId, me: UserId) -> bool {
+    let entries = data.timelines.get(&conv).map(|t| t.entries.as_slice()).unwrap_or_default();
+    timeline::is_request(me, data.chat_state.accepted.contains(&conv), entries, |u| contacts.contains(&u))
+}
+
+/// Whether `conv` is a message request (see `anytime_client::timeline::is_request`).
+pub fn is_request(view: &View, data: &Data, conv: ConvId) -> bool {
+    let Some(me) = data.account.as_ref().map(|a| a.user) else { return false };
+    request_given(data, &contacts(view, data, me), conv, me)
+}
+
+/// A request deleted here stays hidden until someone writes in it again.
+fn hidden(data: &Data, conv: ConvId) -> bool {
+    data.chat_state.declined.contains(&conv)
+        && !data.timelines.get(&conv).is_some_and(|t| t.entries.iter().any(|e| e.kind.is_message()))
+}
+
 pub fn chats_json(shared: &Shared) -> Value {
     let view = shared.view.borrow();
     let data = shared.persist.data.borrow();
     let Some(me) = data.account.as_ref().map(|a| a.user) else { return json!([]) };
     let now = now_ms();
+    let contacts = contacts(&view, &data, me);
     let mut chats: Vec<(u64, Value)> = view
         .chats
         .values()
+        .filter(|info| !hidden(&data, info.conv))
         .map(|info| {
             let timeline = data.timelines.get(&info.conv);
             let last = timeline.and_then(Timeline::last);
@@ -101,6 +136,7 @@ pub fn chats_json(shared: &Shared) -> Value {
                 "last": last.map(|e| json!({"text": preview(e), "sender": name(&view, e.sender), "own": e.own, "at": e.sent_at_ms})),
                 "presence": if info.kind == ConvKind::Direct { presence_json(&view, peer(info, me)) } else { Value::Null },
                 "typing": typing_names(&view, info.conv, now),
+                "request": request_given(&data, &contacts, info.conv, me),
             });
             (activity, value)
         })
@@ -240,6 +276,7 @@ pub fn chat_json(shared: &Shared, conv: ConvId, limit: usize, include: Option<Ms
         "verified": verified.is_some(),
         "safety_changed": view.safety_changed.get(&conv).copied().unwrap_or(false),
         "entries": entries,
+        "request": is_request(&view, &data, conv),
         "more": start > 0,
         "first_unread": first_unread.map(|(_, e)| hex(&e.msg_id.0)),
     })

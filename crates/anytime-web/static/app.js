@@ -20,7 +20,8 @@ const ui = {
   jumpTo: null, // scroll to this message once rendered
   firstUnread: undefined, // the unread divider's message, fixed when the chat opened
   query: "", // message search
-  keepScroll: null, // distance from the bottom to keep while earlier messages load
+  keepScroll: null,
+  showRequests: false, // the chat list shows message requests instead of chats // distance from the bottom to keep while earlier messages load
 };
 const PAGE = 50;
 
@@ -265,7 +266,10 @@ function renderChats() {
   if (!list) return;
   if (ui.query.trim()) { renderSearch(list); return; }
   list.removeAttribute("aria-label");
-  const chats = JSON.parse(app.chats());
+  const all = JSON.parse(app.chats());
+  const requests = all.filter((c) => c.request);
+  if (!requests.length) ui.showRequests = false;
+  const chats = all.filter((c) => c.request === ui.showRequests);
   refreshWhileTyping(chats.some((c) => c.typing.length));
   const focused = document.activeElement && document.activeElement.dataset.conv;
   list.replaceChildren(...chats.map((c) => {
@@ -285,6 +289,16 @@ function renderChats() {
     c.unread ? h("span", { class: "badge", "data-testid": "unread" }, String(c.unread)) : null);
     return h("li", {}, button);
   }));
+  if (ui.showRequests) {
+    list.prepend(h("li", { class: "requests-head" },
+      h("button", { type: "button", class: "secondary", onclick: () => { ui.showRequests = false; queueRender(); } }, "← All chats"),
+      h("p", { class: "muted" }, "People you have not talked with yet. They can't see that you read their messages until you accept.")));
+  } else if (requests.length) {
+    list.prepend(h("li", {}, h("button", {
+      type: "button", class: "requests-entry", "data-testid": "requests",
+      onclick: () => { ui.showRequests = true; queueRender(); },
+    }, `Message requests (${requests.length})`)));
+  }
   if (!chats.length) list.append(h("li", { class: "muted empty" }, "No chats yet"));
   if (focused) list.querySelector(`[data-conv="${CSS.escape(focused)}"]`)?.focus();
 }
@@ -327,6 +341,7 @@ function renderChatFrame() {
       h("div", { class: "heading" }, h("h2", { id: "chat-title" }), h("span", { id: "chat-sub", class: "muted" })),
       h("button", { type: "button", class: "secondary", id: "info-button", onclick: infoDialog }, "Info")),
     h("div", { id: "safety-banner" }),
+    h("div", { id: "request-banner" }),
     h("ol", { id: "timeline", class: "timeline", role: "log", "aria-live": "polite", "aria-label": "Messages", tabindex: "0", onscroll: updateJump }),
     h("button", { type: "button", id: "jump-unread", class: "jump", hidden: true, onclick: () => scrollToEntry("unread-divider", "start") }, "↑ First unread"),
     composer);
@@ -350,6 +365,7 @@ function renderChat() {
   const banner = document.getElementById("safety-banner");
   banner.replaceChildren(chat.safety_changed ? h("p", { class: "warning", role: "alert" },
     `${chat.title}'s safety number changed: a device was added or removed. Compare it again in Info.`) : "");
+  renderRequest(chat);
   const timeline = document.getElementById("timeline");
   const html = JSON.stringify(chat.entries) + ui.replyTo?.msg_id + ui.editing + ui.firstUnread + chat.more;
   if (html === ui.lastTimelineHtml) return;
@@ -402,6 +418,25 @@ function renderChat() {
     timeline.scrollTop = timeline.scrollHeight;
   }
   updateJump();
+}
+
+// A message request: accept, delete or block, before anything is read or written.
+function renderRequest(chat) {
+  const banner = document.getElementById("request-banner");
+  document.querySelector("#conversation .composer").hidden = chat.request;
+  if (!chat.request) { banner.replaceChildren(); return; }
+  if (banner.dataset.conv === chat.conv && banner.childElementCount) return;
+  banner.dataset.conv = chat.conv;
+  const who = chat.kind === "direct" ? chat.title : "Someone you have not talked with";
+  banner.replaceChildren(h("section", { class: "request", "aria-label": "Message request" },
+    h("p", {}, `${who} wants to message you. They won't know you've seen their messages until you accept.`),
+    h("div", { class: "row" },
+      h("button", { type: "button", onclick: async () => { await call(app.accept(chat.conv)); ui.showRequests = false; queueRender(); } }, "Accept"),
+      h("button", { type: "button", class: "secondary", onclick: async () => { await call(app.decline(chat.conv, false)); closeChat(); toast("Request deleted"); } }, "Delete"),
+      h("button", { type: "button", class: "danger", onclick: async () => {
+        if (!confirm(`Block ${who}? They will not be able to message you.`)) return;
+        await call(app.decline(chat.conv, true)); closeChat(); toast("Blocked");
+      } }, "Block"))));
 }
 
 function scrollToEntry(id, block) {

@@ -395,3 +395,27 @@ fn follow_stops_on_sigint_even_when_started_with_sigint_ignored() {
     assert!(status.success(), "{status:?}");
     assert!(!socket.exists(), "the profile socket is removed on the way out");
 }
+
+#[test]
+fn a_first_message_from_a_stranger_is_a_request_that_reads_nothing_back_until_accepted() {
+    let h = Harness::start();
+    let alice = Device::new(&h, "alice", "one", true);
+    let bob = Device::new(&h, "bob", "one", true);
+    let conv = alice.conv(&["direct", "bob"]);
+    alice.run(&["send", &conv, "hello stranger"]);
+    bob.run(&["sync"]);
+    let request = |device: &Device| device.run(&["chats"])[0]["request"].clone();
+    assert_eq!(request(&bob), true, "bob never talked with alice");
+    assert_eq!(request(&alice), false, "alice started it");
+    assert!(human(&bob, &["chats"]).contains("message request"));
+
+    // Reading a request would tell alice it was seen: refused, with what to do instead.
+    let error = anytime(&bob.profile, &["read", &conv]).unwrap_err();
+    assert!(error.contains(&format!("anytime accept {conv}")), "{error}");
+    assert!(!human(&alice, &["sync"]).contains("read by bob"));
+
+    bob.run(&["accept", &conv]);
+    assert_eq!(request(&bob), false);
+    bob.run(&["read", &conv]);
+    assert!(human(&alice, &["sync"]).contains("read by bob (1 message)"));
+}

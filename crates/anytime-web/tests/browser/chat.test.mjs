@@ -71,15 +71,28 @@ test("direct chat: messages both ways, unread, reply, react, edit, delete, recei
   await alice.locator("#chat-title", { hasText: "bob" }).waitFor();
   await send(alice, "hello bob");
 
-  // Bob's list shows the chat with an unread count and the last message.
+  // Bob never talked with alice: her first message is a message request, not a chat yet.
+  const requests = bob.locator("[data-testid=requests]", { hasText: "Message requests (1)" });
+  await requests.waitFor();
+  assert.equal(await bob.locator(".chat", { hasText: "alice" }).count(), 0, "not among the chats");
+  await screenshot(bob, "phone-chat-list-with-requests");
+  await requests.click();
   const item = bob.locator(".chat", { hasText: "alice" });
   await item.locator("[data-testid=unread]", { hasText: "1" }).waitFor();
   await item.locator(".preview", { hasText: "hello bob" }).waitFor();
   await screenshot(bob, "phone-chat-list");
   await item.click();
   await message(bob, "hello bob").waitFor();
+  // Seen, but alice cannot tell until bob accepts; bob cannot write yet either.
+  await bob.getByRole("region", { name: "Message request" }).waitFor();
+  assert.equal(await bob.getByLabel("Message", { exact: true }).isVisible(), false);
+  await screenshot(bob, "phone-message-request");
+  await new Promise((r) => setTimeout(r, 700));
+  assert.equal(await alice.locator(".message.own .receipt[data-status=read]").count(), 0, "no read receipt for a request");
+  await bob.getByRole("button", { name: "Accept" }).click();
+  await bob.getByRole("region", { name: "Message request" }).waitFor({ state: "detached" });
 
-  // Alice sees "read" once Bob opened the chat, and Bob online.
+  // Alice sees "read" once Bob accepted, and Bob online.
   await alice.locator(".message.own .receipt[data-status=read]").waitFor();
   await alice.locator("#chat-sub", { hasText: "online" }).waitFor();
 
@@ -528,6 +541,38 @@ test("a long chat opens on its last page; earlier messages load on request", asy
   await alice.getByRole("button", { name: "Load earlier messages" }).click();
   await message(alice, "bulk 80").waitFor();
   assert.ok(await alice.locator("#timeline .message").count() > shown, "a page more is shown");
+});
+
+test("message requests: delete hides one until its sender writes again; block ends it", async () => {
+  const { alice } = pages;
+  const erin = await openDevice(browser, server.url, DESKTOP);
+  await signUp(erin, "erin");
+  await erin.getByRole("button", { name: "New chat" }).click();
+  await erin.getByLabel("Username").fill("alice");
+  await erin.getByRole("button", { name: "Start chat" }).click();
+  await erin.locator("#chat-title", { hasText: "alice" }).waitFor();
+  await send(erin, "buy my stuff");
+  const requests = alice.locator("[data-testid=requests]");
+  await requests.waitFor();
+  await requests.click();
+  await alice.locator(".chat", { hasText: "erin" }).click();
+  await alice.getByRole("button", { name: "Delete", exact: true }).click();
+  await requests.waitFor({ state: "detached" });
+  assert.equal(await alice.locator(".chat", { hasText: "erin" }).count(), 0, "gone from the list");
+  // Erin writes again: the request is back, with only the new message.
+  await send(erin, "really, buy it");
+  await requests.click();
+  await alice.locator(".chat", { hasText: "erin" }).click();
+  await message(alice, "really, buy it").waitFor();
+  assert.equal(await message(alice, "buy my stuff").count(), 0, "the deleted history stays deleted");
+  await alice.getByRole("button", { name: "Block" }).click();
+  await requests.waitFor({ state: "detached" });
+  // Blocked: erin's next message is refused by the server and never reaches alice.
+  await erin.getByLabel("Message", { exact: true }).fill("are you there?");
+  await erin.getByLabel("Message", { exact: true }).press("Enter");
+  await erin.locator("#toast.error").waitFor();
+  assert.equal(await requests.count(), 0);
+  await erin.context().close();
 });
 
 test("logging out wipes the browser's store", async () => {
