@@ -423,6 +423,16 @@ impl<S: ClientStore> Client<S> {
             };
         }
         let own = message.sender_device == self.me().device;
+        if let (true, MessageKind::Commit { epoch }) = (own, message.kind) {
+            if self.crypto.has_pending_commit(conv) && self.crypto.epoch(conv) == Some(epoch) {
+                // Our own commit, ordered by the server although its answer never reached us
+                // (the connection dropped): it is the one we hold pending — apply it now.
+                return match self.crypto.merge_pending(conv) {
+                    Ok(()) => Some(Event::GroupChanged { conv, epoch: epoch + 1, removed_self: false }),
+                    Err(error) => Some(undecryptable(error.to_string())),
+                };
+            }
+        }
         match self.crypto.process(conv, &message.payload) {
             Ok(Incoming::Application { sender, plaintext }) => {
                 if sender.device != message.sender_device || sender.user != message.sender {
@@ -555,7 +565,7 @@ impl<S: ClientStore> Client<S> {
         T: Transport,
         F: FnMut(&mut DeviceCrypto) -> Result<Option<(OutgoingCommit, Vec<DeviceId>)>, ClientError>,
     {
-        let mut events = Vec::new();
+        let mut events = self.resolve_pending_commit(t, conv).await?;
         for _ in 0..COMMIT_ATTEMPTS_MAX {
             let epoch = self.crypto.epoch(conv).ok_or(ClientError::NotInGroup(conv))?;
             let Some((outgoing, welcome_devices)) = build(&mut self.crypto)? else { return Ok(events) };
@@ -594,6 +604,34 @@ impl<S: ClientStore> Client<S> {
             }
         }
         Err(ClientError::CommitContention(COMMIT_ATTEMPTS_MAX))
+    }
+
+    /// A commit whose answer was lost (the connection dropped) stays pending in the MLS group
+    /// and would block every later change. The server knows whether it ordered it: if its epoch
+    /// is past ours, the pushes bring the commits we lack — ours among them, applied in `open`,
+    /// or another member's, which replaces ours; if not, ours never arrived and is dropped.
+    async fn resolve_pending_commit<T: Transport>(
+        &mut self,
+        t: &mut T,
+        conv: ConvId,
+    ) -> Result<Vec<Event>, ClientError> {
+        let mut events = Vec::new();
+        if !self.crypto.has_pending_commit(conv) {
+            return Ok(events);
+        }
+        let server_epoch = match t.request(frame::GetConversation { conv }.into()).await? {
+            ServerFrame::ConversationInfo(info) => info.epoch,
+            other => return Err(refused(other)),
+        };
+        while self.crypto.has_pending_commit(conv) && self.crypto.epoch(conv).is_some_and(|e| e < server_epoch) {
+            let Some(push) = t.next_push(CATCH_UP_WAIT_MS).await? else { break };
+            events.extend(self.apply_push(t, push).await?);
+        }
+        if self.crypto.has_pending_commit(conv) && self.crypto.epoch(conv) == Some(server_epoch) {
+            self.crypto.discard_pending(conv)?;
+            self.persist_crypto()?;
+        }
+        Ok(events)
     }
 
     /// Re-adds a member device whose messages stopped opening (its state forked: before

@@ -301,6 +301,11 @@ impl DeviceCrypto {
         group.merge_pending_commit(&self.provider).map_err(mls)
     }
 
+    /// This device built a commit the server has not yet confirmed (its answer may be lost).
+    pub fn has_pending_commit(&self, conv: ConvId) -> bool {
+        self.groups.get(&conv).is_some_and(|group| group.pending_commit().is_some())
+    }
+
     /// The server refused this device's commit (another won the epoch): forget it.
     pub fn discard_pending(&mut self, conv: ConvId) -> Result<(), E2eeError> {
         let group = self.groups.get_mut(&conv).ok_or(E2eeError::UnknownGroup(conv))?;
