@@ -528,9 +528,16 @@ fn offline(profile: &Profile, out: &Out, command: Command) -> anyhow::Result<()>
                 json!({"username": username, "user": user, "device": device, "server": server}),
             )
         }
-        Command::History { chat, limit } => {
+        Command::History { chat, limit, before } => {
             let conv = parse_conv(&chat)?;
-            for e in profile.history(conv, limit as usize)? {
+            let before = before.as_deref().map(parse_msg_id).transpose()?;
+            let page = profile.history_page(conv, before, limit as usize)?.with_context(|| {
+                format!(
+                    "no message {} in chat {conv} on this device (see `anytime history {conv}`)",
+                    before.map(|b| b.to_string()).unwrap_or_default()
+                )
+            })?;
+            for e in page {
                 let e = HistoryEntry::new(conv, e);
                 let flags =
                     format!("{}{}", if e.edited { " (edited)" } else { "" }, if e.deleted { " (deleted)" } else { "" });

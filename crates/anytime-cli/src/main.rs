@@ -107,6 +107,9 @@ pub enum Command {
         chat: String,
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Show the page before this message id (the first id of the previous page).
+        #[arg(long)]
+        before: Option<String>,
     },
     /// Search this device's decrypted messages.
     Search { query: String },

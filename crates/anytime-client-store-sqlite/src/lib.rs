@@ -174,13 +174,43 @@ impl SqliteClientStore {
         Ok(seconds.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32)
     }
 
-    fn read_history(&self, conv: ConvId, limit: usize) -> rusqlite::Result<Vec<Entry>> {
+    /// A page of history: the `limit` entries before `before` (or the newest), oldest first, so
+    /// a chat of any length opens as fast as a short one. `None` when `before` is not in `conv`.
+    pub fn history_page(
+        &self,
+        conv: ConvId,
+        before: Option<MsgId>,
+        limit: usize,
+    ) -> Result<Option<Vec<Entry>>, ProfileError> {
+        self.delete_expired()?;
+        let before_order = match before {
+            None => i64::MAX,
+            Some(id) => {
+                let order: Option<i64> = self
+                    .db
+                    .query_row(
+                        "SELECT local_order FROM messages WHERE msg_id = ? AND conv = ?",
+                        params![&id.0[..], conv.0 as i64],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .context("finding a message")?;
+                match order {
+                    Some(order) => order,
+                    None => return Ok(None),
+                }
+            }
+        };
+        self.read_history(conv, before_order, limit).map(Some).context("reading history")
+    }
+
+    fn read_history(&self, conv: ConvId, before_order: i64, limit: usize) -> rusqlite::Result<Vec<Entry>> {
         let mut stmt = self.db.prepare_cached(
             "SELECT msg_id, seq, sender_user, sender_device, sent_at_ms, kind, body, reply_to, edited, deleted, own, expires_at_ms
-             FROM messages WHERE conv = ? ORDER BY local_order DESC LIMIT ?",
+             FROM messages WHERE conv = ? AND local_order < ? ORDER BY local_order DESC LIMIT ?",
         )?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![conv.0 as i64, limit], |r| {
+        let rows = stmt.query_map(params![conv.0 as i64, before_order, limit], |r| {
             let kind: String = r.get(5)?;
             Ok(Entry {
                 msg_id: msg_id(&r.get::<_, Vec<u8>>(0)?),
@@ -293,7 +323,7 @@ impl ClientStore for SqliteClientStore {
 
     fn history(&self, conv: ConvId, limit: usize) -> Result<Vec<Entry>, StoreError> {
         self.delete_expired().map_err(StoreError::new)?;
-        self.read_history(conv, limit).map_err(StoreError::new)
+        self.read_history(conv, i64::MAX, limit).map_err(StoreError::new)
     }
 }
 

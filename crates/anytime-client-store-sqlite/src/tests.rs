@@ -126,3 +126,18 @@ fn a_profile_from_a_newer_release_is_refused_untouched() {
     let version: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
     assert_eq!(version, 99);
 }
+
+#[test]
+fn history_pages_back_from_any_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = fresh_in(dir.path());
+    for n in 1..=5u8 {
+        record(&mut store, &text(u64::from(n), n, &format!("m{n}")));
+    }
+    let bodies = |page: Option<Vec<Entry>>| -> Vec<String> { page.unwrap().into_iter().map(|e| e.body).collect() };
+    assert_eq!(bodies(store.history_page(ConvId(7), None, 2).unwrap()), ["m4", "m5"]);
+    assert_eq!(bodies(store.history_page(ConvId(7), Some(MsgId([4; 16])), 2).unwrap()), ["m2", "m3"]);
+    assert_eq!(bodies(store.history_page(ConvId(7), Some(MsgId([2; 16])), 2).unwrap()), ["m1"]);
+    assert!(store.history_page(ConvId(7), Some(MsgId([9; 16])), 2).unwrap().is_none(), "not in this chat");
+    assert!(store.history_page(ConvId(8), Some(MsgId([4; 16])), 2).unwrap().is_none(), "another chat's message");
+}

@@ -418,4 +418,19 @@ fn a_first_message_from_a_stranger_is_a_request_that_reads_nothing_back_until_ac
     assert_eq!(request(&bob), false);
     bob.run(&["read", &conv]);
     assert!(human(&alice, &["sync"]).contains("read by bob (1 message)"));
+
+    // Paged history: the newest page, then the page before its first message.
+    for n in 1..=3 {
+        alice.run(&["send", &conv, &format!("page {n}")]);
+    }
+    let texts = |page: &[serde_json::Value]| -> Vec<String> {
+        page.iter().map(|e| e["text"].as_str().unwrap_or_default().to_owned()).collect()
+    };
+    let newest = alice.run(&["history", &conv, "--limit", "2"]);
+    assert_eq!(texts(&newest), ["page 2", "page 3"]);
+    let first = newest[0]["msg_id"].as_str().unwrap().to_owned();
+    let earlier = alice.run(&["history", &conv, "--limit", "2", "--before", &first]);
+    assert_eq!(texts(&earlier), ["hello stranger", "page 1"]);
+    let error = anytime(&alice.profile, &["history", &conv, "--before", &"0".repeat(32)]).unwrap_err();
+    assert!(error.contains("no message"), "{error}");
 }
