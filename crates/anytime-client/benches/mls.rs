@@ -1,5 +1,6 @@
 //! MLS costs on one device: encrypt + decrypt of 1 KiB messages, adding 1/10/100 members in one
-//! commit, and processing a commit in groups of 10/100/1000 members.
+//! commit, processing a commit in groups of 10/100/1000 members, and a 1,000-member group's
+//! own costs (creating it, adding a member to it, a message in it).
 //! Run: `cargo bench -p anytime-client --bench mls`.
 
 use anytime_client::e2ee::{DeviceCrypto, DeviceIdentity};
@@ -86,5 +87,52 @@ fn process_commit(c: &mut Criterion) {
     bench.finish();
 }
 
-criterion_group!(benches, encrypt_decrypt, add_members, process_commit);
+fn thousand_members(c: &mut Criterion) {
+    let mut bench = c.benchmark_group("group of 1,000");
+    bench.sample_size(10);
+    bench.bench_function("create it: add 999 members in one commit", |b| {
+        b.iter_batched(
+            || {
+                let mut owner = device(1);
+                owner.create_group(CONV).unwrap();
+                let packages: Vec<Vec<u8>> =
+                    (0..999).map(|i| device(10 + i as u64).key_packages(1).unwrap().remove(0)).collect();
+                (owner, packages)
+            },
+            |(mut owner, packages)| {
+                owner.add_devices(CONV, &packages).unwrap();
+                owner.merge_pending(CONV).unwrap();
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    let (mut owner, _) = group(1000);
+    let mut next = 200_000u64;
+    bench.bench_function("add 1 member (committer side, incl. merge)", |b| {
+        b.iter_batched(
+            || {
+                next += 1;
+                device(next).key_packages(1).unwrap().remove(0)
+            },
+            |package| {
+                let commit = owner.add_devices(CONV, &[package]).unwrap();
+                owner.merge_pending(CONV).unwrap();
+                commit
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    // A fresh group: the observer has not followed the commits above.
+    let (mut owner, mut observer) = group(1000);
+    let message = vec![0x42u8; 1024];
+    bench.bench_function("encrypt + decrypt 1 KiB (sender and one member)", |b| {
+        b.iter(|| {
+            let ciphertext = owner.encrypt(CONV, &message).unwrap();
+            observer.process(CONV, &ciphertext).unwrap()
+        })
+    });
+    bench.finish();
+}
+
+criterion_group!(benches, encrypt_decrypt, add_members, process_commit, thousand_members);
 criterion_main!(benches);
