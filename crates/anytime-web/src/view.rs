@@ -165,6 +165,16 @@ fn counts_as_unread(entry: &Entry) -> bool {
     !entry.own && entry.kind.is_message()
 }
 
+/// The quoted message above a reply.
+fn reply_json(view: &View, timeline: Option<&Timeline>, to: MsgId) -> Value {
+    match timeline.and_then(|t| t.find(to)) {
+        Some(original) => {
+            json!({"msg_id": hex(&to.0), "sender": name(view, original.sender), "text": preview(original)})
+        }
+        None => json!({"msg_id": hex(&to.0), "sender": "", "text": "(message not on this device)"}),
+    }
+}
+
 fn entry_json(view: &View, timeline: &Timeline, me: UserId, e: &Entry) -> Value {
     let mut reactions: BTreeMap<&str, (u32, bool)> = BTreeMap::new();
     for (user, emoji) in &e.reactions {
@@ -172,12 +182,7 @@ fn entry_json(view: &View, timeline: &Timeline, me: UserId, e: &Entry) -> Value 
         slot.0 += 1;
         slot.1 |= *user == me;
     }
-    let reply = e.reply_to.map(|to| match timeline.find(to) {
-        Some(original) => {
-            json!({"msg_id": hex(&to.0), "sender": name(view, original.sender), "text": preview(original)})
-        }
-        None => json!({"msg_id": hex(&to.0), "sender": "", "text": "(message not on this device)"}),
-    });
+    let reply = e.reply_to.map(|to| reply_json(view, Some(timeline), to));
     json!({
         "msg_id": hex(&e.msg_id.0),
         "seq": e.seq,
@@ -215,13 +220,7 @@ fn pending_json(view: &View, data: &Data, conv: ConvId, me: UserId) -> Vec<Value
                 Content::Reply(r) => ("reply", r.body, Some(r.to)),
                 _ => return None,
             };
-            let timeline = data.timelines.get(&conv);
-            let reply = reply_to.map(|to| match timeline.and_then(|t| t.find(to)) {
-                Some(original) => {
-                    json!({"msg_id": hex(&to.0), "sender": name(view, original.sender), "text": preview(original)})
-                }
-                None => json!({"msg_id": hex(&to.0), "sender": "", "text": "(message not on this device)"}),
-            });
+            let reply = reply_to.map(|to| reply_json(view, data.timelines.get(&conv), to));
             Some(json!({
                 "msg_id": hex(&id.0), "seq": 0, "sender": name(view, me), "own": true, "at": null, "kind": kind,
                 "text": text, "reply": reply, "edited": false, "deleted": false, "status": "pending",
