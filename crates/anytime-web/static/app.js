@@ -21,9 +21,31 @@ const ui = {
   firstUnread: undefined, // the unread divider's message, fixed when the chat opened
   query: "", // message search
   keepScroll: null,
-  showRequests: false, // the chat list shows message requests instead of chats // distance from the bottom to keep while earlier messages load
+  showRequests: false, // the chat list shows message requests instead of chats
+  showArchived: false, // … or the archived chats // distance from the bottom to keep while earlier messages load
 };
 const PAGE = 50;
+
+// This browser's own chat settings: drafts, pinned, muted and archived chats. Kept beside the
+// encrypted store's data in the same origin, per account, and deleted on log out.
+const prefs = {
+  key: () => `anytime-chat-prefs:${account?.user}`,
+  data: { drafts: {}, pinned: [], muted: [], archived: [] },
+  load() {
+    try { this.data = { ...this.data, ...JSON.parse(localStorage.getItem(this.key()) || "{}") }; } catch (_) { /* start over */ }
+  },
+  save() { localStorage.setItem(this.key(), JSON.stringify(this.data)); },
+  has(list, conv) { return this.data[list].includes(conv); },
+  toggle(list, conv) {
+    this.data[list] = this.has(list, conv) ? this.data[list].filter((c) => c !== conv) : [...this.data[list], conv];
+    this.save();
+  },
+  draft(conv, text) {
+    if (text) this.data.drafts[conv] = text; else delete this.data.drafts[conv];
+    this.save();
+  },
+  wipe() { localStorage.removeItem(this.key()); },
+};
 
 // ---------------------------------------------------------------- tiny DOM helpers
 
@@ -165,6 +187,7 @@ function renderAuth(mode = "register") {
 
 function start() {
   account = JSON.parse(app.account());
+  prefs.load();
   app.start((kind, conv) => onChange(kind, conv));
   // Endpoints can change: refresh the registration when notifications are already allowed.
   if ("Notification" in window && Notification.permission === "granted") subscribePush().catch(() => {});
@@ -179,10 +202,12 @@ function start() {
 function onChange(kind, conv) {
   if (kind === "signed_out") {
     toast("This device was signed out", true);
+    prefs.wipe();
     app.logout().finally(() => location.reload());
     return;
   }
-  if (kind === "message" && document.hidden && "Notification" in window && Notification.permission === "granted") {
+  const muted = conv && prefs.has("muted", conv);
+  if (kind === "message" && !muted && document.hidden && "Notification" in window && Notification.permission === "granted") {
     new Notification("Anytime", { body: "New message", tag: "anytime-new-message" });
   }
   if (kind === "message" && conv === ui.open && !document.hidden) queueMarkRead();
@@ -269,35 +294,54 @@ function renderChats() {
   const all = JSON.parse(app.chats());
   const requests = all.filter((c) => c.request);
   if (!requests.length) ui.showRequests = false;
-  const chats = all.filter((c) => c.request === ui.showRequests);
+  const archived = all.filter((c) => !c.request && prefs.has("archived", c.conv));
+  if (!archived.length) ui.showArchived = false;
+  const shown = all.filter((c) => ui.showRequests ? c.request
+    : !c.request && prefs.has("archived", c.conv) === Boolean(ui.showArchived));
+  // Pinned chats first, each group newest activity first (the core's order).
+  const chats = [...shown.filter((c) => prefs.has("pinned", c.conv)), ...shown.filter((c) => !prefs.has("pinned", c.conv))];
   refreshWhileTyping(chats.some((c) => c.typing.length));
   const focused = document.activeElement && document.activeElement.dataset.conv;
   list.replaceChildren(...chats.map((c) => {
     const last = c.last ? `${c.last.own ? "You" : c.last.sender}: ${c.last.text}` : "No messages yet";
-    const sub = c.typing.length ? `${c.typing.join(", ")} typing…` : last;
+    const draft = c.conv !== ui.open && prefs.data.drafts[c.conv];
+    const sub = c.typing.length ? `${c.typing.join(", ")} typing…` : draft ? `Draft: ${draft}` : last;
+    const pinned = prefs.has("pinned", c.conv);
+    const muted = prefs.has("muted", c.conv);
     const button = h("button", {
       type: "button", class: "chat" + (c.conv === ui.open ? " active" : ""), "data-conv": c.conv,
       "aria-current": c.conv === ui.open ? "true" : null,
-      "aria-label": `${c.title}${c.unread ? `, ${c.unread} unread` : ""}. ${sub}`,
+      "aria-label": `${c.title}${pinned ? ", pinned" : ""}${muted ? ", muted" : ""}${c.unread ? `, ${c.unread} unread` : ""}. ${sub}`,
       onclick: () => openChat(c.conv),
     },
     avatar(c.title),
     h("span", { class: "title" }, c.title,
-      c.presence && c.presence.online ? h("span", { class: "dot", title: "online" }) : null),
+      c.presence && c.presence.online ? h("span", { class: "dot", title: "online" }) : null,
+      pinned ? h("span", { class: "flag", title: "pinned", "data-flag": "pinned" }, " 📌") : null,
+      muted ? h("span", { class: "flag", title: "muted", "data-flag": "muted" }, " 🔕") : null),
     h("span", { class: "time" }, c.last ? time(c.last.at) : ""),
-    h("span", { class: "preview" }, sub),
-    c.unread ? h("span", { class: "badge", "data-testid": "unread" }, String(c.unread)) : null);
+    h("span", { class: "preview" + (draft && !c.typing.length ? " draft" : "") }, sub),
+    c.unread ? h("span", { class: "badge" + (muted ? " muted" : ""), "data-testid": "unread" }, String(c.unread)) : null);
     return h("li", {}, button);
   }));
   if (ui.showRequests) {
     list.prepend(h("li", { class: "requests-head" },
       h("button", { type: "button", class: "secondary", onclick: () => { ui.showRequests = false; queueRender(); } }, "← All chats"),
       h("p", { class: "muted" }, "People you have not talked with yet. They can't see that you read their messages until you accept.")));
+  } else if (ui.showArchived) {
+    list.prepend(h("li", { class: "requests-head" },
+      h("button", { type: "button", class: "secondary", onclick: () => { ui.showArchived = false; queueRender(); } }, "← All chats")));
   } else if (requests.length) {
     list.prepend(h("li", {}, h("button", {
       type: "button", class: "requests-entry", "data-testid": "requests",
       onclick: () => { ui.showRequests = true; queueRender(); },
     }, `Message requests (${requests.length})`)));
+  }
+  if (!ui.showRequests && !ui.showArchived && archived.length) {
+    list.append(h("li", {}, h("button", {
+      type: "button", class: "requests-entry archived-entry", "data-testid": "archived",
+      onclick: () => { ui.showArchived = true; queueRender(); },
+    }, `Archived (${archived.length})`)));
   }
   if (!chats.length) list.append(h("li", { class: "muted empty" }, "No chats yet"));
   if (focused) list.querySelector(`[data-conv="${CSS.escape(focused)}"]`)?.focus();
@@ -314,9 +358,11 @@ function openChat(conv, focusMsg = null) {
   ui.firstUnread = undefined;
   document.getElementById("layout")?.classList.add("show-chat");
   renderChatFrame();
+  const input = document.getElementById("composer-input");
+  if (input) input.value = prefs.data.drafts[conv] || "";
   queueRender();
   queueMarkRead();
-  document.getElementById("composer-input")?.focus();
+  input?.focus();
 }
 
 function closeChat() {
@@ -533,7 +579,8 @@ function composerKey(event) {
   }
 }
 
-function composerInput() {
+function composerInput(event) {
+  if (ui.open && !ui.editing) prefs.draft(ui.open, event.target.value);
   const now = Date.now();
   if (ui.open && now - ui.lastTyping > 3000) {
     ui.lastTyping = now;
@@ -551,6 +598,7 @@ async function submitComposer(event) {
   try {
     if (ui.editing) await call(app.edit(conv, ui.editing, text));
     else await call(app.send(conv, text, ui.replyTo ? ui.replyTo.msg_id : undefined));
+    prefs.draft(conv, "");
     ui.replyTo = null;
     ui.editing = null;
     setComposerContext("");
@@ -604,6 +652,19 @@ function joinDialog() {
 
 const TIMERS = [[0, "Off"], [30, "30 seconds"], [300, "5 minutes"], [3600, "1 hour"], [86400, "1 day"], [604800, "1 week"]];
 
+// Pin, mute, archive: this browser's settings for a chat.
+function chatSettings(chat, d) {
+  const toggle = (list, on, off) => h("button", {
+    type: "button", class: "secondary", "aria-pressed": prefs.has(list, chat.conv) ? "true" : "false",
+    onclick: () => { prefs.toggle(list, chat.conv); d.close(); queueRender(); toast(prefs.has(list, chat.conv) ? on : off); },
+  }, prefs.has(list, chat.conv) ? { pinned: "Unpin chat", muted: "Unmute", archived: "Unarchive" }[list]
+    : { pinned: "Pin chat", muted: "Mute", archived: "Archive" }[list]);
+  return h("div", { class: "row chat-settings" },
+    toggle("pinned", "Pinned to the top", "Unpinned"),
+    toggle("muted", "Muted: no notifications", "Unmuted"),
+    toggle("archived", "Archived", "Back among your chats"));
+}
+
 function timerField(chat) {
   const select = h("select", { id: "timer", onchange: async (ev) => {
     await call(app.setTimer(chat.conv, Number(ev.target.value)));
@@ -624,6 +685,7 @@ async function infoDialog() {
       h("button", { type: "button", class: "secondary", onclick: async () => { await call(app.removeMember(conv, m.user)); d.close(); infoDialog(); } }, "Remove")) : null));
   const inviteOut = h("output", { id: "invite-link", class: "invite" });
   const d = dialog(chat.title, [
+    h("div", { id: "chat-settings-slot" }),
     chat.me_admin ? h("div", { class: "row" },
       field("Group name", { id: "rename", value: chat.name }),
       h("button", { type: "button", onclick: async () => { await call(app.rename(conv, d.querySelector("#rename").value.trim())); toast("Renamed"); } }, "Rename")) : null,
@@ -645,6 +707,7 @@ async function infoDialog() {
     if (!confirm("Leave this group?")) return;
     await call(app.leave(conv)); d.close(); closeChat();
   } }, "Leave group"));
+  d.querySelector("#chat-settings-slot").replaceWith(chatSettings(chat, d));
 }
 
 async function contactDialog(chat) {
@@ -658,7 +721,9 @@ async function contactDialog(chat) {
     h("pre", { class: "safety", id: "safety-number" }, safety.digits.replace(/\s+/g, "").match(/.{1,5}/g).join(" ")),
     h("p", { id: "safety-state", class: safety.changed ? "warning" : "" }, state),
     timerField(chat),
+    h("div", { id: "chat-settings-slot" }),
   ], h("button", { type: "button", onclick: async () => { await call(app.verify(chat.conv)); d.close(); toast("Marked as verified"); } }, "Mark as verified"));
+  d.querySelector("#chat-settings-slot").replaceWith(chatSettings(chat, d));
 }
 
 async function devicesDialog() {
@@ -689,6 +754,7 @@ function settingsDialog() {
   ], h("button", { type: "button", class: "danger", onclick: async () => {
     if (!confirm("Log out? Your chats on this browser are deleted.")) return;
     await app.logout().catch(() => {});
+    prefs.wipe();
     location.reload();
   } }, "Log out"));
 }

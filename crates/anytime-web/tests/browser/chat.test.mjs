@@ -543,6 +543,50 @@ test("a long chat opens on its last page; earlier messages load on request", asy
   assert.ok(await alice.locator("#timeline .message").count() > shown, "a page more is shown");
 });
 
+test("drafts are kept per chat (and across a reload); pin, mute and archive a chat", async () => {
+  const { alice } = pages;
+  await openChatNamed(alice, "bob");
+  await alice.getByLabel("Message", { exact: true }).fill("half-written thought");
+  await openChatNamed(alice, "Road trip");
+  const bobChat = alice.locator(".chat").filter({ has: alice.locator(".title", { hasText: /^bob/ }) });
+  await bobChat.locator(".preview.draft", { hasText: "Draft: half-written thought" }).waitFor();
+  assert.equal(await alice.getByLabel("Message", { exact: true }).inputValue(), "", "each chat has its own draft");
+  await alice.reload();
+  await waitOnline(alice);
+  await openChatNamed(alice, "bob");
+  assert.equal(await alice.getByLabel("Message", { exact: true }).inputValue(), "half-written thought");
+  await alice.getByLabel("Message", { exact: true }).press("Enter");
+  await message(alice, "half-written thought").waitFor();
+
+  // Pin the group: it goes to the top of the list.
+  await openChatNamed(alice, "Road trip");
+  await bobChat.locator(".preview", { hasText: "You: half-written thought" }).waitFor();
+  assert.equal(await bobChat.locator(".preview.draft").count(), 0, "sent: no draft left");
+  await alice.getByRole("button", { name: "Info" }).click();
+  await alice.getByRole("button", { name: "Pin chat" }).click();
+  assert.equal(await alice.locator(".chat .title").first().evaluate((el) => el.firstChild.textContent), "Road trip");
+  await alice.locator(".chat [data-flag=pinned]").waitFor();
+  // Mute bob: marked, and its unread badge turns grey.
+  await openChatNamed(alice, "bob");
+  await alice.getByRole("button", { name: "Info" }).click();
+  await alice.getByRole("button", { name: "Mute" }).click();
+  await bobChat.locator("[data-flag=muted]").waitFor();
+  // Archive bob: out of the list, under "Archived (1)", and back.
+  await alice.getByRole("button", { name: "Info" }).click();
+  await alice.getByRole("button", { name: "Archive" }).click();
+  await bobChat.waitFor({ state: "detached" });
+  await screenshot(alice, "desktop-pinned-and-archived");
+  await alice.locator("[data-testid=archived]", { hasText: "Archived (1)" }).click();
+  await bobChat.click();
+  await alice.getByRole("button", { name: "Info" }).click();
+  await alice.getByRole("button", { name: "Unarchive" }).click();
+  await alice.getByRole("button", { name: "Info" }).click();
+  await alice.getByRole("button", { name: "Unmute" }).click();
+  await alice.locator("[data-testid=archived]").waitFor({ state: "detached" });
+  await bobChat.waitFor();
+  assert.equal(await bobChat.locator("[data-flag]").count(), 0);
+});
+
 test("message requests: delete hides one until its sender writes again; block ends it", async () => {
   const { alice } = pages;
   const erin = await openDevice(browser, server.url, DESKTOP);
