@@ -564,8 +564,8 @@ test("drafts are kept per chat (and across a reload); pin, mute and archive a ch
   assert.equal(await bobChat.locator(".preview.draft").count(), 0, "sent: no draft left");
   await alice.getByRole("button", { name: "Info" }).click();
   await alice.getByRole("button", { name: "Pin chat" }).click();
-  assert.equal(await alice.locator(".chat .title").first().evaluate((el) => el.firstChild.textContent), "Road trip");
   await alice.locator(".chat [data-flag=pinned]").waitFor();
+  assert.equal(await alice.locator(".chat .title").first().evaluate((el) => el.firstChild.textContent), "Road trip");
   // Mute bob: marked, and its unread badge turns grey.
   await openChatNamed(alice, "bob");
   await alice.getByRole("button", { name: "Info" }).click();
@@ -583,8 +583,8 @@ test("drafts are kept per chat (and across a reload); pin, mute and archive a ch
   await alice.getByRole("button", { name: "Info" }).click();
   await alice.getByRole("button", { name: "Unmute" }).click();
   await alice.locator("[data-testid=archived]").waitFor({ state: "detached" });
-  await bobChat.waitFor();
-  assert.equal(await bobChat.locator("[data-flag]").count(), 0);
+  await bobChat.locator("[data-flag=muted]").waitFor({ state: "detached" });
+  assert.equal(await bobChat.locator("[data-flag]").count(), 0, "neither pinned nor muted");
 });
 
 test("message requests: delete hides one until its sender writes again; block ends it", async () => {
@@ -601,7 +601,10 @@ test("message requests: delete hides one until its sender writes again; block en
   await requests.click();
   await alice.locator(".chat", { hasText: "erin" }).click();
   await alice.getByRole("button", { name: "Delete", exact: true }).click();
-  await requests.waitFor({ state: "detached" });
+  // Gone from the requests (the list goes back to the chats) and not among the chats either.
+  await alice.locator(".chat", { hasText: "erin" }).waitFor({ state: "detached" });
+  await alice.locator("#toast", { hasText: "Request deleted" }).waitFor();
+  assert.equal(await requests.count(), 0, "no requests left");
   assert.equal(await alice.locator(".chat", { hasText: "erin" }).count(), 0, "gone from the list");
   // Erin writes again: the request is back, with only the new message.
   await send(erin, "really, buy it");
@@ -610,7 +613,8 @@ test("message requests: delete hides one until its sender writes again; block en
   await message(alice, "really, buy it").waitFor();
   assert.equal(await message(alice, "buy my stuff").count(), 0, "the deleted history stays deleted");
   await alice.getByRole("button", { name: "Block" }).click();
-  await requests.waitFor({ state: "detached" });
+  await alice.locator("#toast", { hasText: "Blocked" }).waitFor();
+  await alice.locator(".chat", { hasText: "erin" }).waitFor({ state: "detached" });
   // Blocked: erin's next message is refused by the server and never reaches alice.
   await erin.getByLabel("Message", { exact: true }).fill("are you there?");
   await erin.getByLabel("Message", { exact: true }).press("Enter");
