@@ -214,16 +214,11 @@ impl World {
                 self.membership.revoked(id, conv, seq);
             }
         }
+        if self.lost_or_refused(&answer, gone) {
+            return Ok(());
+        }
         match (answer, gone) {
             (Ok(ServerFrame::Done(_)), true) => {}
-            (Err(ClientError::Transport(_)), _) => {
-                self.report.lost_requests += 1;
-                return Ok(());
-            }
-            (Ok(ServerFrame::Error(error)), false) if retryable(error.code) => {
-                self.report.refused_for_now += 1;
-                return Ok(());
-            }
             (other, gone) => {
                 return Err(self.violation(format!("device {i} revoking device {revoked}: {other:?}, gone: {gone}")))
             }
@@ -283,6 +278,22 @@ impl World {
 
     /// `AddMembers`, then the admin's device adds the new member's devices to the group (as
     /// `anytime add` does).
+    /// An answer that leaves nothing to check: the request or its answer was lost, or the server
+    /// refused for now and indeed changed nothing. Counts it; `true` ends the step quietly.
+    fn lost_or_refused(&mut self, answer: &Result<ServerFrame, ClientError>, changed: bool) -> bool {
+        match answer {
+            Err(ClientError::Transport(_)) => {
+                self.report.lost_requests += 1;
+                true
+            }
+            Ok(ServerFrame::Error(error)) if !changed && retryable(error.code) => {
+                self.report.refused_for_now += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     async fn add_member(&mut self, a: usize, conv: ConvId, user: UserId) -> Result<(), Violation> {
         let answer = self.devices[a].link.request(frame::AddMembers { conv, users: vec![user] }.into()).await;
         let member = self.members(conv).await?.contains(&user);
@@ -292,16 +303,11 @@ impl World {
             self.membership.joined(user, conv, seq);
             self.report.membership_changes += 1;
         }
+        if self.lost_or_refused(&answer, member) {
+            return Ok(());
+        }
         let info = match (answer, member) {
             (Ok(ServerFrame::ConversationInfo(info)), true) => info,
-            (Err(ClientError::Transport(_)), _) => {
-                self.report.lost_requests += 1;
-                return Ok(());
-            }
-            (Ok(ServerFrame::Error(error)), false) if retryable(error.code) => {
-                self.report.refused_for_now += 1;
-                return Ok(());
-            }
             (other, member) => {
                 return Err(self.violation(format!("device {a} adding {user} to {conv}: {other:?}, member: {member}")))
             }
@@ -323,16 +329,11 @@ impl World {
             self.membership.left(user, conv, seq);
             self.report.membership_changes += 1;
         }
+        if self.lost_or_refused(&answer, !member) {
+            return Ok(());
+        }
         match (answer, member) {
             (Ok(ServerFrame::Done(_)), false) => {}
-            (Err(ClientError::Transport(_)), _) => {
-                self.report.lost_requests += 1;
-                return Ok(());
-            }
-            (Ok(ServerFrame::Error(error)), true) if retryable(error.code) => {
-                self.report.refused_for_now += 1;
-                return Ok(());
-            }
             (other, member) => {
                 return Err(
                     self.violation(format!("device {a} removing {user} from {conv}: {other:?}, member: {member}"))
