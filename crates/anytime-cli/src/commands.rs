@@ -262,9 +262,15 @@ impl Session {
         let mut histories = BTreeMap::new();
         for c in chats {
             if self.client.store().get(&format!("accepted:{}", c.conv))?.is_some() {
+                // Accepted: never a request, and its peer is a contact; no history needed.
                 accepted.insert(c.conv);
+                histories.insert(c.conv, Vec::new());
+            } else {
+                histories.insert(c.conv, self.client.store().history(c.conv, REQUEST_CHECK_ENTRIES)?);
             }
-            histories.insert(c.conv, self.client.store().history(c.conv, REQUEST_CHECK_ENTRIES)?);
+        }
+        if accepted.len() == chats.len() {
+            return Ok(BTreeSet::new());
         }
         let mut contacts = BTreeSet::new();
         for c in chats.iter().filter(|c| c.kind == ConvKind::Direct) {
