@@ -169,6 +169,10 @@ fn describe(content: &Content) -> (&'static str, String) {
         Content::Delete(d) => ("delete", format!("(deleted {})", hex(&d.to.0))),
         Content::Receipt(r) => ("receipt", format!("{:?} receipt for {} messages", r.kind, r.messages.len())),
         Content::Timer(t) => ("timer", format!("disappearing messages: {} s", t.seconds)),
+        Content::Forward(f) => ("forward", format!("(forwarded) {}", f.body)),
+        Content::LinkPreview(p) => {
+            ("link_preview", format!("(link preview for {}) {} — {}", hex(&p.to.0), p.title, p.url))
+        }
         Content::Unsupported { kind } => ("unsupported", format!("unsupported message (kind {kind})")),
     }
 }

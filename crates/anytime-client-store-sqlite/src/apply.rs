@@ -6,7 +6,7 @@
 use anytime_client::content::ReceiptKind;
 use anytime_client::timeline::{receipt_lists, Effect, Entry};
 use anytime_proto::ids::hex;
-use anytime_proto::ConvId;
+use anytime_proto::{ConvId, UserId};
 use rusqlite::{params, Connection};
 
 pub(crate) fn receipt_name(kind: ReceiptKind) -> &'static str {
@@ -56,7 +56,8 @@ pub(crate) fn apply(db: &Connection, conv: ConvId, effect: Effect) -> rusqlite::
         }
         Effect::Delete { to, author } => {
             let changed = db.execute(
-                "UPDATE messages SET body = '', deleted = 1 WHERE msg_id = ? AND conv = ? AND sender_user = ?",
+                "UPDATE messages SET body = '', deleted = 1, mentions = '', preview_url = NULL, preview_title = NULL, preview_description = NULL
+                 WHERE msg_id = ? AND conv = ? AND sender_user = ?",
                 params![&to.0[..], conv_id, author.0 as i64],
             )?;
             if changed > 0 {
@@ -79,7 +80,39 @@ pub(crate) fn apply(db: &Connection, conv: ConvId, effect: Effect) -> rusqlite::
             }
             Ok(())
         }
+        Effect::Preview { to, author, preview } => {
+            db.execute(
+                "UPDATE messages SET preview_url = ?, preview_title = ?, preview_description = ?
+                 WHERE msg_id = ? AND conv = ? AND sender_user = ? AND deleted = 0",
+                params![preview.url, preview.title, preview.description, &to.0[..], conv_id, author.0 as i64],
+            )?;
+            Ok(())
+        }
+        Effect::Star { to, starred } => {
+            db.execute(
+                "UPDATE messages SET starred = ? WHERE msg_id = ? AND conv = ?",
+                params![starred, &to.0[..], conv_id],
+            )?;
+            Ok(())
+        }
+        Effect::Hide { to } => {
+            if db.execute("DELETE FROM messages WHERE msg_id = ? AND conv = ?", params![&to.0[..], conv_id])? > 0 {
+                db.execute("DELETE FROM reactions WHERE msg_id = ?", [&to.0[..]])?;
+                db.execute("DELETE FROM receipts WHERE msg_id = ?", [&to.0[..]])?;
+                db.execute("DELETE FROM search WHERE msg_id = ?", [hex(&to.0)])?;
+            }
+            Ok(())
+        }
     }
+}
+
+/// Mentions as the profile keeps them: user ids, comma-separated.
+pub(crate) fn mentions_text(mentions: &[UserId]) -> String {
+    mentions.iter().map(|u| u.0.to_string()).collect::<Vec<_>>().join(",")
+}
+
+pub(crate) fn mentions_of(text: &str) -> Vec<UserId> {
+    text.split(',').filter_map(|id| id.parse().ok()).map(UserId).collect()
 }
 
 fn exists(db: &Connection, conv: ConvId, msg_id: &[u8]) -> rusqlite::Result<bool> {
@@ -92,8 +125,9 @@ fn exists(db: &Connection, conv: ConvId, msg_id: &[u8]) -> rusqlite::Result<bool
 
 fn insert(db: &Connection, conv: ConvId, entry: &Entry) -> rusqlite::Result<()> {
     let inserted = db.execute(
-        "INSERT OR IGNORE INTO messages (msg_id, conv, seq, sender_user, sender_device, sent_at_ms, kind, body, reply_to, edited, deleted, own, expires_at_ms, local_order)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(local_order), 0) + 1 FROM messages))",
+        "INSERT OR IGNORE INTO messages (msg_id, conv, seq, sender_user, sender_device, sent_at_ms, kind, body, reply_to, edited, deleted, own, expires_at_ms,
+             mentions, forwarded, preview_url, preview_title, preview_description, starred, local_order)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(local_order), 0) + 1 FROM messages))",
         params![
             &entry.msg_id.0[..],
             conv.0 as i64,
@@ -108,6 +142,12 @@ fn insert(db: &Connection, conv: ConvId, entry: &Entry) -> rusqlite::Result<()> 
             entry.deleted,
             entry.own,
             entry.expires_at_ms.map(|at| at as i64),
+            mentions_text(&entry.mentions),
+            entry.forwarded,
+            entry.preview.as_ref().map(|p| &p.url),
+            entry.preview.as_ref().map(|p| &p.title),
+            entry.preview.as_ref().map(|p| &p.description),
+            entry.starred,
         ],
     )?;
     if inserted > 0 {

@@ -13,7 +13,7 @@ mod migrate;
 
 use std::path::Path;
 
-use anytime_client::timeline::{Effect, Entry, EntryKind};
+use anytime_client::timeline::{Effect, Entry, EntryKind, Preview};
 use anytime_client::{Changes, ClientStore, Content, Queued, Record, StoreError};
 use anytime_proto::frame::Seq;
 use anytime_proto::{ConvId, DeviceId, MsgId, UserId};
@@ -40,6 +40,11 @@ pub struct Verified {
     /// The user was already told the number changed.
     pub warned: bool,
 }
+
+/// The columns `read_entries` expects, in its order.
+const ENTRY_COLUMNS: &str =
+    "conv, msg_id, seq, sender_user, sender_device, sent_at_ms, kind, body, reply_to, edited, deleted, own,
+    expires_at_ms, mentions, forwarded, preview_url, preview_title, preview_description, starred";
 
 fn system_clock() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -205,38 +210,54 @@ impl SqliteClientStore {
     }
 
     fn read_history(&self, conv: ConvId, before_order: i64, limit: usize) -> rusqlite::Result<Vec<Entry>> {
-        let mut stmt = self.db.prepare_cached(
-            "SELECT msg_id, seq, sender_user, sender_device, sent_at_ms, kind, body, reply_to, edited, deleted, own, expires_at_ms
-             FROM messages WHERE conv = ? AND local_order < ? ORDER BY local_order DESC LIMIT ?",
-        )?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![conv.0 as i64, before_order, limit], |r| {
-            let kind: String = r.get(5)?;
-            Ok(Entry {
-                msg_id: msg_id(&r.get::<_, Vec<u8>>(0)?),
-                seq: r.get::<_, i64>(1)? as u64,
-                sender: UserId(r.get::<_, i64>(2)? as u64),
-                sender_device: DeviceId(r.get::<_, i64>(3)? as u64),
-                sent_at_ms: r.get::<_, i64>(4)? as u64,
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM messages WHERE conv = ? AND local_order < ? ORDER BY local_order DESC LIMIT ?"
+        );
+        let mut entries = self.read_entries(&sql, params![conv.0 as i64, before_order, limit])?;
+        entries.reverse();
+        Ok(entries.into_iter().map(|(_, entry)| entry).collect())
+    }
+
+    /// Entries selected by `sql` (whose columns are [`ENTRY_COLUMNS`]), with their reactions and
+    /// receipts.
+    fn read_entries(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<Vec<(ConvId, Entry)>> {
+        let mut stmt = self.db.prepare_cached(sql)?;
+        let rows = stmt.query_map(params, |r| {
+            let kind: String = r.get(6)?;
+            let preview = match (r.get::<_, Option<String>>(15)?, r.get(16)?, r.get(17)?) {
+                (Some(url), Some(title), Some(description)) => Some(Preview { url, title, description }),
+                _ => None,
+            };
+            let entry = Entry {
+                msg_id: msg_id(&r.get::<_, Vec<u8>>(1)?),
+                seq: r.get::<_, i64>(2)? as u64,
+                sender: UserId(r.get::<_, i64>(3)? as u64),
+                sender_device: DeviceId(r.get::<_, i64>(4)? as u64),
+                sent_at_ms: r.get::<_, i64>(5)? as u64,
                 kind: EntryKind::from_name(&kind).unwrap_or(EntryKind::Unsupported),
-                body: r.get(6)?,
-                reply_to: r.get::<_, Option<Vec<u8>>>(7)?.map(|b| msg_id(&b)),
-                edited: r.get(8)?,
-                deleted: r.get(9)?,
-                own: r.get(10)?,
+                body: r.get(7)?,
+                reply_to: r.get::<_, Option<Vec<u8>>>(8)?.map(|b| msg_id(&b)),
+                edited: r.get(9)?,
+                deleted: r.get(10)?,
+                own: r.get(11)?,
                 reactions: Vec::new(),
                 delivered_to: Vec::new(),
                 read_by: Vec::new(),
-                expires_at_ms: r.get::<_, Option<i64>>(11)?.map(|at| at as u64),
-            })
+                expires_at_ms: r.get::<_, Option<i64>>(12)?.map(|at| at as u64),
+                mentions: apply::mentions_of(&r.get::<_, String>(13)?),
+                forwarded: r.get(14)?,
+                preview,
+                starred: r.get(18)?,
+            };
+            Ok((ConvId(r.get::<_, i64>(0)? as u64), entry))
         })?;
-        let mut entries: Vec<Entry> = rows.collect::<Result<_, _>>()?;
-        entries.reverse();
+        let mut entries: Vec<(ConvId, Entry)> = rows.collect::<Result<_, _>>()?;
         let mut reactions =
             self.db.prepare_cached("SELECT user, emoji FROM reactions WHERE msg_id = ? ORDER BY rowid")?;
         let mut receipts =
             self.db.prepare_cached("SELECT user FROM receipts WHERE msg_id = ? AND kind = ? ORDER BY rowid")?;
-        for entry in &mut entries {
+        for (_, entry) in &mut entries {
             let id = &entry.msg_id.0[..];
             entry.reactions = reactions
                 .query_map([id], |r| Ok((UserId(r.get::<_, i64>(0)? as u64), r.get(1)?)))?
@@ -284,6 +305,9 @@ impl SqliteClientStore {
         if let Some(msg_id) = changes.outbox_remove {
             tx.execute("DELETE FROM outbox WHERE msg_id = ?", [&msg_id.0[..]])?;
         }
+        if let Some((conv, effect)) = changes.local {
+            apply::apply(&tx, conv, effect)?;
+        }
         tx.commit()
     }
 }
@@ -324,6 +348,12 @@ impl ClientStore for SqliteClientStore {
     fn history(&self, conv: ConvId, limit: usize) -> Result<Vec<Entry>, StoreError> {
         self.delete_expired().map_err(StoreError::new)?;
         self.read_history(conv, i64::MAX, limit).map_err(StoreError::new)
+    }
+
+    fn starred(&self) -> Result<Vec<(ConvId, Entry)>, StoreError> {
+        self.delete_expired().map_err(StoreError::new)?;
+        let sql = format!("SELECT {ENTRY_COLUMNS} FROM messages WHERE starred = 1 ORDER BY sent_at_ms, local_order");
+        self.read_entries(&sql, []).map_err(StoreError::new)
     }
 }
 

@@ -34,6 +34,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     "DELETE FROM reactions WHERE msg_id IN (SELECT msg_id FROM messages WHERE deleted = 1);
      INSERT OR IGNORE INTO receipts (msg_id, user, kind) SELECT msg_id, user, 'delivered' FROM receipts WHERE kind = 'read';
      DELETE FROM search WHERE msg_id IN (SELECT lower(hex(msg_id)) FROM messages WHERE kind NOT IN ('text', 'reply'));",
+    // 3: mentions (user ids, comma-separated), forwarded messages, link previews and stars.
+    "ALTER TABLE messages ADD COLUMN mentions TEXT NOT NULL DEFAULT '';
+     ALTER TABLE messages ADD COLUMN forwarded INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE messages ADD COLUMN preview_url TEXT;
+     ALTER TABLE messages ADD COLUMN preview_title TEXT;
+     ALTER TABLE messages ADD COLUMN preview_description TEXT;
+     ALTER TABLE messages ADD COLUMN starred INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX messages_starred ON messages(starred) WHERE starred = 1;",
 ];
 
 pub(crate) fn migrate(db: &mut Connection) -> Result<(), ProfileError> {

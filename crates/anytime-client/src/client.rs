@@ -88,6 +88,8 @@ pub trait ClientStore {
     fn save(&mut self, changes: Changes<'_>) -> Result<(), StoreError>;
     /// The last `limit` entries of `conv`'s history, oldest first.
     fn history(&self, conv: ConvId, limit: usize) -> Result<Vec<crate::timeline::Entry>, StoreError>;
+    /// Every starred entry, oldest first.
+    fn starred(&self) -> Result<Vec<(ConvId, crate::timeline::Entry)>, StoreError>;
 }
 
 /// One atomic write to the [`ClientStore`].
@@ -101,6 +103,9 @@ pub struct Changes<'a> {
     pub outbox_add: Option<OutboxEntry<'a>>,
     /// A queued message the server stored.
     pub outbox_remove: Option<MsgId>,
+    /// A change this device makes to its own history ([`crate::timeline::Effect::Star`],
+    /// [`crate::timeline::Effect::Hide`]), applied like a recorded event's effect.
+    pub local: Option<(ConvId, crate::timeline::Effect)>,
 }
 
 /// A processed message: `seq` 0 for this device's own sends (numbered by the server later).
@@ -300,6 +305,18 @@ impl<S: ClientStore> Client<S> {
     /// Writes one batch of changes atomically.
     pub fn save(&mut self, changes: Changes<'_>) -> Result<(), ClientError> {
         Ok(self.store.save(changes)?)
+    }
+
+    /// Stars (or unstars) a message in this device's history; nobody else learns of it.
+    pub fn star(&mut self, conv: ConvId, msg_id: MsgId, starred: bool) -> Result<(), ClientError> {
+        let effect = crate::timeline::Effect::Star { to: msg_id, starred };
+        self.save(Changes { local: Some((conv, effect)), ..Changes::default() })
+    }
+
+    /// "Delete for me": the message leaves this device's history only.
+    pub fn delete_for_me(&mut self, conv: ConvId, msg_id: MsgId) -> Result<(), ClientError> {
+        let effect = crate::timeline::Effect::Hide { to: msg_id };
+        self.save(Changes { local: Some((conv, effect)), ..Changes::default() })
     }
 
     /// Forgets the MLS group of a conversation this device left, durably.

@@ -53,6 +53,24 @@ pub struct Receipt {
     pub messages: Vec<MsgId>,
 }
 
+/// A message passed on from another chat: shown with a "Forwarded" label, without who wrote it
+/// or where (as WhatsApp and Signal do). Mentions stay behind: they named people of that chat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forward {
+    pub body: String,
+}
+
+/// A preview of the first link in the author's message `to`, made by the author's device (the
+/// server never fetches a URL). Sent right after the message, so a slow or dead site never holds
+/// the message back; applies only to the author's own message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkPreview {
+    pub to: MsgId,
+    pub url: String,
+    pub title: String,
+    pub description: String,
+}
+
 /// Sets the chat's disappearing-message timer; 0 turns it off.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timer {
@@ -68,6 +86,8 @@ pub enum Content {
     Delete(Delete),
     Receipt(Receipt),
     Timer(Timer),
+    Forward(Forward),
+    LinkPreview(LinkPreview),
     /// A kind this build does not know (from a newer client).
     Unsupported {
         kind: u16,
@@ -120,6 +140,8 @@ kinds! {
     5 => Delete,
     6 => Receipt,
     7 => Timer,
+    8 => Forward,
+    9 => LinkPreview,
 }
 
 #[cfg(test)]
@@ -136,6 +158,13 @@ mod tests {
             Content::Delete(Delete { to: MsgId([1; 16]) }),
             Content::Receipt(Receipt { kind: ReceiptKind::Read, messages: vec![MsgId([2; 16])] }),
             Content::Timer(Timer { seconds: 3600 }),
+            Content::Forward(Forward { body: "passed on".into() }),
+            Content::LinkPreview(LinkPreview {
+                to: MsgId([3; 16]),
+                url: "https://example.org/a".into(),
+                title: "A".into(),
+                description: "About a".into(),
+            }),
         ];
         for content in samples {
             assert_eq!(Content::decode(&content.encode()), Ok(content));

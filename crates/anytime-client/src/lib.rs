@@ -9,6 +9,7 @@ pub mod client;
 pub mod content;
 pub mod e2ee;
 pub mod memory_store;
+pub mod preview;
 pub mod safety;
 #[cfg(any(test, feature = "conformance"))]
 pub mod store_conformance;

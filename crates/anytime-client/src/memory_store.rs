@@ -62,12 +62,19 @@ impl ClientStore for MemoryStore {
         if let Some(msg_id) = changes.outbox_remove {
             self.outbox.retain(|q| q.msg_id != msg_id);
         }
+        if let Some((conv, effect)) = changes.local {
+            self.timelines.entry(conv).or_insert_with(|| Timeline::new(conv)).apply_local(effect);
+        }
         Ok(())
     }
 
     fn history(&self, conv: ConvId, limit: usize) -> Result<Vec<Entry>, StoreError> {
         let entries = self.timelines.get(&conv).map(|t| t.entries.as_slice()).unwrap_or_default();
         Ok(entries[entries.len().saturating_sub(limit)..].to_vec())
+    }
+
+    fn starred(&self) -> Result<Vec<(ConvId, Entry)>, StoreError> {
+        Ok(crate::timeline::starred(self.timelines.values()))
     }
 }
 

@@ -10,7 +10,7 @@ use anytime_proto::{ConvId, DeviceId, MsgId, UserId};
 use crate::client::{Changes, ClientStore, Event, OutboxEntry, Record};
 use crate::content::{self, Content, ReceiptKind};
 use crate::e2ee::DeviceIdentity;
-use crate::timeline::Timeline;
+use crate::timeline::{Effect, Timeline};
 
 /// What the store's clock must read during a case.
 pub const NOW_MS: u64 = 1_700_000_000_000;
@@ -24,6 +24,7 @@ pub fn run_all<S: ClientStore>(mut fresh: impl FnMut() -> S) {
     outbox_keeps_order_and_content_once_per_message(&mut fresh());
     history_follows_the_timeline_rules(&mut fresh());
     history_limit_keeps_the_newest(&mut fresh());
+    local_changes_star_and_hide(&mut fresh());
 }
 
 fn record<S: ClientStore>(store: &mut S, seq: u64, event: Option<&Event>) {
@@ -96,6 +97,19 @@ pub fn history_follows_the_timeline_rules<S: ClientStore>(store: &mut S) {
         Event::Rejoined { conv: CONV, epoch: 5 },
         message(21, 21, carol, false, text("after all that")),
         message(22, 1, bob, false, text("a replay of the first message")),
+        message(
+            23,
+            23,
+            bob,
+            false,
+            Content::Text(content::Text { body: "@me look".into(), mentions: vec![ME, ME, carol] }),
+        ),
+        message(24, 24, carol, false, Content::Forward(content::Forward { body: "passed on".into() })),
+        message(25, 25, carol, false, preview(id(23), "https://forged.test")),
+        message(26, 26, bob, false, preview(id(23), "https://x.test/a")),
+        message(27, 27, bob, false, preview(id(21), "https://not-his.test")),
+        message(28, 28, bob, false, preview(id(12), "https://deleted.test")),
+        message(29, 29, bob, false, preview(id(1), "javascript:alert(1)")),
     ];
     let mut timeline = Timeline::new(CONV);
     for event in &events {
@@ -120,6 +134,58 @@ pub fn history_limit_keeps_the_newest<S: ClientStore>(store: &mut S) {
     }
     let bodies: Vec<String> = store.history(CONV, 2).expect("history").into_iter().map(|e| e.body).collect();
     assert_eq!(bodies, vec!["m4".to_owned(), "m5".to_owned()], "the newest, oldest first");
+}
+
+/// Starring and "delete for me" change only this device's history, by the timeline's rules.
+pub fn local_changes_star_and_hide<S: ClientStore>(store: &mut S) {
+    let id = |n: u8| MsgId([n; 16]);
+    let other = ConvId(8);
+    let mut timelines = [Timeline::new(CONV), Timeline::new(other)];
+    let mut both = |store: &mut S, conv: ConvId, change: Changes<'_>| {
+        let timeline = timelines.iter_mut().find(|t| t.conv == conv).expect("a timeline");
+        if let Some(Record { event: Some(event), .. }) = change.record {
+            timeline.apply(event, NOW_MS);
+        }
+        if let Some((_, effect)) = &change.local {
+            timeline.apply_local(effect.clone());
+        }
+        store.save(change).expect("save");
+    };
+    for n in 1..=4u8 {
+        let conv = if n == 4 { other } else { CONV };
+        let mut event = message(u64::from(n), n, UserId(2), false, text(&format!("m{n}")));
+        if let Event::Message { conv: event_conv, .. } = &mut event {
+            *event_conv = conv;
+        }
+        both(
+            store,
+            conv,
+            Changes { record: Some(Record { conv, seq: u64::from(n), event: Some(&event) }), ..Changes::default() },
+        );
+    }
+    let local = |conv: ConvId, effect: Effect| Changes { local: Some((conv, effect)), ..Changes::default() };
+    both(store, CONV, local(CONV, Effect::Star { to: id(2), starred: true }));
+    both(store, other, local(other, Effect::Star { to: id(4), starred: true }));
+    both(store, CONV, local(CONV, Effect::Star { to: id(1), starred: true }));
+    both(store, CONV, local(CONV, Effect::Star { to: id(1), starred: false }));
+    both(store, CONV, local(CONV, Effect::Hide { to: id(3) }));
+    both(store, CONV, local(CONV, Effect::Star { to: id(9), starred: true }));
+    both(store, CONV, local(CONV, Effect::Hide { to: id(9) }));
+    for timeline in &timelines {
+        assert_eq!(store.history(timeline.conv, 100).expect("history"), timeline.entries, "conv {:?}", timeline.conv);
+    }
+    let starred: Vec<(ConvId, MsgId)> =
+        store.starred().expect("starred").into_iter().map(|(conv, e)| (conv, e.msg_id)).collect();
+    assert_eq!(starred, vec![(CONV, id(2)), (other, id(4))], "oldest first, across chats");
+}
+
+fn preview(to: MsgId, url: &str) -> Content {
+    Content::LinkPreview(content::LinkPreview {
+        to,
+        url: url.into(),
+        title: "Title".into(),
+        description: "About it".into(),
+    })
 }
 
 fn message(seq: u64, id: u8, user: UserId, own: bool, content: Content) -> Event {

@@ -4,7 +4,7 @@
 //! client keeps one per conversation in IndexedDB).
 
 use anytime_proto::frame::Seq;
-use anytime_proto::limits::REACTION_BYTES_MAX;
+use anytime_proto::limits::{MENTIONS_MAX, REACTION_BYTES_MAX};
 use anytime_proto::{ConvId, DeviceId, MsgId, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -75,6 +75,22 @@ pub struct Entry {
     pub read_by: Vec<UserId>,
     /// Disappearing messages: gone from this device after this instant.
     pub expires_at_ms: Option<u64>,
+    /// People the author mentioned (@name), each once.
+    pub mentions: Vec<UserId>,
+    /// Passed on from another chat.
+    pub forwarded: bool,
+    /// The author's preview of the first link in the message.
+    pub preview: Option<Preview>,
+    /// Starred on this device (never sent anywhere).
+    pub starred: bool,
+}
+
+/// A link preview as shown under a message (see `crate::preview`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preview {
+    pub url: String,
+    pub title: String,
+    pub description: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +133,14 @@ pub enum Effect {
     /// `user` received or read `messages` (read implies delivered; each user once per list).
     /// `own`: one of this account's devices, so on `Read` the unread count resets.
     Receipt { user: UserId, kind: ReceiptKind, messages: Vec<MsgId>, own: bool },
+    /// Only the author attaches a link preview, to an entry that is not deleted; a later one
+    /// replaces it.
+    Preview { to: MsgId, author: UserId, preview: Preview },
+    /// Local only (no event makes it): this device stars or unstars the entry `to`.
+    Star { to: MsgId, starred: bool },
+    /// Local only: "delete for me" — the entry `to` leaves this device's history; nobody else
+    /// learns of it.
+    Hide { to: MsgId },
 }
 
 /// The receipt lists a receipt of `kind` puts its sender on: read implies delivered.
@@ -136,26 +160,46 @@ impl Effect {
                 let sent_at = if *sent_at_ms == 0 { now_ms } else { *sent_at_ms };
                 let expires = (timer_seconds > 0).then(|| sent_at + u64::from(timer_seconds) * 1000);
                 let entry = |kind: EntryKind, body: String, reply_to: Option<MsgId>, expires: Option<u64>| Entry {
-                    msg_id: *msg_id,
-                    seq: *seq,
-                    sender: sender.user,
                     sender_device: sender.device,
-                    sent_at_ms: sent_at,
-                    kind,
-                    body,
                     reply_to,
-                    edited: false,
-                    deleted: false,
                     own: *own,
-                    reactions: Vec::new(),
-                    delivered_to: Vec::new(),
-                    read_by: Vec::new(),
                     expires_at_ms: expires,
+                    ..local_entry(*msg_id, *seq, sender.user, kind, body, sent_at)
+                };
+                let with_mentions = |mut entry: Entry, mentions: &[UserId]| {
+                    for user in mentions.iter().take(MENTIONS_MAX) {
+                        if !entry.mentions.contains(user) {
+                            entry.mentions.push(*user);
+                        }
+                    }
+                    entry
                 };
                 Some(match content {
-                    Content::Text(text) => Effect::Insert(entry(EntryKind::Text, text.body.clone(), None, expires)),
-                    Content::Reply(reply) => {
-                        Effect::Insert(entry(EntryKind::Reply, reply.body.clone(), Some(reply.to), expires))
+                    Content::Text(text) => Effect::Insert(with_mentions(
+                        entry(EntryKind::Text, text.body.clone(), None, expires),
+                        &text.mentions,
+                    )),
+                    Content::Reply(reply) => Effect::Insert(with_mentions(
+                        entry(EntryKind::Reply, reply.body.clone(), Some(reply.to), expires),
+                        &reply.mentions,
+                    )),
+                    Content::Forward(forward) => Effect::Insert(Entry {
+                        forwarded: true,
+                        ..entry(EntryKind::Text, forward.body.clone(), None, expires)
+                    }),
+                    Content::LinkPreview(preview) => {
+                        if !crate::preview::acceptable(preview) {
+                            return None;
+                        }
+                        Effect::Preview {
+                            to: preview.to,
+                            author: sender.user,
+                            preview: Preview {
+                                url: preview.url.clone(),
+                                title: preview.title.clone(),
+                                description: preview.description.clone(),
+                            },
+                        }
                     }
                     Content::Unsupported { .. } => {
                         Effect::Insert(entry(EntryKind::Unsupported, "unsupported message".into(), None, expires))
@@ -239,6 +283,18 @@ fn local_entry(msg_id: MsgId, seq: Seq, sender: UserId, kind: EntryKind, body: S
         delivered_to: Vec::new(),
         read_by: Vec::new(),
         expires_at_ms: None,
+        mentions: Vec::new(),
+        forwarded: false,
+        preview: None,
+        starred: false,
+    }
+}
+
+impl Entry {
+    /// What forwarding this entry sends: its text, for a message that still has one.
+    pub fn forward(&self) -> Option<Content> {
+        (self.kind.is_message() && !self.deleted && !self.body.is_empty())
+            .then(|| Content::Forward(crate::content::Forward { body: self.body.clone() }))
     }
 }
 
@@ -321,6 +377,8 @@ impl Timeline {
                     entry.body.clear();
                     entry.deleted = true;
                     entry.reactions.clear();
+                    entry.preview = None;
+                    entry.mentions.clear();
                     Applied::Updated
                 }
                 None => Applied::Nothing,
@@ -343,7 +401,35 @@ impl Timeline {
                 }
                 Applied::Updated
             }
+            Effect::Preview { to, author, preview } => match self.find_mut(to, author) {
+                Some(entry) if !entry.deleted => {
+                    entry.preview = Some(preview);
+                    Applied::Updated
+                }
+                _ => Applied::Nothing,
+            },
+            Effect::Star { to, starred } => match self.entries.iter_mut().find(|e| e.msg_id == to) {
+                Some(entry) => {
+                    entry.starred = starred;
+                    Applied::Updated
+                }
+                None => Applied::Nothing,
+            },
+            Effect::Hide { to } => {
+                let before = self.entries.len();
+                self.entries.retain(|e| e.msg_id != to);
+                if self.entries.len() == before {
+                    Applied::Nothing
+                } else {
+                    Applied::Updated
+                }
+            }
         }
+    }
+
+    /// Carries out a local effect ([`Effect::Star`], [`Effect::Hide`]) — or any other.
+    pub fn apply_local(&mut self, effect: Effect) -> Applied {
+        self.apply_effect(effect)
     }
 
     fn insert(&mut self, entry: Entry) -> Applied {
@@ -363,6 +449,16 @@ impl Timeline {
             Applied::Updated
         }
     }
+}
+
+/// Every starred entry of `timelines`, oldest first (by the time it was sent).
+pub fn starred<'a>(timelines: impl IntoIterator<Item = &'a Timeline>) -> Vec<(ConvId, Entry)> {
+    let mut starred: Vec<(ConvId, Entry)> = timelines
+        .into_iter()
+        .flat_map(|t| t.entries.iter().filter(|e| e.starred).map(|e| (t.conv, e.clone())))
+        .collect();
+    starred.sort_by_key(|(_, e)| e.sent_at_ms);
+    starred
 }
 
 /// Message requests: a chat is a request while this account has not accepted it (started it,

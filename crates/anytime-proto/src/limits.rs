@@ -192,6 +192,19 @@ pub const MLS_PAST_EPOCHS_MAX: usize = 5;
 /// A device link code (`ApproveDevice`), bytes; codes are 6 digits.
 pub const LINK_CODE_BYTES_MAX: usize = 16;
 
+/// People one message may mention (@name); more are dropped by the receiver.
+pub const MENTIONS_MAX: usize = 64;
+
+/// A link preview's parts, bytes: longer ones are cut (at a character boundary) by the sender
+/// and refused by the receiver.
+pub const PREVIEW_URL_BYTES_MAX: usize = 2_048;
+pub const PREVIEW_TITLE_BYTES_MAX: usize = 256;
+pub const PREVIEW_DESCRIPTION_BYTES_MAX: usize = 512;
+
+/// How much of a page the sender's device reads to find its title and description: the head
+/// of any sane page fits, and a huge or endless response costs nothing more.
+pub const PREVIEW_PAGE_BYTES_MAX: usize = 256 * 1024;
+
 const _: () = assert!(MESSAGE_BYTES_MAX < FRAME_BYTES_MAX);
 const _: () = assert!(HANDSHAKE_BYTES_MAX < FRAME_BYTES_MAX);
 const _: () = assert!(FRAME_BYTES_MAX < WS_MESSAGE_BYTES_MAX);

@@ -62,4 +62,8 @@ impl ClientStore for SimStore {
     fn history(&self, conv: ConvId, limit: usize) -> Result<Vec<anytime_client::timeline::Entry>, StoreError> {
         self.inner.history(conv, limit)
     }
+
+    fn starred(&self) -> Result<Vec<(ConvId, anytime_client::timeline::Entry)>, StoreError> {
+        self.inner.starred()
+    }
 }

@@ -261,6 +261,10 @@ impl ClientStore for WebStore {
             data.outbox_content.remove(&msg_id);
             self.0.touch_meta();
         }
+        if let Some((conv, effect)) = changes.local {
+            data.timelines.entry(conv).or_insert_with(|| Timeline::new(conv)).apply_local(effect);
+            self.0.touch_conv(conv);
+        }
         Ok(())
     }
 
@@ -268,5 +272,9 @@ impl ClientStore for WebStore {
         let data = self.0.data.borrow();
         let entries = data.timelines.get(&conv).map(|t| t.entries.as_slice()).unwrap_or_default();
         Ok(entries[entries.len().saturating_sub(limit)..].to_vec())
+    }
+
+    fn starred(&self) -> Result<Vec<(ConvId, anytime_client::timeline::Entry)>, StoreError> {
+        Ok(anytime_client::timeline::starred(self.0.data.borrow().timelines.values()))
     }
 }
