@@ -94,6 +94,24 @@ pub enum Content {
     },
 }
 
+/// The members `body` mentions: words `@name` (case-insensitive, trailing punctuation ignored)
+/// that name one of `members` (user, username), each once, at most `MENTIONS_MAX`. Both
+/// clients write mentions this way, so what a picker inserted and what a user typed agree.
+pub fn mentioned<'a>(body: &str, members: impl IntoIterator<Item = (UserId, &'a str)> + Clone) -> Vec<UserId> {
+    let mut found = Vec::new();
+    for word in body.split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '(' | ')')) {
+        let Some(name) = word.strip_prefix('@') else { continue };
+        let name = name.trim_end_matches(['.', ',', ':', ';', '!', '?', '\'']);
+        let user = members.clone().into_iter().find(|(_, username)| username.eq_ignore_ascii_case(name));
+        if let Some((user, _)) = user {
+            if !found.contains(&user) && found.len() < anytime_proto::limits::MENTIONS_MAX {
+                found.push(user);
+            }
+        }
+    }
+    found
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ContentError {
     #[error("the message is not an Anytime content envelope")]
@@ -147,6 +165,14 @@ kinds! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mentions_are_members_named_after_an_at_sign_once_each() {
+        let members = [(UserId(1), "alice"), (UserId(2), "bob"), (UserId(3), "bo")];
+        let found = mentioned("@Bob, @alice: ask @bob and @carol (@bo) mail@bob", members);
+        assert_eq!(found, vec![UserId(2), UserId(1), UserId(3)]);
+        assert!(mentioned("no one here @", members).is_empty());
+    }
 
     #[test]
     fn every_kind_round_trips_and_unknown_kinds_are_unsupported_not_errors() {

@@ -25,10 +25,13 @@ use crate::AppState;
 /// Initial WebSocket read buffer per connection, bytes.
 const WS_READ_BUFFER_BYTES: usize = 1024;
 
-/// What the web client may load and talk to: only this origin, and wasm compilation. Keys live
-/// in the page, so injected script must not run (no inline script, no eval, no other origins).
+/// What the web client may load and talk to: scripts only from this origin, and wasm
+/// compilation. Keys live in the page, so injected script must not run (no inline script, no
+/// eval, no other origins). `connect-src` also allows http(s) pages: link previews are made by
+/// the sender's browser, which fetches the page itself (the server never fetches a URL); that
+/// is reading, not running, and only where the site allows it (CORS).
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
-     connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; object-src 'none'; \
+     connect-src 'self' ws: wss: https: http:; img-src 'self' data:; style-src 'self'; object-src 'none'; \
      base-uri 'none'; frame-ancestors 'none'";
 
 pub(crate) fn router(state: AppState, web_dir: Option<&Path>) -> Router {

@@ -34,11 +34,13 @@ export function idbLoadAll(db) {
   });
 }
 
-export function idbPut(db, keys, values) {
+// Puts keys[i] = values[i] and deletes every key of `deletes`, in one transaction.
+export function idbPut(db, keys, values, deletes) {
   return new Promise((resolve, reject) => {
     const tx = db.transaction(STORE, "readwrite", { durability: "strict" });
     const store = tx.objectStore(STORE);
     for (let i = 0; i < keys.length; i++) store.put(values[i], keys[i]);
+    for (const key of deletes) store.delete(key);
     tx.oncomplete = () => resolve();
     tx.onerror = () => reject(tx.error);
     tx.onabort = () => reject(tx.error);

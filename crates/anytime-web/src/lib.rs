@@ -15,6 +15,7 @@ pub(crate) use console_log;
 
 mod persist;
 mod session;
+mod stored;
 mod view;
 mod ws;
 
@@ -182,6 +183,17 @@ impl App {
         view::search_json(&self.shared, &query, SEARCH_RESULTS_MAX).to_string()
     }
 
+    /// Starred messages of every chat, oldest first, as JSON.
+    pub fn starred(&self) -> String {
+        view::starred_json(&self.shared).to_string()
+    }
+
+    /// The link in `text` a preview would be made for, if any.
+    #[wasm_bindgen(js_name = linkIn)]
+    pub fn link_in(&self, text: String) -> Option<String> {
+        anytime_client::preview::first_link(&text).map(str::to_owned)
+    }
+
     fn run(&self, cmd: Cmd) -> Promise {
         let sender = self.shared.commands.borrow().clone();
         future_to_promise(async move {
@@ -200,6 +212,27 @@ impl App {
                 Err(_) => Err(js_err("the connection dropped before the answer; try again")),
             }
         })
+    }
+
+    /// Forwards message `msg` of chat `from` to chat `to`.
+    pub fn forward(&self, from: String, msg: String, to: String) -> Promise {
+        self.run(Cmd::Forward { from, msg, to })
+    }
+
+    /// Sends the preview of `url` (the first link of the own message `msg`), made from `page`,
+    /// the text this browser fetched; resolves to `{"preview": false}` when the page has none.
+    pub fn preview(&self, conv: String, msg: String, url: String, page: String) -> Promise {
+        self.run(Cmd::Preview { conv, msg, url, page })
+    }
+
+    pub fn star(&self, conv: String, msg: String, starred: bool) -> Promise {
+        self.run(Cmd::Star { conv, msg, starred })
+    }
+
+    /// Deletes a message from this browser only.
+    #[wasm_bindgen(js_name = deleteForMe)]
+    pub fn delete_for_me(&self, conv: String, msg: String) -> Promise {
+        self.run(Cmd::DeleteForMe { conv, msg })
     }
 
     pub fn direct(&self, username: String) -> Promise {

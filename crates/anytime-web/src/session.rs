@@ -49,6 +49,30 @@ pub(crate) enum Cmd {
         conv: String,
         msg: String,
     },
+    /// Send a message of one chat to another, marked as forwarded.
+    Forward {
+        from: String,
+        msg: String,
+        to: String,
+    },
+    /// The preview of the first link in an own message, from the page this browser fetched.
+    Preview {
+        conv: String,
+        msg: String,
+        url: String,
+        page: String,
+    },
+    /// Star or unstar a message (on this device only).
+    Star {
+        conv: String,
+        msg: String,
+        starred: bool,
+    },
+    /// Delete a message from this device only.
+    DeleteForMe {
+        conv: String,
+        msg: String,
+    },
     MarkRead(String),
     /// Take a message request into the chat list.
     Accept(String),
@@ -155,10 +179,17 @@ async fn offline(
             Either::Right(((), _)) => return true,
         };
         let (cmd, reply) = job;
-        let answer = match outgoing_content(&cmd) {
-            Some(Ok((conv, content))) => queue_offline(shared, client, conv, content).await,
-            Some(Err(error)) => Err(describe(&error)),
-            None => Err("offline: not connected to the server; retrying".into()),
+        let answer = if let Some(done) = local_command(shared, client, &cmd) {
+            match done {
+                Ok(value) => shared.persist.flush().await.map(|()| value),
+                Err(error) => Err(describe(&error)),
+            }
+        } else {
+            match outgoing_content(shared, &cmd) {
+                Some(Ok((conv, content))) => queue_offline(shared, client, conv, content).await,
+                Some(Err(error)) => Err(describe(&error)),
+                None => Err("offline: not connected to the server; retrying".into()),
+            }
         };
         let _ = reply.send(answer);
     }
@@ -177,27 +208,68 @@ async fn queue_offline(
     Ok(json!({"msg_id": hex(&id.0), "pending": true}))
 }
 
+/// Commands that change only this device's history (they work offline too); `None` for others.
+fn local_command(shared: &Shared, client: &mut Client<WebStore>, cmd: &Cmd) -> Option<Result<Value, ClientError>> {
+    let (conv, msg) = match cmd {
+        Cmd::Star { conv, msg, .. } | Cmd::DeleteForMe { conv, msg } => (conv, msg),
+        _ => return None,
+    };
+    let done = (|| {
+        let (conv, msg) = (conv_id(conv)?, msg_id(msg)?);
+        if shared.persist.data.borrow().timelines.get(&conv).and_then(|t| t.find(msg)).is_none() {
+            return Err(ClientError::Protocol("that message is not on this device".into()));
+        }
+        match cmd {
+            Cmd::Star { starred, .. } => client.star(conv, msg, *starred)?,
+            _ => client.delete_for_me(conv, msg)?,
+        }
+        shared.notify("timeline", Some(conv));
+        shared.notify("chats", None);
+        Ok(json!({}))
+    })();
+    Some(done)
+}
+
+/// The members of `conv` other than me, by username, for `content::mentioned`.
+fn members_by_name(shared: &Shared, conv: ConvId) -> Vec<(UserId, String)> {
+    let view = shared.view.borrow();
+    let me = shared.persist.data.borrow().account.as_ref().map(|a| a.user);
+    let Some(info) = view.chats.get(&conv) else { return Vec::new() };
+    info.members
+        .iter()
+        .filter(|m| Some(m.user) != me)
+        .filter_map(|m| view.names.get(&m.user).map(|name| (m.user, name.clone())))
+        .collect()
+}
+
 /// The message a command writes, if it writes one (those can be queued while offline).
-fn outgoing_content(cmd: &Cmd) -> Option<Result<(ConvId, Content), ClientError>> {
-    let content = |conv: &str, make: &dyn Fn() -> Result<Content, ClientError>| {
-        Some(conv_id(conv).and_then(|conv| Ok((conv, make()?))))
+fn outgoing_content(shared: &Shared, cmd: &Cmd) -> Option<Result<(ConvId, Content), ClientError>> {
+    let content = |conv: &str, make: &dyn Fn(ConvId) -> Result<Content, ClientError>| {
+        Some(conv_id(conv).and_then(|conv| Ok((conv, make(conv)?))))
     };
     match cmd {
-        Cmd::Send { conv, text, reply_to } => content(conv, &|| {
+        Cmd::Send { conv, text, reply_to } => content(conv, &|conv| {
+            let members = members_by_name(shared, conv);
+            let mentions = content::mentioned(text, members.iter().map(|(user, name)| (*user, name.as_str())));
             Ok(match reply_to {
-                Some(to) => {
-                    Content::Reply(content::Reply { to: msg_id(to)?, body: text.clone(), mentions: Vec::new() })
-                }
-                None => Content::Text(content::Text { body: text.clone(), mentions: Vec::new() }),
+                Some(to) => Content::Reply(content::Reply { to: msg_id(to)?, body: text.clone(), mentions }),
+                None => Content::Text(content::Text { body: text.clone(), mentions }),
             })
         }),
-        Cmd::React { conv, msg, emoji, remove } => content(conv, &|| {
+        Cmd::Forward { from, msg, to } => content(to, &|_| {
+            let (from, msg) = (conv_id(from)?, msg_id(msg)?);
+            let data = shared.persist.data.borrow();
+            let entry = data.timelines.get(&from).and_then(|t| t.find(msg));
+            let entry = entry.ok_or_else(|| ClientError::Protocol("that message is not on this device".into()))?;
+            entry.forward().ok_or_else(|| ClientError::Protocol("that message has no text to forward".into()))
+        }),
+        Cmd::React { conv, msg, emoji, remove } => content(conv, &|_| {
             Ok(Content::Reaction(content::Reaction { to: msg_id(msg)?, emoji: emoji.clone(), remove: *remove }))
         }),
         Cmd::Edit { conv, msg, text } => {
-            content(conv, &|| Ok(Content::Edit(content::Edit { to: msg_id(msg)?, body: text.clone() })))
+            content(conv, &|_| Ok(Content::Edit(content::Edit { to: msg_id(msg)?, body: text.clone() })))
         }
-        Cmd::Delete { conv, msg } => content(conv, &|| Ok(Content::Delete(content::Delete { to: msg_id(msg)? }))),
+        Cmd::Delete { conv, msg } => content(conv, &|_| Ok(Content::Delete(content::Delete { to: msg_id(msg)? }))),
         _ => None,
     }
 }
@@ -549,8 +621,22 @@ impl Session {
                 self.client.establish(&mut self.net, &info).await?;
                 self.opened(info.conv).await
             }
-            Cmd::Send { .. } | Cmd::React { .. } | Cmd::Edit { .. } | Cmd::Delete { .. } => {
-                match outgoing_content(&cmd) {
+            Cmd::Star { .. } | Cmd::DeleteForMe { .. } => match local_command(&self.shared, &mut self.client, &cmd) {
+                Some(done) => done,
+                None => Err(ClientError::Protocol("not a local change".into())),
+            },
+            Cmd::Preview { conv, msg, url, page } => {
+                let (conv, msg) = (conv_id(&conv)?, msg_id(&msg)?);
+                match anytime_client::preview::from_page(msg, &url, &page) {
+                    Some(preview) => {
+                        self.send_content(conv, Content::LinkPreview(preview)).await?;
+                        Ok(json!({"preview": true}))
+                    }
+                    None => Ok(json!({"preview": false})),
+                }
+            }
+            Cmd::Send { .. } | Cmd::React { .. } | Cmd::Edit { .. } | Cmd::Delete { .. } | Cmd::Forward { .. } => {
+                match outgoing_content(&self.shared, &cmd) {
                     Some(writes) => {
                         let (conv, content) = writes?;
                         self.send_content(conv, content).await
@@ -702,11 +788,14 @@ impl Session {
             return Ok(json!({}));
         }
         let me = self.client.me().user;
-        let ids = {
+        let (ids, end) = {
             let mut data = self.shared.persist.data.borrow_mut();
-            data.timelines.get_mut(&conv).map(|t| t.mark_read(me)).unwrap_or_default()
+            let timeline = data.timelines.get_mut(&conv);
+            timeline.map(|t| (t.mark_read(me), t.entries.len())).unwrap_or_default()
         };
-        self.shared.persist.touch_conv(conv);
+        // The unread count (the head) and the entries now read by me.
+        self.shared.persist.touch_conv_from(conv, end);
+        self.shared.persist.touch_entries(conv, &ids);
         if !ids.is_empty() {
             let receipt = Content::Receipt(content::Receipt { kind: ReceiptKind::Read, messages: ids });
             self.send_content(conv, receipt).await?;

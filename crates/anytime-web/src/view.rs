@@ -133,6 +133,7 @@ pub fn chats_json(shared: &Shared) -> Value {
                 "kind": if info.kind == ConvKind::Direct { "direct" } else { "group" },
                 "title": title(&view, info, me),
                 "unread": timeline.map(|t| t.unread).unwrap_or(0),
+                "mentions": timeline.map(|t| unread_mentions(t, me)).unwrap_or(0),
                 "last": last.map(|e| json!({"text": preview(e), "sender": name(&view, e.sender), "own": e.own, "at": e.sent_at_ms})),
                 "presence": if info.kind == ConvKind::Direct { presence_json(&view, peer(info, me)) } else { Value::Null },
                 "typing": typing_names(&view, info.conv, now),
@@ -203,7 +204,18 @@ fn entry_json(view: &View, timeline: &Timeline, me: UserId, e: &Entry) -> Value 
         "status": status(e, me),
         "reactions": reactions.into_iter().map(|(emoji, (count, mine))| json!({"emoji": emoji, "count": count, "mine": mine})).collect::<Vec<_>>(),
         "expires_at_ms": e.expires_at_ms,
+        "mentions": e.mentions.iter().map(|u| name(view, *u)).collect::<Vec<_>>(),
+        "mentions_me": e.mentions.contains(&me),
+        "forwarded": e.forwarded,
+        "starred": e.starred,
+        "preview": e.preview.as_ref().map(|p| json!({"url": p.url, "title": p.title, "description": p.description})),
     })
+}
+
+/// Unread messages of `timeline` that mention `me`: the chat list shows an "@" for them.
+fn unread_mentions(timeline: &Timeline, me: UserId) -> usize {
+    let unread = timeline.entries.iter().rev().filter(|e| counts_as_unread(e)).take(timeline.unread as usize);
+    unread.filter(|e| e.mentions.contains(&me)).count()
 }
 
 /// Messages written on this device that wait in the outbox (offline): shown as pending bubbles
@@ -215,16 +227,18 @@ fn pending_json(view: &View, data: &Data, conv: ConvId, me: UserId) -> Vec<Value
         .filter(|(c, _, _)| *c == conv)
         .filter_map(|(_, id, _)| {
             let content = Content::decode(data.outbox_content.get(id)?).ok()?;
-            let (kind, text, reply_to) = match content {
-                Content::Text(t) => ("text", t.body, None),
-                Content::Reply(r) => ("reply", r.body, Some(r.to)),
+            let (kind, text, reply_to, forwarded) = match content {
+                Content::Text(t) => ("text", t.body, None, false),
+                Content::Reply(r) => ("reply", r.body, Some(r.to), false),
+                Content::Forward(f) => ("text", f.body, None, true),
                 _ => return None,
             };
             let reply = reply_to.map(|to| reply_json(view, data.timelines.get(&conv), to));
             Some(json!({
                 "msg_id": hex(&id.0), "seq": 0, "sender": name(view, me), "own": true, "at": null, "kind": kind,
                 "text": text, "reply": reply, "edited": false, "deleted": false, "status": "pending",
-                "reactions": [], "expires_at_ms": null,
+                "reactions": [], "expires_at_ms": null, "mentions": [], "mentions_me": false,
+                "forwarded": forwarded, "starred": false, "preview": null,
             }))
         })
         .collect()
@@ -279,6 +293,30 @@ pub fn chat_json(shared: &Shared, conv: ConvId, limit: usize, include: Option<Ms
         "more": start > 0,
         "first_unread": first_unread.map(|(_, e)| hex(&e.msg_id.0)),
     })
+}
+
+/// Every starred message on this device, newest first, with the chat it is in.
+pub fn starred_json(shared: &Shared) -> Value {
+    let view = shared.view.borrow();
+    let data = shared.persist.data.borrow();
+    let Some(me) = data.account.as_ref().map(|a| a.user) else { return json!([]) };
+    let mut starred = timeline::starred(data.timelines.values());
+    starred.reverse();
+    let items: Vec<Value> = starred
+        .iter()
+        .filter_map(|(conv, e)| {
+            let info = view.chats.get(conv)?;
+            Some(json!({
+                "conv": conv.to_string(),
+                "title": title(&view, info, me),
+                "msg_id": hex(&e.msg_id.0),
+                "sender": if e.own { "You".to_owned() } else { name(&view, e.sender) },
+                "text": preview(e),
+                "at": e.sent_at_ms,
+            }))
+        })
+        .collect();
+    Value::Array(items)
 }
 
 /// Search of this device's decrypted history, newest first: every chat's messages whose text

@@ -3,9 +3,10 @@
 // message storage here: those live in the Rust core, the same one the terminal client uses.
 
 import init, { openApp } from "/pkg/anytime_web.js";
+import { h, toast, call, time, dayKey, dayLabel, avatar, presenceText, dialog, field } from "/dom.js";
+import * as tools from "/message_tools.js";
 
 const root = document.getElementById("root");
-const toastBox = document.getElementById("toast");
 let app = null;
 let account = null;
 const ui = {
@@ -30,7 +31,7 @@ const PAGE = 50;
 // encrypted store's data in the same origin, per account, and deleted on log out.
 const prefs = {
   key: () => `anytime-chat-prefs:${account?.user}`,
-  data: { drafts: {}, pinned: [], muted: [], archived: [] },
+  data: { drafts: {}, pinned: [], muted: [], archived: [], noPreviews: false },
   load() {
     try { this.data = { ...this.data, ...JSON.parse(localStorage.getItem(this.key()) || "{}") }; } catch (_) { /* start over */ }
   },
@@ -46,96 +47,6 @@ const prefs = {
   },
   wipe() { localStorage.removeItem(this.key()); },
 };
-
-// ---------------------------------------------------------------- tiny DOM helpers
-
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === null || value === undefined || value === false) continue;
-    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
-    else if (key === "class") el.className = value;
-    else el.setAttribute(key, value === true ? "" : value);
-  }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
-    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return el;
-}
-
-function toast(text, isError = false) {
-  toastBox.textContent = text;
-  toastBox.className = isError ? "error shown" : "shown";
-  toastBox.setAttribute("role", isError ? "alert" : "status");
-  clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => { toastBox.className = ""; }, 4000);
-}
-
-async function call(promise) {
-  try {
-    const text = await promise;
-    return typeof text === "string" ? JSON.parse(text) : text;
-  } catch (error) {
-    toast(String(error), true);
-    throw error;
-  }
-}
-
-function time(ms) {
-  if (!ms) return "";
-  const d = new Date(ms);
-  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-}
-
-function dayKey(ms) {
-  const d = new Date(ms);
-  return `${d.getFullYear()}-${d.getMonth()}-${d.getDate()}`;
-}
-
-function dayLabel(ms) {
-  const today = new Date();
-  const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
-  if (dayKey(ms) === dayKey(today.getTime())) return "Today";
-  if (dayKey(ms) === dayKey(yesterday.getTime())) return "Yesterday";
-  const d = new Date(ms);
-  const sameYear = d.getFullYear() === today.getFullYear();
-  return d.toLocaleDateString([], { weekday: sameYear ? "long" : undefined, day: "numeric", month: "long", year: sameYear ? undefined : "numeric" });
-}
-
-// Initials in a colour picked from the name, until profile pictures exist.
-function avatar(name) {
-  const words = name.replace(/^user /, "").split(/[\s._-]+/).filter(Boolean);
-  const initials = (words.length > 1 ? words[0][0] + words[1][0] : (words[0] || "?").slice(0, 2)).toUpperCase();
-  let hash = 0;
-  for (const ch of name) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
-  return h("span", { class: "avatar", "aria-hidden": "true", style: `--hue: ${hash % 360}` }, initials);
-}
-
-function presenceText(p) {
-  if (!p) return "";
-  if (p.online) return "online";
-  return p.last_seen_ms ? `last seen ${new Date(p.last_seen_ms).toLocaleString()}` : "offline";
-}
-
-// ---------------------------------------------------------------- dialogs
-
-function dialog(title, body, actions) {
-  const d = h("dialog", { "aria-labelledby": "dialog-title" },
-    h("form", { method: "dialog", class: "dialog" },
-      h("h2", { id: "dialog-title" }, title),
-      body,
-      h("div", { class: "actions" }, actions, h("button", { value: "cancel", type: "submit", class: "secondary" }, "Close"))));
-  d.addEventListener("close", () => d.remove());
-  document.body.append(d);
-  d.showModal();
-  return d;
-}
-
-function field(label, attrs) {
-  const id = attrs.id;
-  return h("div", { class: "field" }, h("label", { for: id }, label), h("input", attrs));
-}
 
 // ---------------------------------------------------------------- sign up / log in
 
@@ -188,6 +99,7 @@ function renderAuth(mode = "register") {
 function start() {
   account = JSON.parse(app.account());
   prefs.load();
+  tools.setup({ app, ui, prefs, openChat, startReply, startEdit, deleteMessage, queueRender });
   app.start((kind, conv) => onChange(kind, conv));
   // Endpoints can change: refresh the registration when notifications are already allowed.
   if ("Notification" in window && Notification.permission === "granted") subscribePush().catch(() => {});
@@ -245,7 +157,8 @@ function renderShell() {
         h("div", { class: "toolbar" },
           h("button", { type: "button", onclick: newDirect }, "New chat"),
           h("button", { type: "button", onclick: newGroup }, "New group"),
-          h("button", { type: "button", onclick: joinDialog }, "Join")),
+          h("button", { type: "button", onclick: joinDialog }, "Join"),
+          h("button", { type: "button", class: "secondary", onclick: tools.starredDialog, "aria-label": "Starred messages" }, "★ Starred")),
         h("div", { class: "search" },
           h("label", { for: "search-input", class: "visually-hidden" }, "Search messages"),
           h("input", { id: "search-input", type: "search", placeholder: "Search messages", autocomplete: "off",
@@ -311,7 +224,7 @@ function renderChats() {
     const button = h("button", {
       type: "button", class: "chat" + (c.conv === ui.open ? " active" : ""), "data-conv": c.conv,
       "aria-current": c.conv === ui.open ? "true" : null,
-      "aria-label": `${c.title}${pinned ? ", pinned" : ""}${muted ? ", muted" : ""}${c.unread ? `, ${c.unread} unread` : ""}. ${sub}`,
+      "aria-label": `${c.title}${pinned ? ", pinned" : ""}${muted ? ", muted" : ""}${c.unread ? `, ${c.unread} unread` : ""}${c.mentions ? ", you were mentioned" : ""}. ${sub}`,
       onclick: () => openChat(c.conv),
     },
     avatar(c.title),
@@ -321,7 +234,9 @@ function renderChats() {
       muted ? h("span", { class: "flag", title: "muted", "data-flag": "muted" }, " 🔕") : null),
     h("span", { class: "time" }, c.last ? time(c.last.at) : ""),
     h("span", { class: "preview" + (draft && !c.typing.length ? " draft" : "") }, sub),
-    c.unread ? h("span", { class: "badge" + (muted ? " muted" : ""), "data-testid": "unread" }, String(c.unread)) : null);
+    h("span", { class: "badges" },
+      c.mentions ? h("span", { class: "badge mention", "data-testid": "mention", title: "You were mentioned" }, "@") : null,
+      c.unread ? h("span", { class: "badge" + (muted ? " muted" : ""), "data-testid": "unread" }, String(c.unread)) : null));
     return h("li", {}, button);
   }));
   if (ui.showRequests) {
@@ -404,6 +319,7 @@ function renderChat() {
     ui.firstUnread = chat.first_unread;
     ui.limit = Math.max(ui.limit, chat.entries.length);
   }
+  ui.members = chat.members;
   document.getElementById("chat-title").textContent = chat.title;
   const sub = chat.typing.length ? `${chat.typing.join(", ")} typing…`
     : chat.kind === "direct" ? presenceText(chat.presence) : `${chat.members.length} members`;
@@ -523,17 +439,24 @@ function renderEntry(chat, e, withAvatar) {
     h("button", { type: "button", "data-action": "react", "aria-label": "React with thumbs up", onclick: () => call(app.react(chat.conv, e.msg_id, "👍", e.reactions.some((r) => r.emoji === "👍" && r.mine))) }, "👍"),
     h("button", { type: "button", "data-action": "react-heart", "aria-label": "React with heart", onclick: () => call(app.react(chat.conv, e.msg_id, "❤️", e.reactions.some((r) => r.emoji === "❤️" && r.mine))) }, "❤️"),
     e.own ? h("button", { type: "button", "data-action": "edit", onclick: () => startEdit(e) }, "Edit") : null,
-    e.own ? h("button", { type: "button", "data-action": "delete", onclick: () => deleteMessage(chat.conv, e) }, "Delete") : null);
+    e.own ? h("button", { type: "button", "data-action": "delete", onclick: () => deleteMessage(chat.conv, e) }, "Delete") : null,
+    h("button", { type: "button", "data-action": "more", "aria-label": "More actions", "aria-haspopup": "menu",
+      onclick: (ev) => tools.openMenu(chat, e, ev.currentTarget) }, "⋯"));
   const grouped = chat.kind === "group" && !e.own ? " in-group" : "";
-  return h("li", { class: classes + grouped + (withAvatar ? " with-avatar" : ""), "data-msg": e.msg_id, "data-seq": e.seq },
+  const li = h("li", { class: classes + grouped + (withAvatar ? " with-avatar" : "") + (e.mentions_me ? " mentions-me" : ""), "data-msg": e.msg_id, "data-seq": e.seq },
     withAvatar ? avatar(e.sender) : null,
     h("div", { class: "meta" }, e.own ? "You" : e.sender, e.at ? [" · ", h("time", {}, time(e.at))] : null,
-      e.edited ? h("span", { class: "edited" }, " · edited") : null),
+      e.edited ? h("span", { class: "edited" }, " · edited") : null,
+      e.starred ? h("span", { class: "star", title: "Starred", "aria-label": "starred" }, " ★") : null),
+    e.forwarded ? h("div", { class: "forwarded muted" }, "↪ Forwarded") : null,
     e.reply ? h("blockquote", { class: "quote" }, h("strong", {}, e.reply.sender), " ", e.reply.text) : null,
-    h("p", { class: "text" }, e.deleted ? "This message was deleted" : e.text),
+    h("p", { class: "text" }, e.deleted ? "This message was deleted" : tools.textWithMentions(e)),
+    e.preview && !e.deleted ? tools.previewCard(e.preview) : null,
     reactions.length ? h("div", { class: "reactions" }, reactions) : null,
     e.own ? h("span", { class: "receipt", "data-status": e.status }, STATUS_TEXT[e.status] || "") : null,
     actions);
+  if (actions) tools.menuGestures(li, chat, e);
+  return li;
 }
 
 function setComposerContext(text) {
@@ -571,6 +494,7 @@ async function deleteMessage(conv, e) {
 }
 
 function composerKey(event) {
+  if (tools.pickerKey(event)) return;
   if (event.key === "Enter" && !event.shiftKey) {
     event.preventDefault();
     event.target.form.requestSubmit();
@@ -580,6 +504,7 @@ function composerKey(event) {
 }
 
 function composerInput(event) {
+  tools.updatePicker(event.target);
   if (ui.open && !ui.editing) prefs.draft(ui.open, event.target.value);
   const now = Date.now();
   if (ui.open && now - ui.lastTyping > 3000) {
@@ -596,8 +521,12 @@ async function submitComposer(event) {
   const conv = ui.open;
   input.value = "";
   try {
+    tools.closePicker();
     if (ui.editing) await call(app.edit(conv, ui.editing, text));
-    else await call(app.send(conv, text, ui.replyTo ? ui.replyTo.msg_id : undefined));
+    else {
+      const sent = await call(app.send(conv, text, ui.replyTo ? ui.replyTo.msg_id : undefined));
+      if (!sent.pending) tools.sendPreview(conv, sent.msg_id, text);
+    }
     prefs.draft(conv, "");
     ui.replyTo = null;
     ui.editing = null;
@@ -748,6 +677,10 @@ function settingsDialog() {
     } }), label));
   dialog("Settings", [
     h("fieldset", {}, h("legend", {}, "Who sees when I am online"), radios),
+    h("fieldset", {}, h("legend", {}, "Link previews"),
+      h("label", { class: "radio" }, h("input", { type: "checkbox", id: "link-previews", checked: !prefs.data.noPreviews, onchange: (ev) => {
+        prefs.data.noPreviews = !ev.target.checked; prefs.save(); toast("Saved");
+      } }), "Make previews of links I send (this browser fetches the page; the site sees your address)")),
     h("fieldset", {}, h("legend", {}, "Notifications"),
       h("button", { type: "button", class: "secondary", onclick: enableNotifications }, "Enable notifications")),
     h("p", { class: "muted" }, `Signed in as ${account.username} (device ${account.device}).`),

@@ -5,6 +5,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { createServer } from "node:http";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import {
@@ -33,7 +34,8 @@ async function openChatNamed(page, title) {
   // At phone width the list and the chat are separate screens.
   const back = page.getByRole("button", { name: "Back to chats" });
   if (await back.isVisible()) await back.click();
-  const exact = page.locator(".title", { hasText: new RegExp(`^${title}$`) });
+  // The title, maybe followed by its flags (" 📌", " 🔕").
+  const exact = page.locator(".title", { hasText: new RegExp(`^${title}(\\s|$)`) });
   await page.locator(".chat").filter({ has: exact }).click();
   await page.locator("#chat-title", { hasText: title }).waitFor();
 }
@@ -621,6 +623,105 @@ test("message requests: delete hides one until its sender writes again; block en
   await erin.locator("#toast.error").waitFor();
   assert.equal(await requests.count(), 0);
   await erin.context().close();
+});
+
+test("mention picker, link preview by the sender, star, forward and delete for me from the message menu", async () => {
+  const { alice, bob } = pages;
+  // A web page on loopback that allows other origins to read it (CORS), as a site must for a
+  // browser-made preview; it counts who fetched it.
+  let fetched = 0;
+  const site = createServer((_, res) => {
+    fetched += 1;
+    res.writeHead(200, { "content-type": "text/html; charset=utf-8", "access-control-allow-origin": "*" });
+    res.end(`<html><head><title>Fallback</title><meta property="og:title" content="Harbour walk">
+      <meta property="og:description" content="Two hours along the old docks"></head><body>walk</body></html>`);
+  });
+  await new Promise((resolve) => site.listen(0, "127.0.0.1", resolve));
+  const url = `http://127.0.0.1:${site.address().port}/walk`;
+  try {
+    // Alice looks at another chat, so the group's mention shows in her list.
+    await openChatNamed(alice, "bob");
+    await openChatNamed(bob, "Road trip");
+    const input = bob.getByLabel("Message", { exact: true });
+    await input.fill("");
+    await input.pressSequentially("see you @al");
+    const picker = bob.getByRole("listbox", { name: "Mention someone" });
+    await picker.waitFor();
+    assert.deepEqual(await picker.getByRole("option").allTextContents(), ["@alice"], "members whose name starts so");
+    await screenshot(bob, "desktop-mention-picker");
+    await input.press("Enter");
+    assert.equal(await input.inputValue(), "see you @alice ", "Enter picks the member");
+    await input.pressSequentially(`at ${url}`);
+    await input.press("Enter");
+    await message(bob, "see you @alice").waitFor();
+
+    const tripRow = alice.locator(".chat").filter({ has: alice.locator(".title", { hasText: /^Road trip/ }) });
+    await tripRow.locator("[data-testid=mention]").waitFor();
+    await openChatNamed(alice, "Road trip");
+    const mentioned = message(alice, "see you @alice");
+    await mentioned.locator(".mention", { hasText: "@alice" }).waitFor();
+    assert.ok(await mentioned.evaluate((el) => el.classList.contains("mentions-me")), "marked as mentioning me");
+    const card = mentioned.locator(".link-preview");
+    await card.locator("strong", { hasText: "Harbour walk" }).waitFor();
+    assert.equal((await card.locator(".description").textContent()).trim(), "Two hours along the old docks");
+    assert.equal(await card.getAttribute("href"), url);
+    assert.equal(fetched, 1, "only the sender's browser fetched the page; the server and the receivers did not");
+    await screenshot(alice, "desktop-mention-and-link-preview");
+
+    // Star it from the menu of a right click; the starred list leads back to it.
+    await mentioned.click({ button: "right" });
+    await alice.getByRole("menuitem", { name: "Star" }).click();
+    await mentioned.locator(".star").waitFor();
+    await openChatNamed(alice, "bob");
+    await alice.getByRole("button", { name: "Starred messages" }).click();
+    const starred = alice.locator(".starred-list button", { hasText: "see you @alice" });
+    await starred.waitFor();
+    await screenshot(alice, "desktop-starred");
+    await starred.click();
+    await alice.locator("#chat-title", { hasText: "Road trip" }).waitFor();
+    await mentioned.locator(".star").waitFor();
+
+    // Forward it to bob's direct chat from the "More" button.
+    await mentioned.hover();
+    await mentioned.getByRole("button", { name: "More actions" }).click();
+    await alice.getByRole("menuitem", { name: "Forward" }).click();
+    await alice.getByRole("dialog").getByRole("button", { name: "bob", exact: true }).click();
+    await alice.locator("#toast", { hasText: "Forwarded to bob" }).waitFor();
+    await openChatNamed(bob, "alice");
+    const forwarded = message(bob, "see you @alice");
+    await forwarded.locator(".forwarded", { hasText: "Forwarded" }).waitFor();
+    assert.equal(await forwarded.locator(".mention").count(), 0, "a forward does not carry the mentions along");
+
+    // Delete for me with a long press (touch): gone here, also after a reload; bob keeps it.
+    await openChatNamed(alice, "Road trip");
+    const box = await mentioned.locator(".text").boundingBox();
+    await mentioned.dispatchEvent("pointerdown", { pointerType: "touch", clientX: box.x + 5, clientY: box.y + 5 });
+    await alice.getByRole("menuitem", { name: "Delete for me" }).click();
+    await mentioned.waitFor({ state: "detached" });
+    await openChatNamed(bob, "Road trip");
+    await message(bob, "see you @alice").waitFor();
+    await alice.reload();
+    await waitOnline(alice);
+    await openChatNamed(alice, "Road trip");
+    await message(alice, "carol here").waitFor();
+    assert.equal(await message(alice, "see you @alice").count(), 0, "deleted for me stays deleted");
+    assert.deepEqual(JSON.parse(await alice.evaluate(() => window.anytime.starred())).map((s) => s.text), [],
+      "and is no longer starred");
+    // The history is stored in chunks (tl:<chat>, tl:<chat>:<n>), none in the old one-blob layout.
+    const keys = await alice.evaluate(() => new Promise((resolve, reject) => {
+      const open = indexedDB.open("anytime");
+      open.onsuccess = () => {
+        const all = open.result.transaction("kv").objectStore("kv").getAllKeys();
+        all.onsuccess = () => { resolve(all.result); open.result.close(); };
+        all.onerror = () => reject(all.error);
+      };
+      open.onerror = () => reject(open.error);
+    }));
+    assert.ok(keys.some((k) => /^tl:\d+:0$/.test(k)) && keys.some((k) => /^tl:\d+$/.test(k)), `keys: ${keys}`);
+    assert.ok(!keys.some((k) => k.startsWith("conv:")), `keys: ${keys}`);
+  } finally {
+    site.close();
+  }
 });
 
 test("logging out wipes the browser's store", async () => {
