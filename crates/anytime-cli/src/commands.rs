@@ -1,6 +1,8 @@
 //! Every client subcommand: open the profile, connect, catch up, act, print.
 
-use std::cell::RefCell;
+mod message_tools;
+
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -18,7 +20,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::net::{self, Net};
-use crate::profile::{hex, parse_msg_id, HistoryEntry, Profile};
+use crate::profile::{hex, parse_msg_id, preview_line, HistoryEntry, Profile};
 use crate::profile_access::{self, Access, Forwarded, Reply};
 use crate::profile_server;
 use crate::Command;
@@ -36,12 +38,17 @@ const REQUESTS_KNOWN: &str = "requests-known";
 #[derive(Default)]
 pub struct Out {
     json: bool,
-    /// The output of a command run for another process: (its `--json`, lines).
-    capture: RefCell<Option<(bool, Vec<String>)>>,
+    /// The output of a command run for another process: (its `--json`, lines and notes).
+    capture: RefCell<Option<(bool, Vec<Reply>)>>,
     /// Other processes' `follow`s attached to this one: (their `--json`, where lines go).
     followers: RefCell<Vec<(bool, mpsc::Sender<Reply>)>>,
     /// Usernames of the people events mention, for human-readable lines (ids in JSON).
     names: RefCell<HashMap<UserId, String>>,
+    /// This profile's user, once known: "(mentions you)".
+    me: Cell<Option<UserId>>,
+    /// The last message shown per chat, (id, author): a link preview right after its message is
+    /// shown as a line under it.
+    last_message: RefCell<HashMap<ConvId, (MsgId, UserId)>>,
 }
 
 fn render(json: bool, human: &dyn std::fmt::Display, value: &serde_json::Value) -> String {
@@ -68,19 +75,44 @@ impl Out {
     /// A command's own output.
     fn print(&self, human: impl std::fmt::Display, value: serde_json::Value) -> anyhow::Result<()> {
         if let Some((json, lines)) = self.capture.borrow_mut().as_mut() {
-            lines.push(render(*json, &human, &value));
+            lines.push(Reply::Out(render(*json, &human, &value)));
             return Ok(());
         }
         self.stdout(&render(self.json, &human, &value))
     }
 
+    /// A remark beside a command's output (stderr): something optional that did not happen.
+    fn note(&self, text: &str) {
+        if let Some((_, lines)) = self.capture.borrow_mut().as_mut() {
+            lines.push(Reply::Note(text.to_owned()));
+            return;
+        }
+        eprintln!("anytime: {text}");
+    }
+
     /// Something that arrived (a message, a group change): shown by this process and by every
     /// `follow` attached to it, and part of the output of a command that caused it.
     fn event(&self, event: &Event) -> anyhow::Result<()> {
-        let (human, value) = describe_event(event, &self.names.borrow());
+        let under = match event {
+            Event::Message { conv, sender, content: Content::LinkPreview(preview), .. } => {
+                self.last_message.borrow().get(conv) == Some(&(preview.to, sender.user))
+            }
+            _ => false,
+        };
+        let (human, value) = describe_event(event, &self.names.borrow(), self.me.get(), under);
+        if let Event::Message {
+            conv,
+            msg_id,
+            sender,
+            content: Content::Text(_) | Content::Reply(_) | Content::Forward(_),
+            ..
+        } = event
+        {
+            self.last_message.borrow_mut().insert(*conv, (*msg_id, sender.user));
+        }
         self.followers.borrow_mut().retain(|(json, tx)| tx.try_send(Reply::Out(render(*json, &human, &value))).is_ok());
         if let Some((json, lines)) = self.capture.borrow_mut().as_mut() {
-            lines.push(render(*json, &human, &value));
+            lines.push(Reply::Out(render(*json, &human, &value)));
         }
         self.stdout(&render(self.json, &human, &value))
     }
@@ -89,7 +121,7 @@ impl Out {
         *self.capture.borrow_mut() = Some((json, Vec::new()));
     }
 
-    fn end_capture(&self) -> Vec<String> {
+    fn end_capture(&self) -> Vec<Reply> {
         self.capture.borrow_mut().take().map(|(_, lines)| lines).unwrap_or_default()
     }
 }
@@ -99,14 +131,28 @@ fn name_of(names: &HashMap<UserId, String>, user: UserId) -> String {
     names.get(&user).cloned().unwrap_or_else(|| format!("user {user}"))
 }
 
-fn describe_event(event: &Event, names: &HashMap<UserId, String>) -> (String, serde_json::Value) {
+/// An event as a line and as JSON. `me`: this profile's user ("(mentions you)"); `under`: the
+/// event is the link preview of the message shown just before it, so it reads as a line under it.
+fn describe_event(
+    event: &Event,
+    names: &HashMap<UserId, String>,
+    me: Option<UserId>,
+    under: bool,
+) -> (String, serde_json::Value) {
     match event {
         Event::Message { conv, seq, msg_id, sender, content, own, .. } => {
             let (kind, text) = describe(content);
             let who = name_of(names, sender.user);
-            let value = json!({"type": "message", "conv": conv, "seq": seq, "msg_id": hex(&msg_id.0),
+            let mentions = message_tools::mentions_in(content);
+            let mut value = json!({"type": "message", "conv": conv, "seq": seq, "msg_id": hex(&msg_id.0),
                 "sender": sender.user, "sender_device": sender.device, "sender_name": names.get(&sender.user),
-                "kind": kind, "text": text, "own": own});
+                "kind": kind, "text": text, "own": own, "mentions": mentions,
+                "forwarded": matches!(content, Content::Forward(_)), "preview": null});
+            if let Content::LinkPreview(p) = content {
+                value["preview"] = json!({"url": p.url, "title": p.title, "description": p.description});
+                value["preview_for"] = json!(hex(&p.to.0));
+            }
+            let mentions_me = if me.is_some_and(|me| mentions.contains(&me)) { " (mentions you)" } else { "" };
             let human = match content {
                 // Receipts are not messages: say what they mean.
                 Content::Receipt(receipt) => {
@@ -117,7 +163,8 @@ fn describe_event(event: &Event, names: &HashMap<UserId, String>) -> (String, se
                     let n = receipt.messages.len();
                     format!("[{conv}] {what} {who} ({n} message{})", if n == 1 { "" } else { "s" })
                 }
-                _ => format!("[{conv}] #{seq} {who}: {text}"),
+                Content::LinkPreview(p) if under => preview_line(&message_tools::shown(p)),
+                _ => format!("[{conv}] #{seq} {who}: {text}{mentions_me}"),
             };
             (human, value)
         }
@@ -207,6 +254,7 @@ impl Session {
         let state = profile.get("crypto")?.context("this profile has no encryption keys: run `anytime login` again")?;
         let crypto = DeviceCrypto::import(&state).context("while loading this device's encryption state")?;
         let net = net::connect(&server, &token, 6).await?;
+        out.me.set(Some(crypto.identity().user));
         let mut session = Session { client: Client::new(crypto, profile), net, out, initial: Vec::new() };
         // A device approved since its login uploads its key packages on first use (catch_up).
         session.initial = session.catch_up(false).await?;
@@ -320,9 +368,21 @@ impl Session {
         }
     }
 
+    /// Looks up the usernames of `users` not known yet (once per process).
+    async fn learn_names(&mut self, users: impl IntoIterator<Item = UserId>) {
+        let unknown: BTreeSet<UserId> =
+            users.into_iter().filter(|user| !self.out.names.borrow().contains_key(user)).collect();
+        for user in unknown {
+            // Names are for reading; a failed lookup leaves the id in the line.
+            if let Ok(ServerFrame::Profile(profile)) = self.net.request(frame::GetProfile { user }.into()).await {
+                self.out.names.borrow_mut().insert(user, profile.username);
+            }
+        }
+    }
+
     /// Prints events, with the usernames of the people in them (looked up once per process).
     async fn show(&mut self, events: &[Event]) -> anyhow::Result<()> {
-        let unknown: std::collections::BTreeSet<UserId> = events
+        let people: Vec<UserId> = events
             .iter()
             .filter_map(|event| match event {
                 Event::Message { sender, .. } => Some(sender.user),
@@ -330,14 +390,8 @@ impl Session {
                 Event::DeviceRepaired { device, .. } => Some(device.user),
                 _ => None,
             })
-            .filter(|user| !self.out.names.borrow().contains_key(user))
             .collect();
-        for user in unknown {
-            // Names are for reading; a failed lookup leaves the id in the line.
-            if let Ok(ServerFrame::Profile(profile)) = self.net.request(frame::GetProfile { user }.into()).await {
-                self.out.names.borrow_mut().insert(user, profile.username);
-            }
-        }
+        self.learn_names(people).await;
         for event in events {
             self.out.event(event)?;
         }
@@ -345,12 +399,17 @@ impl Session {
     }
 
     /// Tells the senders their messages reached this device (✓✓ on their side), as the web
-    /// client does: one silent receipt per conversation for new texts and replies.
+    /// client does: one silent receipt per conversation for new texts, replies and forwards.
     async fn confirm_delivery(&mut self, events: &[Event]) -> anyhow::Result<()> {
         let mut delivered: BTreeMap<ConvId, Vec<MsgId>> = BTreeMap::new();
         for event in events {
-            if let Event::Message { conv, msg_id, own: false, content: Content::Text(_) | Content::Reply(_), .. } =
-                event
+            if let Event::Message {
+                conv,
+                msg_id,
+                own: false,
+                content: Content::Text(_) | Content::Reply(_) | Content::Forward(_),
+                ..
+            } = event
             {
                 delivered.entry(*conv).or_default().push(*msg_id);
             }
@@ -381,18 +440,24 @@ impl Session {
         }
     }
 
-    async fn send(&mut self, conv: ConvId, content: Content) -> anyhow::Result<()> {
-        let msg_id = new_msg_id();
-        let seq = match self.client.send_or_catch_up(&mut self.net, conv, content, msg_id, IDLE_MS).await {
-            Err(ClientError::NotInGroup(_)) => bail!(
-                "this device is not in the encrypted group of {conv} yet (a member's device adds it when it syncs); retry later"
-            ),
-            other => other?.0,
-        };
+    /// Sends `content` and prints its id and number.
+    async fn send(&mut self, conv: ConvId, content: Content) -> anyhow::Result<MsgId> {
+        let (msg_id, seq) = self.send_quietly(conv, content).await?;
         self.out.print(
             format!("sent {} (#{seq})", hex(&msg_id.0)),
             json!({"msg_id": hex(&msg_id.0), "seq": seq, "conv": conv}),
-        )
+        )?;
+        Ok(msg_id)
+    }
+
+    async fn send_quietly(&mut self, conv: ConvId, content: Content) -> anyhow::Result<(MsgId, frame::Seq)> {
+        let msg_id = new_msg_id();
+        match self.client.send_or_catch_up(&mut self.net, conv, content, msg_id, IDLE_MS).await {
+            Err(ClientError::NotInGroup(_)) => bail!(
+                "this device is not in the encrypted group of {conv} yet (a member's device adds it when it syncs); retry later"
+            ),
+            other => Ok((msg_id, other?.0)),
+        }
     }
 }
 
@@ -547,12 +612,10 @@ fn offline(profile: &Profile, out: &Out, command: Command) -> anyhow::Result<()>
                     before.map(|b| b.to_string()).unwrap_or_default()
                 )
             })?;
+            let me = profile.get_text("user")?;
             for e in page {
                 let e = HistoryEntry::new(conv, e);
-                let flags =
-                    format!("{}{}", if e.edited { " (edited)" } else { "" }, if e.deleted { " (deleted)" } else { "" });
-                let reactions: Vec<String> = e.reactions.iter().map(|(_, emoji)| emoji.clone()).collect();
-                let human = format!("{} #{} {}: {}{flags} {}", e.msg_id, e.seq, e.sender, e.text, reactions.join(""));
+                let human = format!("{} #{} {}: {}", e.msg_id, e.seq, e.sender, e.text_line(me.as_deref()));
                 out.print(human, serde_json::to_value(&e)?)?;
             }
             Ok(())
@@ -680,18 +743,31 @@ async fn execute(s: &mut Session, command: Command) -> anyhow::Result<()> {
                 json!({"conv": info.conv}),
             )?;
         }
-        Command::Send { chat, text } => {
+        Command::Send { chat, text, preview } => {
             let conv = parse_conv(&chat)?;
-            s.send(conv, Content::Text(content::Text { body: text, mentions: Vec::new() })).await?;
+            let mentions = s.mentions(conv, &text).await?;
+            let msg_id = s.send(conv, Content::Text(content::Text { body: text.clone(), mentions })).await?;
+            if !preview.no_preview {
+                s.send_link_preview(conv, msg_id, &text).await?;
+            }
         }
-        Command::Reply { chat, message, text } => {
+        Command::Reply { chat, message, text, preview } => {
             let conv = parse_conv(&chat)?;
-            s.send(
-                conv,
-                Content::Reply(content::Reply { to: parse_msg_id(&message)?, body: text, mentions: Vec::new() }),
-            )
-            .await?;
+            let to = parse_msg_id(&message)?;
+            let mentions = s.mentions(conv, &text).await?;
+            let msg_id = s.send(conv, Content::Reply(content::Reply { to, body: text.clone(), mentions })).await?;
+            if !preview.no_preview {
+                s.send_link_preview(conv, msg_id, &text).await?;
+            }
         }
+        Command::Forward { from_chat, message, to_chat } => {
+            let (from, to) = (parse_conv(&from_chat)?, parse_conv(&to_chat)?);
+            message_tools::forward(s, from, parse_msg_id(&message)?, to).await?;
+        }
+        Command::Star { chat, message, remove } => {
+            message_tools::star(s, parse_conv(&chat)?, parse_msg_id(&message)?, !remove)?;
+        }
+        Command::Starred => message_tools::starred(s).await?,
         Command::React { chat, message, emoji, remove } => {
             let conv = parse_conv(&chat)?;
             s.send(conv, Content::Reaction(content::Reaction { to: parse_msg_id(&message)?, emoji, remove })).await?;
@@ -700,7 +776,10 @@ async fn execute(s: &mut Session, command: Command) -> anyhow::Result<()> {
             let conv = parse_conv(&chat)?;
             s.send(conv, Content::Edit(content::Edit { to: parse_msg_id(&message)?, body: text })).await?;
         }
-        Command::Delete { chat, message } => {
+        Command::Delete { chat, message, for_me: true } => {
+            message_tools::delete_for_me(s, parse_conv(&chat)?, parse_msg_id(&message)?)?;
+        }
+        Command::Delete { chat, message, for_me: false } => {
             let conv = parse_conv(&chat)?;
             s.send(conv, Content::Delete(content::Delete { to: parse_msg_id(&message)? })).await?;
         }
@@ -915,7 +994,7 @@ async fn serve_remote(s: &mut Session, incoming: profile_server::Incoming) {
     s.out.begin_capture(json);
     let result = execute(s, command).await;
     for line in s.out.end_capture() {
-        let _ = reply.send(Reply::Out(line)).await;
+        let _ = reply.send(line).await;
     }
     let last = match result {
         Ok(()) => Reply::Done(true),

@@ -6,6 +6,7 @@
 mod commands;
 mod dir_lock;
 mod net;
+mod preview_fetch;
 mod profile;
 mod profile_access;
 mod profile_server;
@@ -72,10 +73,34 @@ pub enum Command {
     },
     /// Join a group with an invite code.
     Join { code: String },
-    /// Send a message.
-    Send { chat: String, text: String },
-    /// Reply to a message.
-    Reply { chat: String, message: String, text: String },
+    /// Send a message. `@username` names a member of the chat (a mention); the first link gets
+    /// a preview unless --no-preview.
+    Send {
+        chat: String,
+        text: String,
+        #[command(flatten)]
+        preview: PreviewArgs,
+    },
+    /// Reply to a message (mentions and link previews as for `send`).
+    Reply {
+        chat: String,
+        message: String,
+        text: String,
+        #[command(flatten)]
+        preview: PreviewArgs,
+    },
+    /// Pass a message of this device's history on to another chat, marked "forwarded" (without
+    /// who wrote it or where).
+    Forward { from_chat: String, message: String, to_chat: String },
+    /// Star a message on this device (nobody else learns of it); --remove unstars it.
+    Star {
+        chat: String,
+        message: String,
+        #[arg(long)]
+        remove: bool,
+    },
+    /// List the messages starred on this device, across chats, oldest first.
+    Starred,
     /// React to a message (add --remove to take it back).
     React {
         chat: String,
@@ -86,8 +111,15 @@ pub enum Command {
     },
     /// Edit one of your messages.
     Edit { chat: String, message: String, text: String },
-    /// Delete one of your messages for everyone.
-    Delete { chat: String, message: String },
+    /// Delete one of your messages for everyone (or, with --for-me, any message from this
+    /// device only).
+    Delete {
+        chat: String,
+        message: String,
+        /// Remove it from this device only: the other members (and your other devices) keep it.
+        #[arg(long)]
+        for_me: bool,
+    },
     /// Mark messages of a chat as read (sends read receipts; a message request must be accepted first).
     Read { chat: String },
     /// Accept a message request: a chat started by someone you have not talked with.
@@ -129,6 +161,15 @@ pub enum Command {
     Block { username: String },
     /// Unblock a user.
     Unblock { username: String },
+}
+
+/// Link previews of `send` and `reply`.
+#[derive(clap::Args)]
+pub struct PreviewArgs {
+    /// Do not fetch the first link's page for a preview. This device fetches it (the server never
+    /// fetches URLs), which reveals your IP address to that site: turn it off when that matters.
+    #[arg(long)]
+    pub no_preview: bool,
 }
 
 /// Where and who: shared by `register` and `login`.

@@ -2,7 +2,7 @@
 //! decrypted history, the outbox and per-conversation progress. The store is
 //! `anytime-client-store-sqlite`; this module shapes its history for the terminal (text and JSON).
 
-use anytime_client::timeline::Entry;
+use anytime_client::timeline::{Entry, Preview};
 use anytime_proto::{ConvId, MsgId};
 
 pub use anytime_client_store_sqlite::SqliteClientStore as Profile;
@@ -27,6 +27,14 @@ pub struct HistoryEntry {
     pub reactions: Vec<(String, String)>,
     pub delivered_to: Vec<String>,
     pub read_by: Vec<String>,
+    /// Users the author mentioned (@name), by id.
+    pub mentions: Vec<String>,
+    /// Passed on from another chat.
+    pub forwarded: bool,
+    /// The author's preview of the first link: `{url, title, description}`.
+    pub preview: Option<Preview>,
+    /// Starred on this device.
+    pub starred: bool,
 }
 
 impl HistoryEntry {
@@ -47,8 +55,51 @@ impl HistoryEntry {
             reactions: entry.reactions.into_iter().map(|(user, emoji)| (user.to_string(), emoji)).collect(),
             delivered_to: entry.delivered_to.iter().map(ToString::to_string).collect(),
             read_by: entry.read_by.iter().map(ToString::to_string).collect(),
+            mentions: entry.mentions.iter().map(ToString::to_string).collect(),
+            forwarded: entry.forwarded,
+            preview: entry.preview,
+            starred: entry.starred,
         }
     }
+
+    /// The message as a line of text (after who sent it): a "(forwarded)" label, the text as
+    /// written, flags, "(mentions you)" when `me` is mentioned, reactions, and the link preview
+    /// on a line of its own.
+    pub fn text_line(&self, me: Option<&str>) -> String {
+        let mut line = String::new();
+        if self.forwarded {
+            line.push_str("(forwarded) ");
+        }
+        line.push_str(&self.text);
+        if self.edited {
+            line.push_str(" (edited)");
+        }
+        if self.deleted {
+            line.push_str(" (deleted)");
+        }
+        if me.is_some_and(|me| self.mentions.iter().any(|m| m == me)) {
+            line.push_str(" (mentions you)");
+        }
+        if self.starred {
+            line.push_str(" ★");
+        }
+        let reactions: String = self.reactions.iter().map(|(_, emoji)| emoji.as_str()).collect();
+        if !reactions.is_empty() {
+            line.push(' ');
+            line.push_str(&reactions);
+        }
+        if let Some(preview) = &self.preview {
+            line.push('\n');
+            line.push_str(&preview_line(preview));
+        }
+        line
+    }
+}
+
+/// A link preview as a line under its message: `    ↳ Title — https://…`.
+pub fn preview_line(preview: &Preview) -> String {
+    let label = if preview.title.is_empty() { &preview.description } else { &preview.title };
+    format!("    ↳ {label} — {}", preview.url)
 }
 
 pub fn parse_msg_id(text: &str) -> anyhow::Result<MsgId> {

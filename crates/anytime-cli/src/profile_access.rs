@@ -47,6 +47,8 @@ pub struct Request {
 pub enum Reply {
     /// A line of output, already rendered for the request's `json` setting.
     Out(String),
+    /// A remark for stderr (e.g. a link preview that could not be made).
+    Note(String),
     /// The command finished.
     Done(bool),
     /// The command failed; the text is what the local run would print after `anytime: `.
@@ -137,6 +139,7 @@ pub fn forward(mut stream: UnixStream, request: &Request, follow_for: Option<Dur
                 writeln!(stdout, "{text}")?;
                 stdout.flush()?;
             }
+            Reply::Note(text) => eprintln!("anytime: {text}"),
             Reply::Done(_) => return Ok(Forwarded::Finished),
             Reply::Error(text) => bail!("{text}"),
             Reply::Retry(_) => return Ok(Forwarded::Retry),

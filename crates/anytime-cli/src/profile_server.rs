@@ -102,7 +102,7 @@ async fn connection(stream: UnixStream, owner: u32, requests: mpsc::Sender<Incom
         return;
     }
     while let Some(reply) = replies.recv().await {
-        let last = !matches!(reply, Reply::Out(_));
+        let last = !matches!(reply, Reply::Out(_) | Reply::Note(_));
         if send(&mut write, &reply).await.is_err() || last {
             return;
         }

@@ -8,6 +8,8 @@ use serde_json::Value;
 
 use crate::support::Harness;
 
+mod message_tools;
+
 pub(crate) struct Device {
     pub(crate) profile: PathBuf,
 }
