@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use anyhow::Context;
-use anytime_client::content::{Content, LinkPreview};
+use anytime_client::content::{self, Content, LinkPreview};
 use anytime_client::preview;
 use anytime_client::timeline::{Entry, Preview};
 use anytime_client::{ClientStore, Transport};
@@ -49,9 +49,8 @@ impl Session {
             self.learn_names([user]).await;
         }
         let names = self.out.names.borrow();
-        let members: Vec<(UserId, &str)> =
-            others.iter().filter_map(|user| names.get(user).map(|name| (*user, name.as_str()))).collect();
-        Ok(mentioned(text, &members))
+        let members = others.iter().filter_map(|user| names.get(user).map(|name| (*user, name.as_str())));
+        Ok(content::mentioned(text, members))
     }
 
     /// Whether every word names one of `members` whose username is known.
@@ -207,40 +206,21 @@ fn find_entry(profile: &Profile, conv: ConvId, msg_id: MsgId) -> anyhow::Result<
     }
 }
 
-/// The words of `body` that could name someone: `@name`, lowercased, each once (the same words
-/// [`mentioned`] reads).
+/// The words of `body` that could name someone, lowercased, each once: they say when enough
+/// names are known. The same words as `content::mentioned` reads (its unit test holds them
+/// together).
 fn mention_words(body: &str) -> Vec<String> {
     let mut words: Vec<String> = Vec::new();
-    for name in at_names(body) {
-        let name = name.to_ascii_lowercase();
+    let names = body
+        .split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '(' | ')'))
+        .filter_map(|word| word.strip_prefix('@'))
+        .map(|name| name.trim_end_matches(['.', ',', ':', ';', '!', '?', '\'']).to_ascii_lowercase());
+    for name in names.filter(|name| !name.is_empty()) {
         if !words.contains(&name) {
             words.push(name);
         }
     }
     words
-}
-
-/// The members `body` mentions: words `@name` (case-insensitive, trailing punctuation ignored)
-/// that name one of `members` (user, username), each once, at most `MENTIONS_MAX`. These are the
-/// web client's rules, so both clients read what a user typed alike.
-fn mentioned(body: &str, members: &[(UserId, &str)]) -> Vec<UserId> {
-    let mut found = Vec::new();
-    for name in at_names(body) {
-        let Some((user, _)) = members.iter().find(|(_, username)| username.eq_ignore_ascii_case(name)) else {
-            continue;
-        };
-        if !found.contains(user) && found.len() < MENTIONS_MAX {
-            found.push(*user);
-        }
-    }
-    found
-}
-
-fn at_names(body: &str) -> impl Iterator<Item = &str> {
-    body.split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '(' | ')'))
-        .filter_map(|word| word.strip_prefix('@'))
-        .map(|name| name.trim_end_matches(['.', ',', ':', ';', '!', '?', '\'']))
-        .filter(|name| !name.is_empty())
 }
 
 /// `2026-12-04 17:07 UTC` for a time in milliseconds since the Unix epoch.
@@ -270,17 +250,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mentions_are_members_named_after_an_at_sign_once_each() {
-        let members = [(UserId(1), "alice"), (UserId(2), "bob"), (UserId(3), "bo")];
-        let text = "@Bob, @alice: ask @bob and @carol (@bo) mail@bob";
-        assert_eq!(mentioned(text, &members), vec![UserId(2), UserId(1), UserId(3)]);
-        assert_eq!(mention_words(text), ["bob", "alice", "carol", "bo"]);
-        assert!(mentioned("no one here @ @@", &members).is_empty());
-        let many: String = (0..MENTIONS_MAX + 5).map(|i| format!("@u{i} ")).collect();
-        let names: Vec<String> = (0..MENTIONS_MAX + 5).map(|i| format!("u{i}")).collect();
-        let crowd: Vec<(UserId, &str)> =
-            names.iter().enumerate().map(|(i, n)| (UserId(i as u64), n.as_str())).collect();
-        assert_eq!(mentioned(&many, &crowd).len(), MENTIONS_MAX);
+    fn the_words_looked_up_are_the_ones_the_core_reads_as_mentions() {
+        let text = "@Bob, bring the map; @cat too. (@dan) mail@eve @@x @ @bob! @Bob's";
+        let words = mention_words(text);
+        assert_eq!(words, ["bob", "cat", "dan", "@x", "bob's"]);
+        // Members named after exactly these words are exactly the ones mentioned.
+        let members: Vec<(UserId, &str)> =
+            words.iter().enumerate().map(|(i, w)| (UserId(i as u64), w.as_str())).collect();
+        let found = content::mentioned(text, members.iter().copied());
+        assert_eq!(found, (0..words.len() as u64).map(UserId).collect::<Vec<_>>());
+        assert!(mention_words("no one here mail@x.org").is_empty());
     }
 
     #[test]
