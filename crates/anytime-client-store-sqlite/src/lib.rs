@@ -209,6 +209,14 @@ impl SqliteClientStore {
         self.read_history(conv, before_order, limit).map(Some).context("reading history")
     }
 
+    /// One entry of `conv` by id, if this device has it.
+    pub fn entry(&self, conv: ConvId, msg_id: MsgId) -> Result<Option<Entry>, ProfileError> {
+        self.delete_expired()?;
+        let sql = format!("SELECT {ENTRY_COLUMNS} FROM messages WHERE conv = ? AND msg_id = ?");
+        let found = self.read_entries(&sql, params![conv.0 as i64, &msg_id.0[..]]).context("reading a message")?;
+        Ok(found.into_iter().next().map(|(_, entry)| entry))
+    }
+
     fn read_history(&self, conv: ConvId, before_order: i64, limit: usize) -> rusqlite::Result<Vec<Entry>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let sql = format!(

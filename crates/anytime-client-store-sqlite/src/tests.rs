@@ -140,4 +140,6 @@ fn history_pages_back_from_any_message() {
     assert_eq!(bodies(store.history_page(ConvId(7), Some(MsgId([2; 16])), 2).unwrap()), ["m1"]);
     assert!(store.history_page(ConvId(7), Some(MsgId([9; 16])), 2).unwrap().is_none(), "not in this chat");
     assert!(store.history_page(ConvId(8), Some(MsgId([4; 16])), 2).unwrap().is_none(), "another chat's message");
+    assert_eq!(store.entry(ConvId(7), MsgId([3; 16])).unwrap().map(|e| e.body), Some("m3".to_owned()));
+    assert!(store.entry(ConvId(8), MsgId([3; 16])).unwrap().is_none(), "one message, in its own chat only");
 }

@@ -22,8 +22,6 @@ use crate::profile::{hex, preview_line, HistoryEntry, Profile};
 /// count against the account's rate limit (bursts of 500), and the people one names are mostly
 /// known already (they wrote in the chat); in a larger group, later members go unresolved.
 const MENTION_LOOKUPS_MAX: usize = 200;
-/// Entries read at a time while looking for one message in a chat's history.
-const FIND_PAGE_LEN: usize = 500;
 
 impl Session {
     /// The members of `conv` that `text` mentions (`@username`). Names are matched on this
@@ -191,19 +189,8 @@ fn on_device(profile: &Profile, conv: ConvId, msg_id: MsgId) -> anyhow::Result<E
     })
 }
 
-/// Looks for `msg_id` from the newest entry back, a page at a time.
 fn find_entry(profile: &Profile, conv: ConvId, msg_id: MsgId) -> anyhow::Result<Option<Entry>> {
-    let mut before = None;
-    loop {
-        let Some(page) = profile.history_page(conv, before, FIND_PAGE_LEN)? else { return Ok(None) };
-        if let Some(entry) = page.iter().find(|e| e.msg_id == msg_id) {
-            return Ok(Some(entry.clone()));
-        }
-        match page.first() {
-            Some(first) if page.len() == FIND_PAGE_LEN => before = Some(first.msg_id),
-            _ => return Ok(None),
-        }
-    }
+    Ok(profile.entry(conv, msg_id)?)
 }
 
 /// The words of `body` that could name someone, lowercased, each once: they say when enough
