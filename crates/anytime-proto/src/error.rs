@@ -98,6 +98,15 @@ error_codes! {
     NoKeyPackage = 52, "no_key_package", "a device of that user has no key package available";
     TooManyKeyPackages = 53, "too_many_key_packages", "the device already stores the maximum number of key packages";
     UnknownWelcome = 54, "unknown_welcome", "no such pending welcome for this device";
+    InsufficientFunds = 60, "insufficient_funds", "not enough money in the wallet";
+    LimitExceeded = 61, "limit_exceeded", "over a per-transfer or daily limit";
+    PinLocked = 62, "pin_locked", "too many wrong PINs; payments are locked for a while";
+    PinWrong = 63, "pin_wrong", "the payment PIN is wrong";
+    Duplicate = 64, "duplicate", "a different request already used this idempotency key";
+    Expired = 65, "expired", "it has expired";
+    UnknownCurrency = 66, "unknown_currency", "not a currency this server knows";
+    InvalidAmount = 67, "invalid_amount", "amounts are positive whole minor units within the limit";
+    LedgerConflict = 68, "ledger_conflict", "the ledger changed meanwhile; retry";
     Internal = 90, "internal", "the server failed; retry later";
     ShuttingDown = 91, "shutting_down", "the server is shutting down; reconnect shortly";
     ServerBusy = 92, "server_busy", "the server is busy; retry in a moment";

@@ -9,6 +9,7 @@ mod conversations;
 mod delivery;
 mod engine;
 mod keys;
+mod ledger;
 pub mod migrate;
 mod sql;
 

@@ -1,0 +1,30 @@
+-- Schema version 4: the wallet's double-entry ledger (crates/anytime-ledger). Ids are 16-byte
+-- big-endian u128s; amounts are minor units, checked into INTEGER range when written.
+CREATE TABLE ledger_accounts (
+    id BLOB PRIMARY KEY,
+    currency TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    owner INTEGER NOT NULL,
+    debits_pending INTEGER NOT NULL,
+    debits_posted INTEGER NOT NULL,
+    credits_pending INTEGER NOT NULL,
+    credits_posted INTEGER NOT NULL,
+    version INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE ledger_transfers (
+    id BLOB PRIMARY KEY,
+    debit BLOB NOT NULL,
+    credit BLOB NOT NULL,
+    amount INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    kind TEXT NOT NULL,          -- posted, pending, post, void
+    expires_at_ms INTEGER,       -- pending only
+    pending_id BLOB,             -- post and void only
+    code INTEGER NOT NULL,
+    reference BLOB NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    hold TEXT                    -- pending only: open, posted, voided, expired
+) WITHOUT ROWID;
+CREATE INDEX ledger_transfers_by_debit ON ledger_transfers(debit, timestamp_ms, id);
+CREATE INDEX ledger_transfers_by_credit ON ledger_transfers(credit, timestamp_ms, id);
+CREATE INDEX ledger_open_holds ON ledger_transfers(expires_at_ms) WHERE hold = 'open';
