@@ -61,6 +61,11 @@ impl Currency {
             .ok_or_else(|| LedgerError::UnknownCurrency(code.chars().take(8).collect()))
     }
 
+    /// Every currency this ledger knows, by code.
+    pub fn all() -> impl Iterator<Item = Currency> {
+        KNOWN.iter().filter_map(|(code, _)| Currency::parse(code).ok())
+    }
+
     pub fn code(&self) -> &str {
         // Only built from the ASCII codes of `KNOWN`.
         std::str::from_utf8(&self.0).unwrap_or("???")

@@ -4,9 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::currency::Currency;
 
-/// The largest amount of one transfer, in minor units (10^15 cents is ten trillion dollars): far
-/// beyond any payment, small enough that no sum of a batch can overflow `u128` or an `i64` column.
-pub const AMOUNT_MAX: u128 = 1_000_000_000_000_000;
+/// The largest amount of one transfer, minor units (`limits.rs`).
+pub use anytime_proto::limits::LEDGER_AMOUNT_MAX as AMOUNT_MAX;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct AccountId(pub u128);

@@ -13,6 +13,7 @@ pub mod frame;
 pub mod http;
 pub mod ids;
 pub mod limits;
+pub mod wallet;
 
 pub use codec::{decode_client, decode_server, encode_client, encode_server, DecodeError};
 pub use error::ErrorCode;

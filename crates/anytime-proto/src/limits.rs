@@ -205,6 +205,35 @@ pub const PREVIEW_DESCRIPTION_BYTES_MAX: usize = 512;
 /// of any sane page fits, and a huge or endless response costs nothing more.
 pub const PREVIEW_PAGE_BYTES_MAX: usize = 256 * 1024;
 
+/// Wrong payment PINs in a row before payments lock, and for how long, ms.
+pub const PIN_FAILURES_MAX: u32 = 5;
+pub const PIN_LOCK_MS: u64 = 15 * 60 * 1000;
+
+/// Most one wallet transfer may move, and most a wallet may send per UTC day, in whole units of
+/// the currency (10,000 dollars, 10,000 yen): a stolen session cannot empty a wallet at once.
+pub const WALLET_TRANSFER_UNITS_MAX: u64 = 10_000;
+pub const WALLET_DAILY_UNITS_MAX: u64 = 50_000;
+
+/// Wallet transfers one account may start per minute.
+pub const WALLET_TRANSFERS_PER_MINUTE_MAX: u32 = 60;
+
+/// Ledger commands the wallet's writer posts in one batch (one store transaction).
+pub const LEDGER_BATCH_COMMANDS_MAX: usize = 4_096;
+
+/// Ledger jobs (one request's commands each) queued for the writer before callers wait.
+pub const LEDGER_QUEUE_JOBS_MAX: usize = 16_384;
+
+/// The largest amount of one ledger transfer, minor units (10^15 cents is ten trillion
+/// dollars): beyond any payment, small enough that no batch's sums overflow an `i64` column.
+pub const LEDGER_AMOUNT_MAX: u128 = 1_000_000_000_000_000;
+
+/// A wallet request's idempotency key, bytes (a UUID fits).
+pub const WALLET_KEY_BYTES_MAX: usize = 64;
+
+/// Transfers per wallet history page.
+pub const WALLET_HISTORY_PAGE_MAX: u32 = 200;
+
+const _: () = assert!(WALLET_TRANSFER_UNITS_MAX <= WALLET_DAILY_UNITS_MAX);
 const _: () = assert!(MESSAGE_BYTES_MAX < FRAME_BYTES_MAX);
 const _: () = assert!(HANDSHAKE_BYTES_MAX < FRAME_BYTES_MAX);
 const _: () = assert!(FRAME_BYTES_MAX < WS_MESSAGE_BYTES_MAX);

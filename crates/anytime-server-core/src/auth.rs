@@ -220,7 +220,7 @@ pub fn validate_name(name: &str) -> Result<String, ErrorCode> {
 const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$5sGdvRkbdhdBIHdpdmOHaH6Pl6Ws0NMCBjDWy/y8WDk";
 
-async fn hash_password(
+pub(crate) async fn hash_password(
     password: String,
     salt: [u8; 16],
     (memory_kib, iterations): (u32, u32),
@@ -238,7 +238,7 @@ async fn hash_password(
     .map_err(|_| ErrorCode::Internal)?
 }
 
-async fn verify_password(password: String, hash: String) -> Result<bool, ErrorCode> {
+pub(crate) async fn verify_password(password: String, hash: String) -> Result<bool, ErrorCode> {
     tokio::task::spawn_blocking(move || {
         let parsed = PasswordHash::new(&hash).map_err(|_| ErrorCode::Internal)?;
         Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())

@@ -58,6 +58,8 @@ pub struct ServerCore {
     pub(crate) password_gate: password_gate::PasswordGate,
     pub(crate) config: Config,
     pub metrics: Arc<Metrics>,
+    /// Set by [`ServerCore::with_wallet`].
+    pub(crate) wallet: Option<Arc<crate::wallet::Wallet>>,
 }
 
 impl ServerCore {
@@ -78,6 +80,7 @@ impl ServerCore {
             password_gate: password_gate::PasswordGate::new(config.password_hashes_max),
             config,
             metrics,
+            wallet: None,
         }
     }
 

@@ -21,6 +21,7 @@ pub mod ratelimit;
 mod requests;
 pub mod session;
 pub mod store;
+mod wallet;
 pub mod web_push;
 
 pub use core::{Config, ServerCore, ARGON2_COST_DEFAULT};

@@ -58,6 +58,7 @@ pub(crate) fn router(state: AppState, web_dir: Option<&Path>) -> Router {
         .route("/v1/ws", get(websocket))
         .route("/v1/push/key", get(push_key))
         .route("/v1/push/endpoint", post(push_endpoint))
+        .merge(crate::wallet_http::routes())
         .layer(axum::middleware::from_fn(refuse_declared_oversize))
         .with_state(state)
 }
@@ -70,10 +71,15 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.core.metrics.render())
 }
 
-fn error_response(code: ErrorCode) -> Response {
+pub(crate) fn error_response(code: ErrorCode) -> Response {
     let status = match code {
         ErrorCode::InvalidCredentials | ErrorCode::InvalidToken | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
-        ErrorCode::UsernameTaken => StatusCode::CONFLICT,
+        ErrorCode::UsernameTaken | ErrorCode::Duplicate | ErrorCode::LedgerConflict => StatusCode::CONFLICT,
+        ErrorCode::InsufficientFunds => StatusCode::PAYMENT_REQUIRED,
+        ErrorCode::PinWrong | ErrorCode::LimitExceeded => StatusCode::FORBIDDEN,
+        ErrorCode::PinLocked => StatusCode::LOCKED,
+        ErrorCode::Expired => StatusCode::GONE,
+        ErrorCode::UserNotFound => StatusCode::NOT_FOUND,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::TooManyDevices | ErrorCode::TooManyConnections => StatusCode::FORBIDDEN,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -107,7 +113,7 @@ async fn refuse_declared_oversize(request: Request, next: Next) -> Response {
 /// Reads and parses a JSON body within `HTTP_BODY_TIMEOUT_MS` and `HTTP_BODY_BYTES_MAX`;
 /// failures get our own error shape (`request_timeout`, `payload_too_large`,
 /// `invalid_argument`) instead of axum's plain-text rejection.
-async fn read_json<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ErrorCode> {
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ErrorCode> {
     let read = axum::body::to_bytes(body, HTTP_BODY_BYTES_MAX as usize);
     let body = match tokio::time::timeout(Duration::from_millis(HTTP_BODY_TIMEOUT_MS), read).await {
         Err(_) => return Err(ErrorCode::RequestTimeout),
@@ -157,14 +163,19 @@ struct PushEndpointRequest {
     endpoint: Option<String>,
 }
 
-/// Registers the calling device's push endpoint (`Authorization: Bearer <session token>`).
-async fn push_endpoint(State(state): State<AppState>, headers: axum::http::HeaderMap, body: Body) -> Response {
-    let token = headers
+/// The session token of `Authorization: Bearer <token>` (empty when absent: refused as invalid).
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> String {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default()
-        .to_owned();
+        .to_owned()
+}
+
+/// Registers the calling device's push endpoint (`Authorization: Bearer <session token>`).
+async fn push_endpoint(State(state): State<AppState>, headers: axum::http::HeaderMap, body: Body) -> Response {
+    let token = bearer(&headers);
     let request: PushEndpointRequest = match read_json(body).await {
         Ok(request) => request,
         Err(code) => return error_response(code),

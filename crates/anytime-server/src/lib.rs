@@ -11,6 +11,7 @@ mod nats_bus;
 mod system;
 mod system_env;
 mod vapid;
+mod wallet_http;
 mod web_push;
 mod ws;
 
@@ -100,25 +101,34 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("while creating the data directory {}", config.data_dir.display()))?;
     let metrics = Arc::new(Metrics::default());
-    let store: Arc<dyn ServerStore> = match &config.database {
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Arc::new(
-            anytime_store_postgres::PgStore::open(url, POSTGRES_CONNECTIONS, metrics.clone())
-                .await
-                .context("while opening the PostgreSQL database")?,
-        ),
+    // The server store, and the wallet's stores (the same database).
+    type WalletStores = (Arc<dyn anytime_ledger::LedgerStore>, Arc<dyn anytime_wallet::WalletStore>);
+    let (store, wallet): (Arc<dyn ServerStore>, Option<WalletStores>) = match &config.database {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let store = Arc::new(
+                anytime_store_postgres::PgStore::open(url, POSTGRES_CONNECTIONS, metrics.clone())
+                    .await
+                    .context("while opening the PostgreSQL database")?,
+            );
+            (store, None)
+        }
         Some(other) => anyhow::bail!("--database takes a postgres:// URL, not {other:?}; omit it for embedded SQLite"),
         None => {
             let db_path = anytime_store_sqlite::database_path(&config.data_dir);
-            Arc::new(
+            let store = Arc::new(
                 SqliteStore::open(&db_path, metrics.clone())
                     .with_context(|| format!("while opening the database in {}", config.data_dir.display()))?,
-            )
+            );
+            (store.clone(), Some((store.clone(), store)))
         }
     };
     let vapid_path = config.vapid_key_file.clone().unwrap_or_else(|| config.data_dir.join("vapid-private-key"));
     let vapid = Arc::new(vapid::Vapid::load_or_create(&vapid_path, config.push_contact.clone())?);
     let mut core = ServerCore::new(store, Arc::new(SystemEnv), metrics, config.core.clone())
         .with_push(Arc::new(web_push::WebPushSender::new(vapid.clone()).context("while setting up Web Push")?));
+    if let Some((ledger, wallet)) = wallet {
+        core = core.with_wallet(ledger, wallet);
+    }
     let mut slot = None;
     if let Some((url, prefix)) = &config.nats {
         let (bus, core_slot) = nats_bus::connect(url, prefix).await?;

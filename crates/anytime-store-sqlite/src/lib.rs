@@ -12,6 +12,7 @@ mod keys;
 mod ledger;
 pub mod migrate;
 mod sql;
+mod wallet;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -11,12 +11,24 @@ use std::process::Command;
 const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
     ("anytime-proto", &[]),
     ("anytime-client", &["anytime-proto"]),
-    ("anytime-server-core", &["anytime-proto"]),
-    ("anytime-store-sqlite", &["anytime-proto", "anytime-server-core"]),
-    ("anytime-store-postgres", &["anytime-proto", "anytime-server-core"]),
+    ("anytime-ledger", &["anytime-proto"]),
+    ("anytime-wallet", &["anytime-proto", "anytime-ledger"]),
+    ("anytime-server-core", &["anytime-proto", "anytime-ledger", "anytime-wallet"]),
+    ("anytime-store-sqlite", &["anytime-proto", "anytime-server-core", "anytime-ledger", "anytime-wallet"]),
+    ("anytime-store-postgres", &["anytime-proto", "anytime-server-core", "anytime-ledger", "anytime-wallet"]),
     ("anytime-store-memory", &["anytime-proto", "anytime-server-core"]),
     ("anytime-store-conformance", &["anytime-proto", "anytime-server-core"]),
-    ("anytime-server", &["anytime-proto", "anytime-server-core", "anytime-store-sqlite", "anytime-store-postgres"]),
+    (
+        "anytime-server",
+        &[
+            "anytime-proto",
+            "anytime-server-core",
+            "anytime-store-sqlite",
+            "anytime-store-postgres",
+            "anytime-ledger",
+            "anytime-wallet",
+        ],
+    ),
     ("anytime-client-tokio", &["anytime-proto"]),
     ("anytime-client-store-sqlite", &["anytime-proto", "anytime-client"]),
     ("anytime-web", &["anytime-proto", "anytime-client"]),
@@ -39,7 +51,8 @@ const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
 
 /// Crates that hold protocol logic and state: no I/O, no clock, no randomness of their own
 /// (time and randomness come in through `Env`, the network through `Transport`).
-const CORE_CRATES: &[&str] = &["anytime-proto", "anytime-client", "anytime-server-core"];
+const CORE_CRATES: &[&str] =
+    &["anytime-proto", "anytime-client", "anytime-server-core", "anytime-ledger", "anytime-wallet"];
 
 /// Crates a core crate must not depend on directly: network, storage, runtimes' I/O, OS
 /// randomness.
@@ -87,6 +100,8 @@ const FORBIDDEN_IN_CORE: &[&str] = &[
 /// Crates whose numeric bounds must live in `anytime-proto/src/limits.rs`.
 const LIMITS_CRATES: &[&str] = &[
     "anytime-proto",
+    "anytime-ledger",
+    "anytime-wallet",
     "anytime-client",
     "anytime-server-core",
     "anytime-server",

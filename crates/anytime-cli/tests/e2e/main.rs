@@ -14,3 +14,4 @@ mod messaging;
 mod one_writer;
 mod privacy;
 mod push;
+mod wallet;

@@ -28,3 +28,10 @@ CREATE TABLE ledger_transfers (
 CREATE INDEX ledger_transfers_by_debit ON ledger_transfers(debit, timestamp_ms, id);
 CREATE INDEX ledger_transfers_by_credit ON ledger_transfers(credit, timestamp_ms, id);
 CREATE INDEX ledger_open_holds ON ledger_transfers(expires_at_ms) WHERE hold = 'open';
+-- The wallet's payment PINs (argon2id hashes) and their wrong-try counters.
+CREATE TABLE wallet_pins (
+    user_id INTEGER PRIMARY KEY,
+    hash TEXT NOT NULL,
+    failures INTEGER NOT NULL,
+    locked_until_ms INTEGER NOT NULL
+);

@@ -1,0 +1,319 @@
+//! The wallet over HTTP against a real server: sandbox top-ups (succeed, decline, second step),
+//! payments with a PIN, idempotent retries, limits, PIN lockout, bad input that changes nothing,
+//! history and CSV; and money that survives SIGKILL exactly once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use anytime_proto::http::SessionResponse;
+use anytime_proto::UserId;
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(base: String) -> Api {
+        Api { base, http: reqwest::Client::new() }
+    }
+
+    /// (HTTP status, JSON body or null).
+    async fn call(&self, session: &SessionResponse, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let request = match method {
+            "GET" => self.http.get(url),
+            _ => self.http.post(url),
+        }
+        .bearer_auth(&session.token);
+        let request = match body {
+            Some(body) => request.json(&body),
+            None => request,
+        };
+        let response = request.send().await.expect("the server answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("a body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn ok(&self, session: &SessionResponse, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, value) = self.call(session, method, path, body).await;
+        assert!((200..300).contains(&status), "{method} {path}: {status} {value}");
+        value
+    }
+
+    /// The error code of a refused call.
+    async fn refused(&self, session: &SessionResponse, method: &str, path: &str, body: Option<Value>) -> String {
+        let (status, value) = self.call(session, method, path, body.clone()).await;
+        assert!(status >= 400, "{method} {path} {body:?} was accepted: {value}");
+        value["code"].as_str().unwrap_or_default().to_owned()
+    }
+
+    async fn balance(&self, session: &SessionResponse, currency: &str) -> String {
+        let summary = self.ok(session, "GET", "/v1/wallet", None).await;
+        let balances = summary["balances"].as_array().cloned().unwrap_or_default();
+        balances
+            .iter()
+            .find(|b| b["currency"] == currency)
+            .map(|b| b["balance"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_else(|| "0".into())
+    }
+}
+
+fn pay(key: &str, to: UserId, amount: &str, pin: &str) -> Value {
+    json!({"key": key, "to": to, "currency": "USD", "amount": amount, "pin": pin})
+}
+
+fn top_up(key: &str, amount: &str, card: &str) -> Value {
+    json!({"key": key, "currency": "USD", "amount": amount, "card": card})
+}
+
+/// The ledger's tables only (a wrong PIN does change the PIN's failure count, by design).
+fn ledger_snapshot(h: &Harness) -> BTreeMap<String, Vec<String>> {
+    h.snapshot().into_iter().filter(|(table, _)| table.starts_with("ledger_")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wallet_top_up_pay_retry_limits_pin_and_bad_input() {
+    let h = Harness::start_with(&["--argon2-memory-kib", "1024", "--argon2-iterations", "1"]);
+    let api = Api::new(h.base());
+    let (alice, bob, carol) = (h.register("alice").await, h.register("bob").await, h.register("carol").await);
+
+    let summary = api.ok(&alice, "GET", "/v1/wallet", None).await;
+    assert_eq!((summary["sandbox"].as_bool(), summary["pin_set"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(
+        api.refused(&alice, "POST", "/v1/wallet/pay", Some(pay("p0", bob.user_id, "1", "1234"))).await,
+        "pin_wrong"
+    );
+
+    // Sandbox cards: one succeeds (once per key), one is declined, one needs a second step.
+    let first = api.ok(&alice, "POST", "/v1/wallet/top-up", Some(top_up("t1", "100.00", "4242 4242 4242 4242"))).await;
+    assert_eq!(first["status"], "succeeded");
+    assert_eq!(first["transfer"]["duplicate"], false);
+    let again = api.ok(&alice, "POST", "/v1/wallet/top-up", Some(top_up("t1", "100.00", "4242 4242 4242 4242"))).await;
+    assert_eq!(
+        (again["transfer"]["duplicate"].as_bool(), &again["transfer"]["id"]),
+        (Some(true), &first["transfer"]["id"])
+    );
+    let declined = api.ok(&alice, "POST", "/v1/wallet/top-up", Some(top_up("t2", "5", "4000 0000 0000 0002"))).await;
+    assert_eq!(declined["status"], "declined");
+    let step = api.ok(&alice, "POST", "/v1/wallet/top-up", Some(top_up("t3", "20", "4000000000003220"))).await;
+    assert_eq!(step["status"], "confirmation_required");
+    let challenge = step["challenge"].as_str().expect("a challenge").to_owned();
+    let wrong = api
+        .ok(&alice, "POST", "/v1/wallet/top-up/confirm", Some(json!({"challenge": challenge, "code": "000000"})))
+        .await;
+    assert_eq!(wrong["status"], "declined");
+    let confirmed = api
+        .ok(&alice, "POST", "/v1/wallet/top-up/confirm", Some(json!({"challenge": challenge, "code": "123456"})))
+        .await;
+    assert_eq!(confirmed["status"], "succeeded");
+    assert_eq!(
+        api.refused(&bob, "POST", "/v1/wallet/top-up/confirm", Some(json!({"challenge": challenge, "code": "123456"})))
+            .await,
+        "invalid_argument",
+        "a used challenge (and anyone else's) is gone"
+    );
+    assert_eq!(api.balance(&alice, "USD").await, "120.00");
+
+    // PIN, then a payment, and its retry.
+    api.ok(&alice, "POST", "/v1/wallet/pin", Some(json!({"pin": "2468"}))).await;
+    assert_eq!(
+        api.refused(&alice, "POST", "/v1/wallet/pin", Some(json!({"pin": "1111"}))).await,
+        "pin_wrong",
+        "changing needs the current PIN"
+    );
+    let paid = api.ok(&alice, "POST", "/v1/wallet/pay", Some(pay("p1", bob.user_id, "12.34", "2468"))).await;
+    assert_eq!(
+        (paid["direction"].as_str(), paid["amount"].as_str(), paid["duplicate"].as_bool()),
+        (Some("out"), Some("12.34"), Some(false))
+    );
+    let retried = api.ok(&alice, "POST", "/v1/wallet/pay", Some(pay("p1", bob.user_id, "12.34", "2468"))).await;
+    assert_eq!((retried["duplicate"].as_bool(), &retried["id"]), (Some(true), &paid["id"]));
+    assert_eq!(api.balance(&alice, "USD").await, "107.66");
+    assert_eq!(api.balance(&bob, "USD").await, "12.34");
+    let id = paid["id"].as_str().expect("an id").to_owned();
+    let seen = api.ok(&bob, "GET", &format!("/v1/wallet/transfers/{id}"), None).await;
+    assert_eq!((&seen["direction"], &seen["counterparty"]), (&json!("in"), &json!(alice.user_id)));
+
+    // Bad input: each refused with its code, the ledger unchanged.
+    let before = ledger_snapshot(&h);
+    let cases: Vec<(&str, &str, Value, &str)> = vec![
+        ("zero", "/v1/wallet/pay", pay("b1", bob.user_id, "0", "2468"), "invalid_amount"),
+        ("negative", "/v1/wallet/pay", pay("b2", bob.user_id, "-5", "2468"), "invalid_amount"),
+        ("i64 max", "/v1/wallet/pay", pay("b3", bob.user_id, "9223372036854775807", "2468"), "invalid_amount"),
+        ("too many decimals", "/v1/wallet/pay", pay("b4", bob.user_id, "1.234", "2468"), "invalid_amount"),
+        (
+            "unknown currency",
+            "/v1/wallet/pay",
+            json!({"key": "b5", "to": bob.user_id, "currency": "XYZ", "amount": "1", "pin": "2468"}),
+            "unknown_currency",
+        ),
+        ("nobody", "/v1/wallet/pay", pay("b6", UserId(424242), "1", "2468"), "user_not_found"),
+        ("myself", "/v1/wallet/pay", pay("b7", alice.user_id, "1", "2468"), "invalid_argument"),
+        ("more than I have", "/v1/wallet/pay", pay("b8", bob.user_id, "500", "2468"), "insufficient_funds"),
+        (
+            "over the per-transfer limit",
+            "/v1/wallet/top-up",
+            top_up("b9", "10000.01", "4242424242424242"),
+            "limit_exceeded",
+        ),
+        ("no key", "/v1/wallet/pay", pay("", bob.user_id, "1", "2468"), "invalid_argument"),
+        ("reused key, other payment", "/v1/wallet/pay", pay("p1", bob.user_id, "1.00", "2468"), "duplicate"),
+        ("not a test card", "/v1/wallet/top-up", top_up("b10", "1", "5555555555554444"), "invalid_argument"),
+        ("malformed", "/v1/wallet/pay", json!({"key": 5}), "invalid_argument"),
+        ("wrong PIN", "/v1/wallet/pay", pay("b11", bob.user_id, "1", "0000"), "pin_wrong"),
+    ];
+    for (what, path, body, code) in cases {
+        assert_eq!(api.refused(&alice, "POST", path, Some(body)).await, code, "{what}");
+        assert_eq!(ledger_snapshot(&h), before, "{what} changed the ledger");
+    }
+    assert_eq!(
+        api.refused(&carol, "GET", &format!("/v1/wallet/transfers/{id}"), None).await,
+        "invalid_argument",
+        "someone else's transfer"
+    );
+    assert_eq!(api.refused(&carol, "GET", "/v1/wallet/history?currency=ABC", None).await, "unknown_currency");
+    let no_token = SessionResponse { token: "at1.nope".into(), ..carol.clone() };
+    assert_eq!(api.refused(&no_token, "GET", "/v1/wallet", None).await, "invalid_token");
+
+    // Five wrong PINs in a row (the first was the last bad-input case) lock payments, the right
+    // PIN included.
+    for _ in 0..3 {
+        assert_eq!(
+            api.refused(&alice, "POST", "/v1/wallet/pay", Some(pay("l", bob.user_id, "1", "1357"))).await,
+            "pin_wrong"
+        );
+    }
+    assert_eq!(
+        api.refused(&alice, "POST", "/v1/wallet/pay", Some(pay("l", bob.user_id, "1", "1357"))).await,
+        "pin_locked"
+    );
+    assert_eq!(
+        api.refused(&alice, "POST", "/v1/wallet/pay", Some(pay("l", bob.user_id, "1", "2468"))).await,
+        "pin_locked"
+    );
+    assert_eq!(ledger_snapshot(&h), before);
+
+    // History, newest first, in pages; the same as CSV.
+    let page = api.ok(&alice, "GET", "/v1/wallet/history?currency=USD&limit=2", None).await;
+    let purposes: Vec<&str> =
+        page["transfers"].as_array().expect("transfers").iter().map(|t| t["purpose"].as_str().unwrap_or("")).collect();
+    assert_eq!(purposes, ["payment", "top_up"]);
+    let next = page["next"].as_str().expect("another page").to_owned();
+    let rest = api.ok(&alice, "GET", &format!("/v1/wallet/history?currency=USD&limit=2&before={next}"), None).await;
+    assert_eq!(rest["transfers"].as_array().map(Vec::len), Some(1));
+    let csv = reqwest::Client::new()
+        .get(format!("{}/v1/wallet/history?currency=USD&format=csv", h.base()))
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .expect("csv")
+        .text()
+        .await
+        .expect("text");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "id,time_ms,direction,purpose,counterparty,amount,currency");
+    assert!(lines[1].contains(&format!(",out,payment,{},12.34,USD", bob.user_id)), "{csv}");
+    assert_eq!(lines.len(), 4, "{csv}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_payments_survive_sigkill_exactly_once_and_the_ledger_sums_to_zero() {
+    const USERS: usize = 50;
+    const PAYMENTS: usize = 1_000;
+    let mut h = Harness::start_with(&["--argon2-memory-kib", "1024", "--argon2-iterations", "1"]);
+    let api = Arc::new(Api::new(h.base()));
+    let mut users = Vec::new();
+    for n in 0..USERS {
+        let user = h.register(&format!("payer{n}")).await;
+        api.ok(&user, "POST", "/v1/wallet/pin", Some(json!({"pin": "1234"}))).await;
+        api.ok(&user, "POST", "/v1/wallet/top-up", Some(top_up(&format!("fund{n}"), "100.00", "4242424242424242")))
+            .await;
+        users.push(user);
+    }
+    let users = Arc::new(users);
+    // Deterministic "random" payments: who pays whom how much.
+    let plan: Vec<(usize, usize, String)> = (0..PAYMENTS)
+        .map(|i| {
+            let x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+            let from = (x % USERS as u64) as usize;
+            let to = (from + 1 + ((x >> 8) % (USERS as u64 - 1)) as usize) % USERS;
+            (from, to, format!("{}.{:02}", 1 + (x >> 16) % 30, (x >> 24) % 100))
+        })
+        .collect();
+    let attempt = |i: usize| {
+        let (api, users, (from, to, amount)) = (api.clone(), users.clone(), plan[i].clone());
+        async move {
+            let body = pay(&format!("pay{i}"), users[to].user_id, &amount, "1234");
+            let (status, value) = api.call(&users[from], "POST", "/v1/wallet/pay", Some(body)).await;
+            (i, status, value)
+        }
+    };
+    // Payments 64 at a time; the server is killed once 400 are answered.
+    let mut acknowledged: HashMap<usize, Value> = HashMap::new();
+    let mut next = 0;
+    let mut in_flight = tokio::task::JoinSet::new();
+    while acknowledged.len() < 400 {
+        while next < PAYMENTS && in_flight.len() < 64 {
+            in_flight.spawn(attempt(next));
+            next += 1;
+        }
+        let (i, status, value) = in_flight.join_next().await.expect("a payment").expect("joined");
+        if status == 503 {
+            // PIN checks share the password-hashing gate: busy is backpressure; retry.
+            in_flight.spawn(attempt(i));
+            continue;
+        }
+        if status == 200 {
+            acknowledged.insert(i, value);
+        } else {
+            assert_eq!(value["code"], "insufficient_funds", "payment {i}: {status} {value}");
+            acknowledged.insert(i, Value::Null);
+        }
+    }
+    h.server.kill().expect("SIGKILL");
+    in_flight.abort_all();
+    h.server.restart().expect("restart");
+    let api = Api::new(h.base());
+    // Every payment again with its key: the acknowledged ones answer their first result.
+    let mut paid = 0;
+    for (i, (from, to, amount)) in plan.iter().enumerate() {
+        let body = pay(&format!("pay{i}"), users[*to].user_id, amount, "1234");
+        let (status, value) = api.call(&users[*from], "POST", "/v1/wallet/pay", Some(body)).await;
+        match acknowledged.get(&i) {
+            Some(first) if !first.is_null() => {
+                assert_eq!(status, 200, "acknowledged payment {i}: {value}");
+                assert_eq!((value["duplicate"].as_bool(), &value["id"]), (Some(true), &first["id"]), "payment {i}");
+            }
+            _ => {}
+        }
+        if status == 200 {
+            paid += 1;
+        }
+    }
+    // Exactly one transfer per successful payment (each in its payer's history once), balances
+    // from them, nothing negative, and money only moved: never made or lost.
+    let mut stored = 0;
+    let mut total = 0i128;
+    for user in users.iter() {
+        let mut before = String::new();
+        loop {
+            let page = api.ok(user, "GET", &format!("/v1/wallet/history?currency=USD&limit=200{before}"), None).await;
+            let transfers = page["transfers"].as_array().cloned().unwrap_or_default();
+            stored += transfers.iter().filter(|t| t["direction"] == "out" && t["purpose"] == "payment").count();
+            match page["next"].as_str() {
+                Some(next) => before = format!("&before={next}"),
+                None => break,
+            }
+        }
+        let cents: i128 = api.balance(user, "USD").await.replace('.', "").parse().expect("a balance");
+        assert!(cents >= 0);
+        total += cents;
+    }
+    assert_eq!(stored, paid, "every payment stored exactly once");
+    assert_eq!(total, USERS as i128 * 10_000, "the sum of all wallets is what was topped up");
+}

@@ -1,0 +1,99 @@
+//! The wallet's HTTP/JSON bodies (docs/protocol.md, "Wallet"). Amounts are decimal strings in
+//! the currency's unit ("12.34" dollars, "1500" yen): exact, and safe from JavaScript's floats.
+
+use serde::{Deserialize, Serialize};
+
+use crate::UserId;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WalletSummary {
+    /// The payment provider is the sandbox: test cards, no real money.
+    pub sandbox: bool,
+    pub pin_set: bool,
+    pub balances: Vec<Balance>,
+    /// Currencies a wallet can hold.
+    pub currencies: Vec<String>,
+    /// Per transfer and per UTC day, in whole units of any currency.
+    pub transfer_units_max: u64,
+    pub daily_units_max: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    pub currency: String,
+    /// Posted balance.
+    pub balance: String,
+    /// What can be spent now: the balance less money on hold.
+    pub available: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PinRequest {
+    pub pin: String,
+    /// Required to change a PIN that is set.
+    #[serde(default)]
+    pub current_pin: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopUpRequest {
+    /// Idempotency key: a retry with the same key tops up once.
+    pub key: String,
+    pub currency: String,
+    pub amount: String,
+    /// A sandbox test card number.
+    pub card: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopUpConfirm {
+    pub challenge: String,
+    pub code: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopUpResult {
+    /// "succeeded" or "confirmation_required" (then `challenge` names the second step).
+    pub status: String,
+    #[serde(default)]
+    pub challenge: Option<String>,
+    #[serde(default)]
+    pub transfer: Option<TransferView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PayRequest {
+    /// Idempotency key: a retry with the same key pays once and gets the first answer.
+    pub key: String,
+    pub to: UserId,
+    pub currency: String,
+    pub amount: String,
+    pub pin: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferView {
+    /// 32 hex digits: what a payment message in a chat refers to.
+    pub id: String,
+    /// "in" or "out", seen from the caller's wallet.
+    pub direction: String,
+    /// The other user (absent for top-ups).
+    #[serde(default)]
+    pub counterparty: Option<UserId>,
+    /// "payment", "top_up", …
+    pub purpose: String,
+    pub amount: String,
+    pub currency: String,
+    pub at_ms: u64,
+    /// True when this answers a retry: the first result, nothing moved again.
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct History {
+    pub transfers: Vec<TransferView>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    #[serde(default)]
+    pub next: Option<String>,
+}

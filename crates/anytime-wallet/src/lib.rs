@@ -1,0 +1,27 @@
+//! The wallet domain's rules, without I/O: who may move money and how much (payment PIN with
+//! lockout, per-transfer and daily limits), how ids are derived (a client's idempotency key
+//! becomes a ledger transfer id; a user's wallet is a derived ledger account), and the sandbox
+//! payment provider that funds wallets on one machine. The money itself is the ledger's
+//! (`anytime-ledger`); the server shell composes both.
+
+pub mod ids;
+pub mod limits;
+pub mod pin;
+pub mod sandbox;
+mod store;
+
+pub use store::{MemoryWalletStore, WalletStore, WalletStoreError};
+
+/// What a transfer is for (the ledger's `code`): shown in histories and exports.
+pub mod purpose {
+    pub const PAYMENT: u16 = 1;
+    pub const TOP_UP: u16 = 2;
+
+    pub fn name(code: u16) -> &'static str {
+        match code {
+            PAYMENT => "payment",
+            TOP_UP => "top_up",
+            _ => "other",
+        }
+    }
+}
