@@ -15,6 +15,7 @@ mod batch;
 mod conversations;
 mod delivery;
 mod keys;
+mod ledger;
 mod pg;
 
 use anytime_proto::frame::{ClaimedKeyPackage, ConversationSummary, Message, PresencePrivacy, Seq};
