@@ -217,6 +217,7 @@ fn describe(content: &Content) -> (&'static str, String) {
         Content::Receipt(r) => ("receipt", format!("{:?} receipt for {} messages", r.kind, r.messages.len())),
         Content::Timer(t) => ("timer", format!("disappearing messages: {} s", t.seconds)),
         Content::Forward(f) => ("forward", format!("(forwarded) {}", f.body)),
+        Content::Payment(p) => ("payment", format!("(sent {} {}) {}", p.amount, p.currency, p.note)),
         Content::LinkPreview(p) => {
             ("link_preview", format!("(link preview for {}) {} — {}", hex(&p.to.0), p.title, p.url))
         }

@@ -126,8 +126,10 @@ fn exists(db: &Connection, conv: ConvId, msg_id: &[u8]) -> rusqlite::Result<bool
 fn insert(db: &Connection, conv: ConvId, entry: &Entry) -> rusqlite::Result<()> {
     let inserted = db.execute(
         "INSERT OR IGNORE INTO messages (msg_id, conv, seq, sender_user, sender_device, sent_at_ms, kind, body, reply_to, edited, deleted, own, expires_at_ms,
-             mentions, forwarded, preview_url, preview_title, preview_description, starred, local_order)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(local_order), 0) + 1 FROM messages))",
+             mentions, forwarded, preview_url, preview_title, preview_description, starred,
+             payment_transfer, payment_to, payment_amount, payment_currency, local_order)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+             (SELECT COALESCE(MAX(local_order), 0) + 1 FROM messages))",
         params![
             &entry.msg_id.0[..],
             conv.0 as i64,
@@ -148,6 +150,10 @@ fn insert(db: &Connection, conv: ConvId, entry: &Entry) -> rusqlite::Result<()> 
             entry.preview.as_ref().map(|p| &p.title),
             entry.preview.as_ref().map(|p| &p.description),
             entry.starred,
+            entry.payment.as_ref().map(|p| &p.transfer),
+            entry.payment.as_ref().map(|p| p.to.0 as i64),
+            entry.payment.as_ref().map(|p| &p.amount),
+            entry.payment.as_ref().map(|p| &p.currency),
         ],
     )?;
     if inserted > 0 {

@@ -13,7 +13,7 @@ mod migrate;
 
 use std::path::Path;
 
-use anytime_client::timeline::{Effect, Entry, EntryKind, Preview};
+use anytime_client::timeline::{Effect, Entry, EntryKind, PaymentInfo, Preview};
 use anytime_client::{Changes, ClientStore, Content, Queued, Record, StoreError};
 use anytime_proto::frame::Seq;
 use anytime_proto::{ConvId, DeviceId, MsgId, UserId};
@@ -44,7 +44,8 @@ pub struct Verified {
 /// The columns `read_entries` expects, in its order.
 const ENTRY_COLUMNS: &str =
     "conv, msg_id, seq, sender_user, sender_device, sent_at_ms, kind, body, reply_to, edited, deleted, own,
-    expires_at_ms, mentions, forwarded, preview_url, preview_title, preview_description, starred";
+    expires_at_ms, mentions, forwarded, preview_url, preview_title, preview_description, starred,
+    payment_transfer, payment_to, payment_amount, payment_currency";
 
 fn system_clock() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -257,6 +258,12 @@ impl SqliteClientStore {
                 forwarded: r.get(14)?,
                 preview,
                 starred: r.get(18)?,
+                payment: match (r.get::<_, Option<String>>(19)?, r.get::<_, Option<i64>>(20)?, r.get(21)?, r.get(22)?) {
+                    (Some(transfer), Some(to), Some(amount), Some(currency)) => {
+                        Some(PaymentInfo { transfer, to: UserId(to as u64), amount, currency })
+                    }
+                    _ => None,
+                },
             };
             Ok((ConvId(r.get::<_, i64>(0)? as u64), entry))
         })?;

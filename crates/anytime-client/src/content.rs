@@ -71,6 +71,20 @@ pub struct LinkPreview {
     pub description: String,
 }
 
+/// Money sent to someone in this chat: the server's ledger moved it (the wallet answered with
+/// `transfer`); this message tells the chat, with a note only the chat can read. The amount is
+/// the sender's claim: a receiver checks the transfer with the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    /// The ledger transfer id, 32 hex digits.
+    pub transfer: String,
+    pub to: UserId,
+    /// Decimal, in `currency`'s unit ("12.34").
+    pub amount: String,
+    pub currency: String,
+    pub note: String,
+}
+
 /// Sets the chat's disappearing-message timer; 0 turns it off.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timer {
@@ -88,6 +102,7 @@ pub enum Content {
     Timer(Timer),
     Forward(Forward),
     LinkPreview(LinkPreview),
+    Payment(Payment),
     /// A kind this build does not know (from a newer client).
     Unsupported {
         kind: u16,
@@ -160,6 +175,7 @@ kinds! {
     7 => Timer,
     8 => Forward,
     9 => LinkPreview,
+    10 => Payment,
 }
 
 #[cfg(test)]
@@ -190,6 +206,13 @@ mod tests {
                 url: "https://example.org/a".into(),
                 title: "A".into(),
                 description: "About a".into(),
+            }),
+            Content::Payment(Payment {
+                transfer: "00ff".repeat(8),
+                to: UserId(4),
+                amount: "12.34".into(),
+                currency: "USD".into(),
+                note: "lunch".into(),
             }),
         ];
         for content in samples {

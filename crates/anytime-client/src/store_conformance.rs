@@ -110,6 +110,19 @@ pub fn history_follows_the_timeline_rules<S: ClientStore>(store: &mut S) {
         message(27, 27, bob, false, preview(id(21), "https://not-his.test")),
         message(28, 28, bob, false, preview(id(12), "https://deleted.test")),
         message(29, 29, bob, false, preview(id(1), "javascript:alert(1)")),
+        message(
+            30,
+            30,
+            bob,
+            false,
+            Content::Payment(content::Payment {
+                transfer: "ab".repeat(16),
+                to: ME,
+                amount: "12.34".into(),
+                currency: "USD".into(),
+                note: "for lunch".into(),
+            }),
+        ),
     ];
     let mut timeline = Timeline::new(CONV);
     for event in &events {

@@ -21,16 +21,19 @@ pub enum EntryKind {
     Undecryptable,
     /// Encryption repairs: a device re-added, this device rejoined.
     Notice,
+    /// Money sent in the chat (`Entry::payment`); the body is its note.
+    Payment,
 }
 
 impl EntryKind {
-    const ALL: [EntryKind; 6] = [
+    const ALL: [EntryKind; 7] = [
         EntryKind::Text,
         EntryKind::Reply,
         EntryKind::Timer,
         EntryKind::Unsupported,
         EntryKind::Undecryptable,
         EntryKind::Notice,
+        EntryKind::Payment,
     ];
 
     /// A stable name, for stores that keep the kind as text (and the CLI's JSON).
@@ -42,6 +45,7 @@ impl EntryKind {
             EntryKind::Unsupported => "unsupported",
             EntryKind::Undecryptable => "undecryptable",
             EntryKind::Notice => "notice",
+            EntryKind::Payment => "payment",
         }
     }
 
@@ -51,7 +55,7 @@ impl EntryKind {
 
     /// Something someone wrote (as opposed to notices this device or the group produced).
     pub fn is_message(self) -> bool {
-        matches!(self, EntryKind::Text | EntryKind::Reply)
+        matches!(self, EntryKind::Text | EntryKind::Reply | EntryKind::Payment)
     }
 }
 
@@ -83,6 +87,16 @@ pub struct Entry {
     pub preview: Option<Preview>,
     /// Starred on this device (never sent anywhere).
     pub starred: bool,
+    /// For `EntryKind::Payment`: what was sent, as the message says.
+    pub payment: Option<PaymentInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentInfo {
+    pub transfer: String,
+    pub to: UserId,
+    pub amount: String,
+    pub currency: String,
 }
 
 /// A link preview as shown under a message (see `crate::preview`).
@@ -187,6 +201,15 @@ impl Effect {
                         forwarded: true,
                         ..entry(EntryKind::Text, forward.body.clone(), None, expires)
                     }),
+                    Content::Payment(payment) => Effect::Insert(Entry {
+                        payment: Some(PaymentInfo {
+                            transfer: payment.transfer.clone(),
+                            to: payment.to,
+                            amount: payment.amount.clone(),
+                            currency: payment.currency.clone(),
+                        }),
+                        ..entry(EntryKind::Payment, payment.note.clone(), None, expires)
+                    }),
                     Content::LinkPreview(preview) => {
                         if !crate::preview::acceptable(preview) {
                             return None;
@@ -287,13 +310,14 @@ fn local_entry(msg_id: MsgId, seq: Seq, sender: UserId, kind: EntryKind, body: S
         forwarded: false,
         preview: None,
         starred: false,
+        payment: None,
     }
 }
 
 impl Entry {
     /// What forwarding this entry sends: its text, for a message that still has one.
     pub fn forward(&self) -> Option<Content> {
-        (self.kind.is_message() && !self.deleted && !self.body.is_empty())
+        (matches!(self.kind, EntryKind::Text | EntryKind::Reply) && !self.deleted && !self.body.is_empty())
             .then(|| Content::Forward(crate::content::Forward { body: self.body.clone() }))
     }
 }

@@ -178,6 +178,7 @@ pub fn legacy_timeline(bytes: &[u8]) -> Result<Timeline, StoredError> {
             forwarded: false,
             preview: None,
             starred: false,
+            payment: None,
         })
         .collect();
     Ok(Timeline { conv: old.conv, entries, timer_seconds: old.timer_seconds, unread: old.unread })
@@ -211,6 +212,7 @@ mod tests {
             forwarded: n.is_multiple_of(2),
             preview: Some(Preview { url: "https://x.test".into(), title: "X".into(), description: String::new() }),
             starred: n.is_multiple_of(3),
+            payment: None,
         }
     }
 
@@ -299,6 +301,6 @@ mod tests {
             ("old", Some(MsgId([6; 16])), true, Some(99))
         );
         assert_eq!(e.reactions, vec![(UserId(1), "🎉".to_owned())]);
-        assert!(e.mentions.is_empty() && !e.forwarded && e.preview.is_none() && !e.starred);
+        assert!(e.mentions.is_empty() && !e.forwarded && e.preview.is_none() && !e.starred && e.payment.is_none());
     }
 }

@@ -196,6 +196,7 @@ fn entry_json(view: &View, timeline: &Timeline, me: UserId, e: &Entry) -> Value 
             EntryKind::Timer | EntryKind::Notice => "notice",
             EntryKind::Unsupported => "unsupported",
             EntryKind::Undecryptable => "undecryptable",
+            EntryKind::Payment => "payment",
         },
         "text": e.body,
         "reply": reply,
@@ -209,6 +210,7 @@ fn entry_json(view: &View, timeline: &Timeline, me: UserId, e: &Entry) -> Value 
         "forwarded": e.forwarded,
         "starred": e.starred,
         "preview": e.preview.as_ref().map(|p| json!({"url": p.url, "title": p.title, "description": p.description})),
+        "payment": e.payment.as_ref().map(|p| json!({"transfer": p.transfer, "to": name(view, p.to), "to_me": p.to == me, "amount": p.amount, "currency": p.currency})),
     })
 }
 
@@ -238,7 +240,7 @@ fn pending_json(view: &View, data: &Data, conv: ConvId, me: UserId) -> Vec<Value
                 "msg_id": hex(&id.0), "seq": 0, "sender": name(view, me), "own": true, "at": null, "kind": kind,
                 "text": text, "reply": reply, "edited": false, "deleted": false, "status": "pending",
                 "reactions": [], "expires_at_ms": null, "mentions": [], "mentions_me": false,
-                "forwarded": forwarded, "starred": false, "preview": null,
+                "forwarded": forwarded, "starred": false, "preview": null, "payment": null,
             }))
         })
         .collect()
