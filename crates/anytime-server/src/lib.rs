@@ -110,7 +110,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
                     .await
                     .context("while opening the PostgreSQL database")?,
             );
-            (store, None)
+            (store.clone(), Some((store.clone(), store)))
         }
         Some(other) => anyhow::bail!("--database takes a postgres:// URL, not {other:?}; omit it for embedded SQLite"),
         None => {

@@ -16,6 +16,7 @@ mod conversations;
 mod delivery;
 mod keys;
 mod ledger;
+mod wallet;
 mod pg;
 
 use anytime_proto::frame::{ClaimedKeyPackage, ConversationSummary, Message, PresencePrivacy, Seq};
