@@ -188,6 +188,13 @@ impl App {
         view::starred_json(&self.shared).to_string()
     }
 
+    /// The username of `user` (hex id) if this device knows it.
+    #[wasm_bindgen(js_name = nameOf)]
+    pub fn name_of(&self, user: String) -> Option<String> {
+        let user: anytime_proto::UserId = user.parse().ok()?;
+        self.shared.view.borrow().names.get(&user).cloned()
+    }
+
     /// The link in `text` a preview would be made for, if any.
     #[wasm_bindgen(js_name = linkIn)]
     pub fn link_in(&self, text: String) -> Option<String> {
@@ -223,6 +230,20 @@ impl App {
     /// the text this browser fetched; resolves to `{"preview": false}` when the page has none.
     pub fn preview(&self, conv: String, msg: String, url: String, page: String) -> Promise {
         self.run(Cmd::Preview { conv, msg, url, page })
+    }
+
+    /// Sends the payment message for a transfer the wallet made (`to`: the recipient's user id).
+    #[wasm_bindgen(js_name = sendPayment)]
+    pub fn send_payment(
+        &self,
+        conv: String,
+        transfer: String,
+        to: String,
+        amount: String,
+        currency: String,
+        note: String,
+    ) -> Promise {
+        self.run(Cmd::Payment { conv, transfer, to, amount, currency, note })
     }
 
     pub fn star(&self, conv: String, msg: String, starred: bool) -> Promise {

@@ -62,6 +62,15 @@ pub(crate) enum Cmd {
         url: String,
         page: String,
     },
+    /// Tell the chat about a payment the wallet made (the note stays end to end encrypted).
+    Payment {
+        conv: String,
+        transfer: String,
+        to: String,
+        amount: String,
+        currency: String,
+        note: String,
+    },
     /// Star or unstar a message (on this device only).
     Star {
         conv: String,
@@ -262,6 +271,15 @@ fn outgoing_content(shared: &Shared, cmd: &Cmd) -> Option<Result<(ConvId, Conten
             let entry = data.timelines.get(&from).and_then(|t| t.find(msg));
             let entry = entry.ok_or_else(|| ClientError::Protocol("that message is not on this device".into()))?;
             entry.forward().ok_or_else(|| ClientError::Protocol("that message has no text to forward".into()))
+        }),
+        Cmd::Payment { conv, transfer, to, amount, currency, note } => content(conv, &|_| {
+            Ok(Content::Payment(content::Payment {
+                transfer: transfer.clone(),
+                to: user_id(to)?,
+                amount: amount.clone(),
+                currency: currency.clone(),
+                note: note.clone(),
+            }))
         }),
         Cmd::React { conv, msg, emoji, remove } => content(conv, &|_| {
             Ok(Content::Reaction(content::Reaction { to: msg_id(msg)?, emoji: emoji.clone(), remove: *remove }))
@@ -574,7 +592,12 @@ impl Session {
                     // Whoever sent something has stopped typing it.
                     self.shared.view.borrow_mut().typing.remove(&(*conv, sender.user));
                 }
-                if !own && matches!(content, Content::Text(_) | Content::Reply(_)) {
+                if !own
+                    && matches!(
+                        content,
+                        Content::Text(_) | Content::Reply(_) | Content::Forward(_) | Content::Payment(_)
+                    )
+                {
                     delivered.entry(*conv).or_default().push(*msg_id);
                     self.shared.notify("message", Some(*conv));
                 }
@@ -635,7 +658,12 @@ impl Session {
                     None => Ok(json!({"preview": false})),
                 }
             }
-            Cmd::Send { .. } | Cmd::React { .. } | Cmd::Edit { .. } | Cmd::Delete { .. } | Cmd::Forward { .. } => {
+            Cmd::Send { .. }
+            | Cmd::React { .. }
+            | Cmd::Edit { .. }
+            | Cmd::Delete { .. }
+            | Cmd::Forward { .. }
+            | Cmd::Payment { .. } => {
                 match outgoing_content(&self.shared, &cmd) {
                     Some(writes) => {
                         let (conv, content) = writes?;

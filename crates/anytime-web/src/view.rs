@@ -57,6 +57,9 @@ fn title(view: &View, info: &ConversationInfo, me: UserId) -> String {
 fn preview(entry: &Entry) -> String {
     if entry.deleted {
         "message deleted".into()
+    } else if let Some(p) = &entry.payment {
+        let note: String = entry.body.chars().take(60).collect();
+        format!("💸 {} {}{}{note}", p.amount, p.currency, if note.is_empty() { "" } else { " · " })
     } else {
         entry.body.chars().take(80).collect()
     }
@@ -229,10 +232,16 @@ fn pending_json(view: &View, data: &Data, conv: ConvId, me: UserId) -> Vec<Value
         .filter(|(c, _, _)| *c == conv)
         .filter_map(|(_, id, _)| {
             let content = Content::decode(data.outbox_content.get(id)?).ok()?;
+            let payment = match &content {
+                Content::Payment(p) => json!({"transfer": p.transfer, "to": name(view, p.to), "to_me": false,
+                    "amount": p.amount, "currency": p.currency}),
+                _ => Value::Null,
+            };
             let (kind, text, reply_to, forwarded) = match content {
                 Content::Text(t) => ("text", t.body, None, false),
                 Content::Reply(r) => ("reply", r.body, Some(r.to), false),
                 Content::Forward(f) => ("text", f.body, None, true),
+                Content::Payment(p) => ("payment", p.note, None, false),
                 _ => return None,
             };
             let reply = reply_to.map(|to| reply_json(view, data.timelines.get(&conv), to));
@@ -240,7 +249,7 @@ fn pending_json(view: &View, data: &Data, conv: ConvId, me: UserId) -> Vec<Value
                 "msg_id": hex(&id.0), "seq": 0, "sender": name(view, me), "own": true, "at": null, "kind": kind,
                 "text": text, "reply": reply, "edited": false, "deleted": false, "status": "pending",
                 "reactions": [], "expires_at_ms": null, "mentions": [], "mentions_me": false,
-                "forwarded": forwarded, "starred": false, "preview": null, "payment": null,
+                "forwarded": forwarded, "starred": false, "preview": null, "payment": payment,
             }))
         })
         .collect()

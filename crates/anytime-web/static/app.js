@@ -5,6 +5,7 @@
 import init, { openApp } from "/pkg/anytime_web.js";
 import { h, toast, call, time, dayKey, dayLabel, avatar, presenceText, dialog, field } from "/dom.js";
 import * as tools from "/message_tools.js";
+import * as wallet from "/wallet.js";
 
 const root = document.getElementById("root");
 let app = null;
@@ -100,6 +101,7 @@ function start() {
   account = JSON.parse(app.account());
   prefs.load();
   tools.setup({ app, ui, prefs, openChat, startReply, startEdit, deleteMessage, queueRender });
+  wallet.setup({ app, account, name: (user) => (user && app.nameOf(user)) || "someone" });
   app.start((kind, conv) => onChange(kind, conv));
   // Endpoints can change: refresh the registration when notifications are already allowed.
   if ("Notification" in window && Notification.permission === "granted") subscribePush().catch(() => {});
@@ -166,6 +168,7 @@ function renderShell() {
         h("ul", { id: "chat-list", class: "chat-list" }),
         h("footer", { class: "toolbar" },
           h("span", { class: "muted" }, account.username),
+          h("button", { type: "button", class: "secondary", onclick: wallet.walletDialog }, "Wallet"),
           h("button", { type: "button", class: "secondary", onclick: devicesDialog }, "Devices"),
           h("button", { type: "button", class: "secondary", onclick: settingsDialog }, "Settings"))),
       h("main", { class: "conversation", id: "conversation", "aria-label": "Conversation" },
@@ -295,7 +298,10 @@ function renderChatFrame() {
     h("div", { id: "composer-context", class: "composer-context", "aria-live": "polite" }),
     h("label", { for: "composer-input", class: "visually-hidden" }, "Message"),
     h("textarea", { id: "composer-input", rows: 1, placeholder: "Message", autocomplete: "off", onkeydown: composerKey, oninput: composerInput }),
-    h("button", { type: "submit", "aria-label": "Send" }, "Send"));
+    h("div", { class: "composer-buttons" },
+      h("button", { type: "button", class: "secondary", "aria-label": "Send money", title: "Send money",
+        onclick: () => { const chat = JSON.parse(app.chat(ui.open, 1)); if (chat) wallet.payDialog(chat); } }, "💸"),
+      h("button", { type: "submit", "aria-label": "Send" }, "Send")));
   main.replaceChildren(
     h("header", { class: "bar chat-header" },
       h("button", { type: "button", class: "back secondary", "aria-label": "Back to chats", onclick: closeChat }, "←"),
@@ -329,7 +335,7 @@ function renderChat() {
     `${chat.title}'s safety number changed: a device was added or removed. Compare it again in Info.`) : "");
   renderRequest(chat);
   const timeline = document.getElementById("timeline");
-  const html = JSON.stringify(chat.entries) + ui.replyTo?.msg_id + ui.editing + ui.firstUnread + chat.more;
+  const html = JSON.stringify(chat.entries) + ui.replyTo?.msg_id + ui.editing + ui.firstUnread + chat.more + wallet.paymentChecks();
   if (html === ui.lastTimelineHtml) return;
   ui.lastTimelineHtml = html;
   const atBottom = timeline.scrollHeight - timeline.scrollTop - timeline.clientHeight < 40;
@@ -450,7 +456,8 @@ function renderEntry(chat, e, withAvatar) {
       e.starred ? h("span", { class: "star", title: "Starred", "aria-label": "starred" }, " ★") : null),
     e.forwarded ? h("div", { class: "forwarded muted" }, "↪ Forwarded") : null,
     e.reply ? h("blockquote", { class: "quote" }, h("strong", {}, e.reply.sender), " ", e.reply.text) : null,
-    h("p", { class: "text" }, e.deleted ? "This message was deleted" : tools.textWithMentions(e)),
+    e.payment && !e.deleted ? wallet.paymentBody(e, queueRender) : null,
+    e.deleted || !e.payment || e.text ? h("p", { class: "text" }, e.deleted ? "This message was deleted" : tools.textWithMentions(e)) : null,
     e.preview && !e.deleted ? tools.previewCard(e.preview) : null,
     reactions.length ? h("div", { class: "reactions" }, reactions) : null,
     e.own ? h("span", { class: "receipt", "data-status": e.status }, STATUS_TEXT[e.status] || "") : null,

@@ -105,7 +105,7 @@ test("direct chat: messages both ways, unread, reply, react, edit, delete, recei
   // Bob replies to Alice's message.
   await message(bob, "hello bob").getByRole("button", { name: "Reply" }).click();
   await bob.getByLabel("Message", { exact: true }).fill("hi alice");
-  await bob.getByRole("button", { name: "Send" }).click();
+  await bob.getByRole("button", { name: "Send", exact: true }).click();
   const reply = message(alice, "hi alice");
   await reply.waitFor();
   // A one-word bubble is as wide as its text, not the whole column; its actions show on hover.
@@ -722,6 +722,49 @@ test("mention picker, link preview by the sender, star, forward and delete for m
   } finally {
     site.close();
   }
+});
+
+test("wallet: sandbox top-up, PIN, money sent in a chat arrives and is confirmed by the receiver's wallet", async () => {
+  const { alice, bob } = pages;
+  await alice.getByRole("button", { name: "Wallet" }).click();
+  const wallet = alice.getByRole("dialog");
+  await wallet.locator(".sandbox", { hasText: "Sandbox" }).waitFor();
+  await wallet.getByLabel("Payment PIN (4–8 digits)").fill("2468");
+  await wallet.getByRole("button", { name: "Set PIN" }).click();
+  await alice.locator("#toast", { hasText: "Payment PIN saved" }).waitFor();
+  const reopened = alice.getByRole("dialog");
+  await reopened.getByLabel("Amount").fill("50");
+  await reopened.getByRole("button", { name: "Top up" }).click();
+  await alice.locator("#toast", { hasText: "Topped up 50.00 USD" }).waitFor();
+  const balances = alice.getByRole("dialog").getByRole("list", { name: "Balances" });
+  await balances.locator("li[data-currency=USD]", { hasText: "50.00 USD" }).waitFor();
+  await alice.getByRole("dialog").getByRole("list", { name: "Wallet history" }).locator("li", { hasText: "+50.00 USD" }).waitFor();
+  await screenshot(alice, "desktop-wallet");
+  await alice.getByRole("dialog").getByRole("button", { name: "Close" }).click();
+
+  await openChatNamed(alice, "bob");
+  await alice.getByRole("button", { name: "Send money" }).click();
+  const pay = alice.getByRole("dialog");
+  await pay.getByLabel("Amount").fill("12.50");
+  await pay.getByLabel("Note (only this chat can read it)").fill("for the tickets");
+  await pay.getByLabel("Payment PIN").fill("2468");
+  await pay.getByRole("button", { name: "Send", exact: true }).click();
+  await alice.locator("#toast", { hasText: "Sent 12.50 USD" }).waitFor();
+  const sent = alice.locator(".message", { has: alice.locator(".payment-amount", { hasText: "12.50 USD" }) });
+  await sent.locator(".text", { hasText: "for the tickets" }).waitFor();
+
+  await openChatNamed(bob, "alice");
+  const received = bob.locator(".message", { has: bob.locator(".payment-amount", { hasText: "12.50 USD" }) });
+  await received.locator(".payment-parties", { hasText: "alice sent you" }).waitFor();
+  await received.locator(".text", { hasText: "for the tickets" }).waitFor();
+  await received.locator("[data-check=confirmed]").waitFor();
+  await screenshot(bob, "phone-payment-message");
+  await bob.getByRole("button", { name: "Back to chats" }).click();
+  await bob.getByRole("button", { name: "Wallet" }).click();
+  await bob.getByRole("dialog").getByRole("list", { name: "Balances" }).locator("li[data-currency=USD]", { hasText: "12.50 USD" }).waitFor();
+  await bob.getByRole("dialog").getByRole("button", { name: "Close" }).click();
+  // The note never reached the server: its database holds no trace of it.
+  assert.equal(server.databaseContains("for the tickets"), false, "the note is end-to-end encrypted");
 });
 
 test("logging out wipes the browser's store", async () => {

@@ -2,7 +2,7 @@
 // Chromium driven by playwright-core, and the `anytime` CLI for cross-client tests.
 
 import { spawn, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -40,6 +40,11 @@ export async function startServer() {
       ({ child, url } = await spawnServer(data, url.replace("http://", "")));
     },
     stop() { child.kill("SIGTERM"); rmSync(data, { recursive: true, force: true }); },
+    /** Whether any file of the server's data directory (database, WAL) contains `text`. */
+    databaseContains(text) {
+      const needle = Buffer.from(text);
+      return readdirSync(data).some((name) => readFileSync(join(data, name)).includes(needle));
+    },
   };
 }
 
