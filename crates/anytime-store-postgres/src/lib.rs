@@ -16,8 +16,8 @@ mod conversations;
 mod delivery;
 mod keys;
 mod ledger;
-mod wallet;
 mod pg;
+mod wallet;
 
 use anytime_proto::frame::{ClaimedKeyPackage, ConversationSummary, Message, PresencePrivacy, Seq};
 use anytime_proto::{ConvId, DeviceId, UserId};
