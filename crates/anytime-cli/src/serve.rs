@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// argon2id iterations for new passwords (load tests only: see --argon2-memory-kib).
     #[arg(long, default_value_t = anytime_server_core::ARGON2_COST_DEFAULT.1)]
     argon2_iterations: u32,
+    /// How long a red envelope stays open before the rest goes back to its sender (tests only;
+    /// the product says 24 hours).
+    #[arg(long, default_value_t = anytime_proto::limits::ENVELOPE_TTL_MS / 1000, hide = true)]
+    red_envelope_ttl_secs: u64,
     /// Turn off rate limits (benchmarks and load tests only).
     #[arg(long)]
     no_rate_limits: bool,
@@ -106,6 +110,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             rate_limits,
             argon2_cost: (args.argon2_memory_kib, args.argon2_iterations),
             push_endpoint_prefixes: args.push_endpoint_prefixes,
+            envelope_ttl_ms: args.red_envelope_ttl_secs.saturating_mul(1000),
             ..Config::default()
         },
         connections_max: args.connections_max,

@@ -230,6 +230,16 @@ pub const LEDGER_AMOUNT_MAX: u128 = 1_000_000_000_000_000;
 /// A wallet request's idempotency key, bytes (a UUID fits).
 pub const WALLET_KEY_BYTES_MAX: usize = 64;
 
+/// How long a red envelope can be grabbed before the rest goes back, ms (servers may shorten it
+/// for tests: `--red-envelope-ttl-secs`).
+pub const ENVELOPE_TTL_MS: u64 = 24 * 3_600_000;
+
+/// Envelopes refunded per sweep.
+pub const ENVELOPE_SWEEP_MAX: u32 = 256;
+
+/// Shares of one red envelope.
+pub const ENVELOPE_SHARES_MAX: u32 = 200;
+
 /// Transfers per wallet history page.
 pub const WALLET_HISTORY_PAGE_MAX: u32 = 200;
 

@@ -26,6 +26,8 @@ pub struct Config {
     pub password_hashes_max: usize,
     /// Push endpoints allowed besides the browsers' push services (tests, self-hosted services).
     pub push_endpoint_prefixes: Vec<String>,
+    /// How long a red envelope stays open (`ENVELOPE_TTL_MS`; shorter in tests).
+    pub envelope_ttl_ms: u64,
 }
 
 /// OWASP's recommended argon2id setting (19 MiB, 2 iterations), the `argon2` crate's default.
@@ -40,6 +42,7 @@ impl Default for Config {
             retention_ms: 30 * 24 * 3_600_000,
             rate_limits: RateLimits::default(),
             push_endpoint_prefixes: Vec::new(),
+            envelope_ttl_ms: anytime_proto::limits::ENVELOPE_TTL_MS,
         }
     }
 }
