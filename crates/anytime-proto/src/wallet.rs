@@ -97,3 +97,53 @@ pub struct History {
     #[serde(default)]
     pub next: Option<String>,
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvelopeRequest {
+    /// Idempotency key: a retry makes the envelope once.
+    pub key: String,
+    /// The group chat it is for: only its members may grab.
+    pub conv: crate::ConvId,
+    pub currency: String,
+    /// The whole amount, shared out.
+    pub total: String,
+    pub shares: u32,
+    /// "random" (each share a random amount) or "equal".
+    pub split: String,
+    pub pin: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvelopeView {
+    /// 32 hex digits: what the red-envelope message in the chat refers to.
+    pub id: String,
+    pub owner: UserId,
+    pub conv: crate::ConvId,
+    pub currency: String,
+    pub total: String,
+    pub shares: u32,
+    /// "open" or "refunded" (expired; the rest went back to the owner).
+    pub status: String,
+    pub expires_at_ms: u64,
+    pub grabs: Vec<EnvelopeGrab>,
+    /// What is still in it.
+    pub left: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvelopeGrab {
+    pub user: UserId,
+    pub amount: String,
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrabResult {
+    /// "grabbed" (your share; `again` when you had grabbed before) or "empty".
+    pub status: String,
+    #[serde(default)]
+    pub amount: Option<String>,
+    #[serde(default)]
+    pub again: bool,
+    pub envelope: EnvelopeView,
+}

@@ -188,6 +188,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
                         Ok(_) => {}
                         Err(code) => tracing::warn!(%code, "garbage collection failed"),
                     }
+                    match gc_core.wallet_sweep().await {
+                        Ok(0) => {}
+                        Ok(swept) => tracing::debug!(swept, "red envelopes expired"),
+                        Err(code) => tracing::warn!(%code, "red envelope sweep failed"),
+                    }
                 }
                 _ = gc_shutdown.changed() => return,
             }

@@ -1,7 +1,7 @@
 //! The wallet's HTTP/JSON endpoints (docs/protocol.md, "Wallet"): authenticate with the session
 //! token, decode, call `ServerCore`, encode. Every rule is in the core and the wallet crates.
 
-use anytime_proto::wallet::{PayRequest, PinRequest, TopUpConfirm, TopUpRequest};
+use anytime_proto::wallet::{EnvelopeRequest, PayRequest, PinRequest, TopUpConfirm, TopUpRequest};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -22,6 +22,9 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/wallet/pay", post(pay))
         .route("/v1/wallet/history", get(history))
         .route("/v1/wallet/transfers/{id}", get(transfer))
+        .route("/v1/wallet/envelopes", post(create_envelope))
+        .route("/v1/wallet/envelopes/{id}", get(envelope))
+        .route("/v1/wallet/envelopes/{id}/grab", post(grab))
 }
 
 fn answer<T: serde::Serialize>(result: Result<T, anytime_proto::ErrorCode>) -> Response {
@@ -109,4 +112,19 @@ async fn history(State(state): State<AppState>, headers: HeaderMap, Query(query)
 
 async fn transfer(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     answer(state.core.wallet_transfer(&bearer(&headers), &id).await)
+}
+
+async fn create_envelope(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match read_json::<EnvelopeRequest>(body).await {
+        Ok(request) => answer(state.core.wallet_create_envelope(&bearer(&headers), request).await),
+        Err(code) => error_response(code),
+    }
+}
+
+async fn envelope(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    answer(state.core.wallet_envelope(&bearer(&headers), &id).await)
+}
+
+async fn grab(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    answer(state.core.wallet_grab_envelope(&bearer(&headers), &id).await)
 }

@@ -651,4 +651,20 @@ mod tests {
             })
             .await;
     }
+
+    /// The wallet's own store (PINs, red envelopes) shares this test server helper.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: ANYTIME_TEST_PG_URL, then -- --ignored (cargo xtask test does both when it is set)"]
+    async fn wallet_store_passes_the_wallet_store_conformance_cases() {
+        Server::connect("wallet")
+            .await
+            .run(|server| async move {
+                anytime_wallet::conformance::run_all(|| {
+                    let server = server.clone();
+                    async move { server.fresh().await }
+                })
+                .await;
+            })
+            .await;
+    }
 }

@@ -4,23 +4,34 @@
 //! payment provider that funds wallets on one machine. The money itself is the ledger's
 //! (`anytime-ledger`); the server shell composes both.
 
+pub mod envelope;
 pub mod ids;
 pub mod limits;
 pub mod pin;
 pub mod sandbox;
 mod store;
 
-pub use store::{MemoryWalletStore, WalletStore, WalletStoreError};
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use store::{same_envelope, MemoryWalletStore, WalletStore, WalletStoreError};
 
 /// What a transfer is for (the ledger's `code`): shown in histories and exports.
 pub mod purpose {
     pub const PAYMENT: u16 = 1;
     pub const TOP_UP: u16 = 2;
+    /// Into a red envelope's escrow, out of it to a grabber, and the rest back.
+    pub const ENVELOPE: u16 = 3;
+    pub const ENVELOPE_SHARE: u16 = 4;
+    pub const ENVELOPE_REFUND: u16 = 5;
 
     pub fn name(code: u16) -> &'static str {
         match code {
             PAYMENT => "payment",
             TOP_UP => "top_up",
+            ENVELOPE => "red_envelope",
+            ENVELOPE_SHARE => "red_envelope_share",
+            ENVELOPE_REFUND => "red_envelope_refund",
             _ => "other",
         }
     }

@@ -317,3 +317,120 @@ async fn concurrent_payments_survive_sigkill_exactly_once_and_the_ledger_sums_to
     assert_eq!(stored, paid, "every payment stored exactly once");
     assert_eq!(total, USERS as i128 * 10_000, "the sum of all wallets is what was topped up");
 }
+
+fn envelope(key: &str, conv: anytime_proto::ConvId, total: &str, shares: u32, split: &str) -> Value {
+    json!({"key": key, "conv": conv, "currency": "USD", "total": total, "shares": shares, "split": split, "pin": "2468"})
+}
+
+fn cents(text: &str) -> i128 {
+    text.replace('.', "").parse().expect("an amount")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn red_envelope_shares_go_to_exactly_as_many_grabbers_and_the_rest_comes_back() {
+    const MEMBERS: usize = 100;
+    let h = Harness::start_with(&[
+        "--argon2-memory-kib",
+        "1024",
+        "--argon2-iterations",
+        "1",
+        "--red-envelope-ttl-secs",
+        "3",
+        "--gc-interval-secs",
+        "1",
+    ]);
+    let api = Arc::new(Api::new(h.base()));
+    let alice = h.register("alice").await;
+    let mut members = Vec::new();
+    for n in 0..MEMBERS {
+        members.push(h.register(&format!("member{n}")).await);
+    }
+    let outsider = h.register("outsider").await;
+    let mut a = h.connect(&alice).await;
+    let ids: Vec<UserId> = members.iter().map(|m| m.user_id).collect();
+    let group = create_group(&mut a, "party", &ids).await;
+    let direct = create_direct(&mut a, outsider.user_id).await;
+    api.ok(&alice, "POST", "/v1/wallet/pin", Some(json!({"pin": "2468"}))).await;
+    api.ok(&alice, "POST", "/v1/wallet/top-up", Some(top_up("fund", "200.00", "4242424242424242"))).await;
+
+    let made =
+        api.ok(&alice, "POST", "/v1/wallet/envelopes", Some(envelope("e1", group, "100.00", 10, "random"))).await;
+    assert_eq!((made["status"].as_str(), made["left"].as_str()), (Some("open"), Some("100.00")));
+    let id = made["id"].as_str().expect("an id").to_owned();
+    assert_eq!(api.balance(&alice, "USD").await, "100.00", "the total left the sender's wallet");
+    let retry =
+        api.ok(&alice, "POST", "/v1/wallet/envelopes", Some(envelope("e1", group, "100.00", 10, "random"))).await;
+    assert_eq!(retry["id"], made["id"]);
+    assert_eq!(api.balance(&alice, "USD").await, "100.00", "a retried creation moves nothing again");
+
+    // A hundred members grab at once: ten get a share.
+    let mut grabs = tokio::task::JoinSet::new();
+    for member in members.iter().cloned() {
+        let (api, path) = (api.clone(), format!("/v1/wallet/envelopes/{id}/grab"));
+        grabs.spawn(async move {
+            let answer = api.ok(&member, "POST", &path, None).await;
+            (member, answer)
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(joined) = grabs.join_next().await {
+        let (member, answer) = joined.expect("joined");
+        match answer["status"].as_str() {
+            Some("grabbed") => winners.push((member, answer["amount"].as_str().expect("an amount").to_owned())),
+            Some("empty") => {}
+            other => panic!("{other:?}: {answer}"),
+        }
+    }
+    assert_eq!(winners.len(), 10, "exactly as many grabs as shares succeed");
+    assert_eq!(winners.iter().map(|(_, amount)| cents(amount)).sum::<i128>(), 10_000, "the shares add up to the total");
+    for (member, amount) in &winners {
+        assert_eq!(&api.balance(member, "USD").await, amount, "each winner got its share, once");
+        let again = api.ok(member, "POST", &format!("/v1/wallet/envelopes/{id}/grab"), None).await;
+        assert_eq!((again["again"].as_bool(), again["amount"].as_str()), (Some(true), Some(amount.as_str())));
+        assert_eq!(&api.balance(member, "USD").await, amount, "grabbing again pays nothing more");
+    }
+    let view = api.ok(&alice, "GET", &format!("/v1/wallet/envelopes/{id}"), None).await;
+    assert_eq!((view["grabs"].as_array().map(Vec::len), view["left"].as_str()), (Some(10), Some("0.00")));
+    assert_eq!(
+        api.refused(&outsider, "POST", &format!("/v1/wallet/envelopes/{id}/grab"), None).await,
+        "invalid_argument",
+        "not a member"
+    );
+    assert_eq!(api.refused(&outsider, "GET", &format!("/v1/wallet/envelopes/{id}"), None).await, "invalid_argument");
+    assert_eq!(
+        api.refused(&alice, "POST", "/v1/wallet/envelopes", Some(envelope("e2", direct, "1.00", 1, "equal"))).await,
+        "not_a_group"
+    );
+    assert_eq!(
+        api.refused(&alice, "POST", "/v1/wallet/envelopes", Some(envelope("e3", group, "0.05", 10, "equal"))).await,
+        "invalid_amount",
+        "every share needs at least a cent"
+    );
+    assert_eq!(
+        api.refused(&alice, "POST", "/v1/wallet/envelopes", Some(envelope("e4", group, "500.00", 5, "equal"))).await,
+        "insufficient_funds"
+    );
+
+    // An envelope nobody empties: after its expiry the rest goes back to the sender.
+    let small = api.ok(&alice, "POST", "/v1/wallet/envelopes", Some(envelope("e5", group, "10.00", 5, "equal"))).await;
+    let small_id = small["id"].as_str().expect("an id").to_owned();
+    for member in &members[..2] {
+        let grabbed = api.ok(member, "POST", &format!("/v1/wallet/envelopes/{small_id}/grab"), None).await;
+        assert_eq!(grabbed["amount"], "2.00");
+    }
+    assert_eq!(api.balance(&alice, "USD").await, "90.00");
+    let mut refunded = Value::Null;
+    for _ in 0..100 {
+        refunded = api.ok(&alice, "GET", &format!("/v1/wallet/envelopes/{small_id}"), None).await;
+        if refunded["status"] == "refunded" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!((refunded["status"].as_str(), refunded["left"].as_str()), (Some("refunded"), Some("0.00")));
+    assert_eq!(api.balance(&alice, "USD").await, "96.00", "the three shares nobody took came back");
+    assert_eq!(
+        api.refused(&members[3], "POST", &format!("/v1/wallet/envelopes/{small_id}/grab"), None).await,
+        "expired"
+    );
+}

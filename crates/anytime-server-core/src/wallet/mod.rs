@@ -4,6 +4,7 @@
 //! ledger writer (`writer.rs`). The note of a payment never comes here: the client sends it in
 //! the chat, end to end encrypted, referring to the transfer id answered here.
 
+mod envelopes;
 mod writer;
 
 use std::collections::HashMap;
@@ -42,12 +43,12 @@ pub(crate) struct Wallet {
     challenges: Mutex<HashMap<String, (UserId, TopUpRequest, u64)>>,
 }
 
-fn store_failed(error: impl std::fmt::Display) -> ErrorCode {
+pub(super) fn store_failed(error: impl std::fmt::Display) -> ErrorCode {
     tracing::error!(%error, "wallet store failed");
     ErrorCode::Internal
 }
 
-fn transfer_code(error: TransferError) -> ErrorCode {
+pub(super) fn transfer_code(error: TransferError) -> ErrorCode {
     match error {
         TransferError::AmountZero | TransferError::AmountTooLarge => ErrorCode::InvalidAmount,
         TransferError::InsufficientFunds | TransferError::DebitAccountNotFound => ErrorCode::InsufficientFunds,
@@ -58,7 +59,7 @@ fn transfer_code(error: TransferError) -> ErrorCode {
     }
 }
 
-fn parse_money(currency: &str, amount: &str) -> Result<(Currency, u128), ErrorCode> {
+pub(super) fn parse_money(currency: &str, amount: &str) -> Result<(Currency, u128), ErrorCode> {
     let currency = Currency::parse(currency).map_err(|_| ErrorCode::UnknownCurrency)?;
     let amount = currency.parse_amount(amount).map_err(|_| ErrorCode::InvalidAmount)?;
     if amount == 0 {
@@ -97,11 +98,15 @@ impl ServerCore {
         self
     }
 
-    fn wallet(&self) -> Result<&Wallet, ErrorCode> {
+    pub(super) fn wallet(&self) -> Result<&Wallet, ErrorCode> {
         self.wallet.as_deref().ok_or(ErrorCode::InvalidArgument)
     }
 
-    async fn post(&self, commands: Vec<Command>, spend: Option<writer::Spend>) -> Result<writer::Results, ErrorCode> {
+    pub(super) async fn post(
+        &self,
+        commands: Vec<Command>,
+        spend: Option<writer::Spend>,
+    ) -> Result<writer::Results, ErrorCode> {
         let wallet = self.wallet()?;
         let (reply, answer) = oneshot::channel();
         wallet.jobs.send(writer::Job { commands, spend, reply }).await.map_err(|_| ErrorCode::Internal)?;
@@ -153,7 +158,7 @@ impl ServerCore {
         wallet.store.put_pin(user, &record).await.map_err(store_failed)
     }
 
-    async fn check_pin(&self, user: UserId, given: &str) -> Result<(), ErrorCode> {
+    pub(super) async fn check_pin(&self, user: UserId, given: &str) -> Result<(), ErrorCode> {
         let wallet = self.wallet()?;
         let now = self.env.now_ms();
         let record = wallet.store.pin(user).await.map_err(store_failed)?;
@@ -175,7 +180,7 @@ impl ServerCore {
         answer.map_err(pin_code)
     }
 
-    fn wallet_rate(&self, user: UserId) -> Result<(), ErrorCode> {
+    pub(super) fn wallet_rate(&self, user: UserId) -> Result<(), ErrorCode> {
         let wallet = self.wallet()?;
         let minute = self.env.now_ms() / 60_000;
         let mut rate = wallet.rate.lock().unwrap_or_else(|e| e.into_inner());

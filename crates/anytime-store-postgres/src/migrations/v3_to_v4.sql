@@ -5,3 +5,25 @@ CREATE TABLE wallet_pins (
     failures INTEGER NOT NULL,
     locked_until_ms BIGINT NOT NULL
 );
+-- Red envelopes: the shares are fixed at creation (comma-separated minor units, in grab order).
+CREATE TABLE wallet_envelopes (
+    id BYTEA PRIMARY KEY,
+    owner BIGINT NOT NULL,
+    conv BIGINT NOT NULL,
+    currency TEXT NOT NULL,
+    total NUMERIC(39, 0) NOT NULL,
+    shares TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    expires_at_ms BIGINT NOT NULL,
+    status TEXT NOT NULL
+);
+CREATE INDEX wallet_envelopes_due ON wallet_envelopes (expires_at_ms) WHERE status = 'open';
+CREATE TABLE wallet_envelope_claims (
+    envelope BYTEA NOT NULL REFERENCES wallet_envelopes (id),
+    idx INTEGER NOT NULL,
+    user_id BIGINT NOT NULL,
+    amount NUMERIC(39, 0) NOT NULL,
+    at_ms BIGINT NOT NULL,
+    PRIMARY KEY (envelope, idx),
+    UNIQUE (envelope, user_id)
+);

@@ -35,3 +35,26 @@ CREATE TABLE wallet_pins (
     failures INTEGER NOT NULL,
     locked_until_ms INTEGER NOT NULL
 );
+-- Red envelopes: the shares are fixed at creation (comma-separated minor units, in grab order).
+CREATE TABLE wallet_envelopes (
+    id BLOB PRIMARY KEY,
+    owner INTEGER NOT NULL,
+    conv INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    shares TEXT NOT NULL,
+    share_count INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    status TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX wallet_envelopes_due ON wallet_envelopes(expires_at_ms) WHERE status = 'open';
+CREATE TABLE wallet_envelope_claims (
+    envelope BLOB NOT NULL,
+    idx INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    amount INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (envelope, idx),
+    UNIQUE (envelope, user_id)
+) WITHOUT ROWID;
