@@ -237,6 +237,12 @@ pub const ENVELOPE_TTL_MS: u64 = 24 * 3_600_000;
 /// Envelopes refunded per sweep.
 pub const ENVELOPE_SWEEP_MAX: u32 = 256;
 
+/// How long a money request (or a split bill's share) can be paid, ms.
+pub const REQUEST_TTL_MS: u64 = 7 * 24 * 3_600_000;
+
+/// People one split bill asks.
+pub const SPLIT_PEOPLE_MAX: usize = 100;
+
 /// Shares of one red envelope.
 pub const ENVELOPE_SHARES_MAX: u32 = 200;
 

@@ -147,3 +147,68 @@ pub struct GrabResult {
     pub again: bool,
     pub envelope: EnvelopeView,
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MoneyRequestBody {
+    pub key: String,
+    /// The chat it is asked in: both people must be members.
+    pub conv: crate::ConvId,
+    pub payer: UserId,
+    pub currency: String,
+    pub amount: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SplitBody {
+    pub key: String,
+    pub conv: crate::ConvId,
+    pub currency: String,
+    /// Equal split: the total and who shares it (the maker may be one of them: their own share
+    /// is not requested).
+    #[serde(default)]
+    pub total: Option<String>,
+    #[serde(default)]
+    pub people: Vec<UserId>,
+    /// Custom split instead: each member's amount.
+    #[serde(default)]
+    pub shares: Vec<SplitShare>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitShare {
+    pub user: UserId,
+    pub amount: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoneyRequestView {
+    /// 32 hex digits: what the request message in the chat refers to.
+    pub id: String,
+    pub requester: UserId,
+    pub payer: UserId,
+    pub conv: crate::ConvId,
+    pub amount: String,
+    pub currency: String,
+    /// "open", "paid", "declined", "cancelled" or "expired".
+    pub status: String,
+    pub expires_at_ms: u64,
+    #[serde(default)]
+    pub split: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitView {
+    pub id: String,
+    pub requester: UserId,
+    pub currency: String,
+    /// The tracker: one request per member, with its status.
+    pub requests: Vec<MoneyRequestView>,
+    /// What has come in, and what was asked.
+    pub paid: String,
+    pub asked: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PayRequestBody {
+    pub pin: String,
+}

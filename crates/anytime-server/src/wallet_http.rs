@@ -1,7 +1,9 @@
 //! The wallet's HTTP/JSON endpoints (docs/protocol.md, "Wallet"): authenticate with the session
 //! token, decode, call `ServerCore`, encode. Every rule is in the core and the wallet crates.
 
-use anytime_proto::wallet::{EnvelopeRequest, PayRequest, PinRequest, TopUpConfirm, TopUpRequest};
+use anytime_proto::wallet::{
+    EnvelopeRequest, MoneyRequestBody, PayRequest, PayRequestBody, PinRequest, SplitBody, TopUpConfirm, TopUpRequest,
+};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -25,6 +27,12 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/wallet/envelopes", post(create_envelope))
         .route("/v1/wallet/envelopes/{id}", get(envelope))
         .route("/v1/wallet/envelopes/{id}/grab", post(grab))
+        .route("/v1/wallet/requests", post(create_request))
+        .route("/v1/wallet/requests/{id}", get(request))
+        .route("/v1/wallet/requests/{id}/pay", post(pay_request))
+        .route("/v1/wallet/requests/{id}/close", post(close_request))
+        .route("/v1/wallet/splits", post(create_split))
+        .route("/v1/wallet/splits/{id}", get(split))
 }
 
 fn answer<T: serde::Serialize>(result: Result<T, anytime_proto::ErrorCode>) -> Response {
@@ -127,4 +135,42 @@ async fn envelope(State(state): State<AppState>, headers: HeaderMap, Path(id): P
 
 async fn grab(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     answer(state.core.wallet_grab_envelope(&bearer(&headers), &id).await)
+}
+
+async fn create_request(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match read_json::<MoneyRequestBody>(body).await {
+        Ok(request) => answer(state.core.wallet_request(&bearer(&headers), request).await),
+        Err(code) => error_response(code),
+    }
+}
+
+async fn request(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    answer(state.core.wallet_request_view(&bearer(&headers), &id).await)
+}
+
+async fn pay_request(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    match read_json::<PayRequestBody>(body).await {
+        Ok(pay) => answer(state.core.wallet_pay_request(&bearer(&headers), &id, &pay.pin).await),
+        Err(code) => error_response(code),
+    }
+}
+
+async fn close_request(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    answer(state.core.wallet_close_request(&bearer(&headers), &id).await)
+}
+
+async fn create_split(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match read_json::<SplitBody>(body).await {
+        Ok(split) => answer(state.core.wallet_split(&bearer(&headers), split).await),
+        Err(code) => error_response(code),
+    }
+}
+
+async fn split(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    answer(state.core.wallet_split_view(&bearer(&headers), &id).await)
 }

@@ -6,6 +6,7 @@ use anytime_ledger::Currency;
 use anytime_proto::{ConvId, UserId};
 use anytime_wallet::envelope::{Claim, Envelope, Grab, Status};
 use anytime_wallet::pin::PinRecord;
+use anytime_wallet::request::{self, MoneyRequest};
 use anytime_wallet::{WalletStore, WalletStoreError};
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
@@ -158,6 +159,103 @@ impl WalletStore for PgStore {
             .await
             .map_err(failed)?;
         rows.iter().map(|r| id_of(&r.try_get::<_, Vec<u8>>(0).map_err(failed)?)).collect()
+    }
+
+    async fn create_requests(&self, requests: &[MoneyRequest]) -> Result<bool, WalletStoreError> {
+        let mut c = self.pool.get().await.map_err(failed)?;
+        let tx = c.transaction().await.map_err(failed)?;
+        for r in requests {
+            let inserted = tx
+                .execute(
+                    "INSERT INTO wallet_requests (id, requester, payer, conv, currency, amount, split, created_at_ms, expires_at_ms, status)
+                     VALUES ($1, $2, $3, $4, $5, $6::text::numeric, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
+                    &[
+                        &r.id.to_be_bytes().to_vec(),
+                        &crate::pg::id(r.requester.0),
+                        &crate::pg::id(r.payer.0),
+                        &crate::pg::id(r.conv.0),
+                        &r.currency.code(),
+                        &r.amount.to_string(),
+                        &r.split.map(|s| s.to_be_bytes().to_vec()),
+                        &ms(r.created_at_ms)?,
+                        &ms(r.expires_at_ms)?,
+                        &r.status.name(),
+                    ],
+                )
+                .await
+                .map_err(failed)?;
+            if inserted == 0 {
+                let row = tx
+                    .query_one(
+                        &format!("SELECT {REQUEST_COLUMNS} FROM wallet_requests WHERE id = $1"),
+                        &[&r.id.to_be_bytes().to_vec()],
+                    )
+                    .await
+                    .map_err(failed)?;
+                if !request::same_request(&request_row(&row)?, r) {
+                    // Dropping the transaction rolls the batch back.
+                    return Ok(false);
+                }
+            }
+        }
+        tx.commit().await.map_err(failed)?;
+        Ok(true)
+    }
+
+    async fn request(&self, id: u128) -> Result<Option<MoneyRequest>, WalletStoreError> {
+        Ok(self.wallet_requests_where("id = $1", id.to_be_bytes().to_vec()).await?.into_iter().next())
+    }
+
+    async fn set_request_status(
+        &self,
+        id: u128,
+        status: request::Status,
+        only_if_open: bool,
+    ) -> Result<bool, WalletStoreError> {
+        let c = self.pool.get().await.map_err(failed)?;
+        let sql = if only_if_open {
+            "UPDATE wallet_requests SET status = $1 WHERE id = $2 AND status = 'open'"
+        } else {
+            "UPDATE wallet_requests SET status = $1 WHERE id = $2"
+        };
+        let changed = c.execute(sql, &[&status.name(), &id.to_be_bytes().to_vec()]).await.map_err(failed)?;
+        Ok(changed == 1)
+    }
+
+    async fn split_requests(&self, split: u128) -> Result<Vec<MoneyRequest>, WalletStoreError> {
+        self.wallet_requests_where("split = $1", split.to_be_bytes().to_vec()).await
+    }
+}
+
+const REQUEST_COLUMNS: &str =
+    "id, requester, payer, conv, currency, amount::text, split, created_at_ms, expires_at_ms, status";
+
+fn request_row(r: &Row) -> Result<MoneyRequest, WalletStoreError> {
+    let int = |i: usize| -> Result<i64, WalletStoreError> { r.try_get(i).map_err(failed) };
+    let text = |i: usize| -> Result<String, WalletStoreError> { r.try_get(i).map_err(failed) };
+    let split: Option<Vec<u8>> = r.try_get(6).map_err(failed)?;
+    Ok(MoneyRequest {
+        id: id_of(&r.try_get::<_, Vec<u8>>(0).map_err(failed)?)?,
+        requester: UserId(int(1)? as u64),
+        payer: UserId(int(2)? as u64),
+        conv: ConvId(int(3)? as u64),
+        currency: Currency::parse(&text(4)?).map_err(failed)?,
+        amount: number(&text(5)?)?,
+        split: split.map(|b| id_of(&b)).transpose()?,
+        created_at_ms: u64::try_from(int(7)?).map_err(failed)?,
+        expires_at_ms: u64::try_from(int(8)?).map_err(failed)?,
+        status: request::Status::from_name(&text(9)?).ok_or_else(|| failed("an unknown request status"))?,
+    })
+}
+
+impl PgStore {
+    async fn wallet_requests_where(&self, clause: &str, key: Vec<u8>) -> Result<Vec<MoneyRequest>, WalletStoreError> {
+        let c = self.pool.get().await.map_err(failed)?;
+        let rows = c
+            .query(&format!("SELECT {REQUEST_COLUMNS} FROM wallet_requests WHERE {clause} ORDER BY position"), &[&key])
+            .await
+            .map_err(failed)?;
+        rows.iter().map(request_row).collect()
     }
 }
 

@@ -5,6 +5,7 @@ use anytime_ledger::Currency;
 use anytime_proto::{ConvId, UserId};
 use anytime_wallet::envelope::{Claim, Envelope, Grab, Status};
 use anytime_wallet::pin::PinRecord;
+use anytime_wallet::request::{self, MoneyRequest};
 use anytime_wallet::{WalletStore, WalletStoreError};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -103,6 +104,119 @@ impl WalletStore for SqliteStore {
             .await
             .map_err(failed)
     }
+
+    async fn create_requests(&self, requests: &[MoneyRequest]) -> Result<bool, WalletStoreError> {
+        let requests = requests.to_vec();
+        self.engine.write(move |c| create_requests(c, &requests)).await.map_err(failed)
+    }
+
+    async fn request(&self, id: u128) -> Result<Option<MoneyRequest>, WalletStoreError> {
+        Ok(self.wallet_requests_where("id = ?", id.to_be_bytes().to_vec()).await?.into_iter().next())
+    }
+
+    async fn set_request_status(
+        &self,
+        id: u128,
+        status: request::Status,
+        only_if_open: bool,
+    ) -> Result<bool, WalletStoreError> {
+        self.engine
+            .write(move |c| {
+                let sql = if only_if_open {
+                    "UPDATE wallet_requests SET status = ? WHERE id = ? AND status = 'open'"
+                } else {
+                    "UPDATE wallet_requests SET status = ? WHERE id = ?"
+                };
+                c.execute(sql, params![status.name(), &id.to_be_bytes()[..]]).map(|n| n == 1).map_err(backend)
+            })
+            .await
+            .map_err(failed)
+    }
+
+    async fn split_requests(&self, split: u128) -> Result<Vec<MoneyRequest>, WalletStoreError> {
+        self.wallet_requests_where("split = ?", split.to_be_bytes().to_vec()).await
+    }
+}
+
+impl SqliteStore {
+    async fn wallet_requests_where(
+        &self,
+        clause: &'static str,
+        key: Vec<u8>,
+    ) -> Result<Vec<MoneyRequest>, WalletStoreError> {
+        self.engine
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(&format!(
+                        "SELECT {REQUEST_COLUMNS} FROM wallet_requests WHERE {clause} ORDER BY position"
+                    ))
+                    .map_err(backend)?;
+                let rows = stmt.query_map([&key[..]], request_row).map_err(backend)?;
+                rows.collect::<Result<_, _>>().map_err(backend)
+            })
+            .await
+            .map_err(failed)
+    }
+}
+
+const REQUEST_COLUMNS: &str =
+    "id, requester, payer, conv, currency, amount, split, created_at_ms, expires_at_ms, status";
+
+fn request_row(r: &Row<'_>) -> rusqlite::Result<MoneyRequest> {
+    let bad = |column: usize, what: &str| {
+        rusqlite::Error::InvalidColumnType(column, what.into(), rusqlite::types::Type::Text)
+    };
+    let currency: String = r.get(4)?;
+    let status: String = r.get(9)?;
+    Ok(MoneyRequest {
+        id: id_of(&r.get::<_, Vec<u8>>(0)?)?,
+        requester: UserId(r.get::<_, i64>(1)? as u64),
+        payer: UserId(r.get::<_, i64>(2)? as u64),
+        conv: ConvId(r.get::<_, i64>(3)? as u64),
+        currency: Currency::parse(&currency).map_err(|_| bad(4, "currency"))?,
+        amount: r.get::<_, i64>(5)?.max(0) as u128,
+        split: r.get::<_, Option<Vec<u8>>>(6)?.map(|b| id_of(&b)).transpose()?,
+        created_at_ms: r.get::<_, i64>(7)? as u64,
+        expires_at_ms: r.get::<_, i64>(8)? as u64,
+        status: request::Status::from_name(&status).ok_or_else(|| bad(9, "status"))?,
+    })
+}
+
+fn create_requests(c: &Connection, requests: &[MoneyRequest]) -> Sql<bool> {
+    let mut read =
+        c.prepare_cached(&format!("SELECT {REQUEST_COLUMNS} FROM wallet_requests WHERE id = ?")).map_err(backend)?;
+    let mut fresh = Vec::new();
+    for r in requests {
+        match read.query_row([&r.id.to_be_bytes()[..]], request_row).optional().map_err(backend)? {
+            Some(existing) if !request::same_request(&existing, r) => return Ok(false),
+            Some(_) => {}
+            None => fresh.push(r),
+        }
+    }
+    let next: i64 = c
+        .query_row("SELECT COALESCE(MAX(position), 0) + 1 FROM wallet_requests", [], |row| row.get(0))
+        .map_err(backend)?;
+    for (i, r) in fresh.into_iter().enumerate() {
+        c.execute(
+            "INSERT INTO wallet_requests (id, requester, payer, conv, currency, amount, split, created_at_ms, expires_at_ms, status, position)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            params![
+                &r.id.to_be_bytes()[..],
+                r.requester.0 as i64,
+                r.payer.0 as i64,
+                r.conv.0 as i64,
+                r.currency.code(),
+                amount(r.amount)?,
+                r.split.map(|s| s.to_be_bytes().to_vec()),
+                r.created_at_ms as i64,
+                r.expires_at_ms as i64,
+                r.status.name(),
+                next + i as i64,
+            ],
+        )
+        .map_err(backend)?;
+    }
+    Ok(true)
 }
 
 type Sql<T> = Result<T, anytime_server_core::store::StoreError>;

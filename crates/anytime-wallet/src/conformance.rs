@@ -9,12 +9,46 @@ use anytime_proto::{ConvId, UserId};
 
 use crate::envelope::{Envelope, Grab, Status};
 use crate::pin::PinRecord;
+use crate::request::{self, MoneyRequest};
 use crate::WalletStore;
 
 pub async fn run_all<S: WalletStore + 'static, F: Future<Output = S>>(mut fresh: impl FnMut() -> F) {
     pins_round_trip(&fresh().await).await;
     envelopes_are_created_once(&fresh().await).await;
     concurrent_grabs_take_each_share_once(Arc::new(fresh().await)).await;
+    requests_are_created_once_and_settled_once(&fresh().await).await;
+}
+
+pub fn request(id: u128, payer: u64, amount: u128, split: Option<u128>) -> MoneyRequest {
+    MoneyRequest {
+        id,
+        requester: UserId(1),
+        payer: UserId(payer),
+        conv: ConvId(9),
+        currency: Currency::USD,
+        amount,
+        split,
+        created_at_ms: 1_000,
+        expires_at_ms: 9_000,
+        status: request::Status::Open,
+    }
+}
+
+pub async fn requests_are_created_once_and_settled_once<S: WalletStore>(store: &S) {
+    let split = vec![request(10, 2, 334, Some(77)), request(11, 3, 333, Some(77))];
+    assert!(store.create_requests(&split).await.expect("create"));
+    assert!(store.create_requests(&split).await.expect("again"), "a retry is not an error");
+    let clash = vec![request(12, 4, 1, Some(78)), request(11, 3, 999, Some(78))];
+    assert!(!store.create_requests(&clash).await.expect("create"), "another request under an id is refused");
+    assert_eq!(store.request(12).await.expect("read"), None, "and nothing of that batch is stored");
+    assert_eq!(store.split_requests(77).await.expect("split"), split, "in creation order");
+    assert!(store.create_requests(&[request(13, 2, 50, None)]).await.expect("create"));
+    assert!(store.split_requests(78).await.expect("split").is_empty());
+    assert!(store.set_request_status(10, request::Status::Declined, true).await.expect("decline"));
+    assert!(!store.set_request_status(10, request::Status::Cancelled, true).await.expect("only open"));
+    assert!(store.set_request_status(10, request::Status::Paid, false).await.expect("forced"));
+    assert_eq!(store.request(10).await.expect("read").map(|r| r.status), Some(request::Status::Paid));
+    assert!(!store.set_request_status(99, request::Status::Paid, false).await.expect("unknown"));
 }
 
 pub fn envelope(id: u128, shares: Vec<u128>, expires_at_ms: u64) -> Envelope {

@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod ids;
 pub mod limits;
 pub mod pin;
+pub mod request;
 pub mod sandbox;
 mod store;
 
@@ -24,6 +25,8 @@ pub mod purpose {
     pub const ENVELOPE: u16 = 3;
     pub const ENVELOPE_SHARE: u16 = 4;
     pub const ENVELOPE_REFUND: u16 = 5;
+    /// Paying a money request (or a share of a split bill).
+    pub const REQUEST: u16 = 6;
 
     pub fn name(code: u16) -> &'static str {
         match code {
@@ -32,6 +35,7 @@ pub mod purpose {
             ENVELOPE => "red_envelope",
             ENVELOPE_SHARE => "red_envelope_share",
             ENVELOPE_REFUND => "red_envelope_refund",
+            REQUEST => "request",
             _ => "other",
         }
     }

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use crate::envelope::{Claim, Envelope, Grab, Status};
 use crate::pin::PinRecord;
+use crate::request::{self, MoneyRequest};
 
 #[derive(Debug, thiserror::Error)]
 #[error("wallet store: {0}")]
@@ -32,12 +33,27 @@ pub trait WalletStore: Send + Sync {
     async fn set_envelope_status(&self, id: u128, status: Status) -> Result<(), WalletStoreError>;
     /// Open envelopes past their expiry.
     async fn envelopes_due(&self, now_ms: u64, limit: u32) -> Result<Vec<u128>, WalletStoreError>;
+
+    /// Stores new requests (a split's all at once, atomically); the same ones again are a no-op.
+    /// `false` when another request has one of the ids.
+    async fn create_requests(&self, requests: &[MoneyRequest]) -> Result<bool, WalletStoreError>;
+    async fn request(&self, id: u128) -> Result<Option<MoneyRequest>, WalletStoreError>;
+    /// Sets the status; with `only_if_open`, only an open request changes. Returns whether it did.
+    async fn set_request_status(
+        &self,
+        id: u128,
+        status: request::Status,
+        only_if_open: bool,
+    ) -> Result<bool, WalletStoreError>;
+    /// The requests of a split bill, in creation order.
+    async fn split_requests(&self, split: u128) -> Result<Vec<MoneyRequest>, WalletStoreError>;
 }
 
 #[derive(Debug, Default)]
 pub struct MemoryWalletStore {
     pins: Mutex<HashMap<UserId, PinRecord>>,
     envelopes: Mutex<HashMap<u128, (Envelope, Vec<Claim>)>>,
+    requests: Mutex<Vec<MoneyRequest>>,
 }
 
 #[async_trait]
@@ -105,6 +121,48 @@ impl WalletStore for MemoryWalletStore {
             .collect();
         due.sort();
         Ok(due.into_iter().take(limit as usize).map(|(_, id)| id).collect())
+    }
+
+    async fn create_requests(&self, new: &[MoneyRequest]) -> Result<bool, WalletStoreError> {
+        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        for r in new {
+            if let Some(existing) = requests.iter().find(|e| e.id == r.id) {
+                if !request::same_request(existing, r) {
+                    return Ok(false);
+                }
+            }
+        }
+        for r in new {
+            if !requests.iter().any(|e| e.id == r.id) {
+                requests.push(r.clone());
+            }
+        }
+        Ok(true)
+    }
+
+    async fn request(&self, id: u128) -> Result<Option<MoneyRequest>, WalletStoreError> {
+        Ok(self.requests.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|r| r.id == id).cloned())
+    }
+
+    async fn set_request_status(
+        &self,
+        id: u128,
+        status: request::Status,
+        only_if_open: bool,
+    ) -> Result<bool, WalletStoreError> {
+        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        match requests.iter_mut().find(|r| r.id == id) {
+            Some(r) if !only_if_open || r.status == request::Status::Open => {
+                r.status = status;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn split_requests(&self, split: u128) -> Result<Vec<MoneyRequest>, WalletStoreError> {
+        let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(requests.iter().filter(|r| r.split == Some(split)).cloned().collect())
     }
 }
 

@@ -434,3 +434,98 @@ async fn red_envelope_shares_go_to_exactly_as_many_grabbers_and_the_rest_comes_b
         "expired"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_bill_tracks_who_paid_and_requests_are_paid_once() {
+    let h = Harness::start_with(&["--argon2-memory-kib", "1024", "--argon2-iterations", "1"]);
+    let api = Api::new(h.base());
+    let (alice, bob, carol, dave) =
+        (h.register("alice").await, h.register("bob").await, h.register("carol").await, h.register("dave").await);
+    let mut a = h.connect(&alice).await;
+    let group = create_group(&mut a, "dinner", &[bob.user_id, carol.user_id]).await;
+    for (user, key) in [(&bob, "b"), (&carol, "c")] {
+        api.ok(user, "POST", "/v1/wallet/pin", Some(json!({"pin": "2468"}))).await;
+        api.ok(user, "POST", "/v1/wallet/top-up", Some(top_up(key, "50.00", "4242424242424242"))).await;
+    }
+
+    // Thirty dollars among three: alice asks bob and carol for ten each.
+    let body = json!({"key": "s1", "conv": group, "currency": "USD", "total": "30.00",
+        "people": [alice.user_id, bob.user_id, carol.user_id, bob.user_id]});
+    let split = api.ok(&alice, "POST", "/v1/wallet/splits", Some(body.clone())).await;
+    assert_eq!((split["asked"].as_str(), split["paid"].as_str()), (Some("20.00"), Some("0.00")));
+    let again = api.ok(&alice, "POST", "/v1/wallet/splits", Some(body)).await;
+    assert_eq!(again["id"], split["id"], "a retried split is the same split");
+    let requests = split["requests"].as_array().cloned().expect("requests");
+    let of = |user: &SessionResponse| {
+        requests
+            .iter()
+            .find(|r| r["payer"] == json!(user.user_id))
+            .and_then(|r| r["id"].as_str())
+            .expect("a request")
+            .to_owned()
+    };
+    let (for_bob, for_carol) = (of(&bob), of(&carol));
+    assert_eq!(requests.len(), 2, "the maker's own share is not asked");
+
+    let paid = api.ok(&bob, "POST", &format!("/v1/wallet/requests/{for_bob}/pay"), Some(json!({"pin": "2468"}))).await;
+    assert_eq!(paid["status"], "paid");
+    let twice = api.ok(&bob, "POST", &format!("/v1/wallet/requests/{for_bob}/pay"), Some(json!({"pin": "2468"}))).await;
+    assert_eq!(twice["status"], "paid");
+    assert_eq!(api.balance(&bob, "USD").await, "40.00", "paid once");
+    assert_eq!(api.balance(&alice, "USD").await, "10.00");
+    let declined = api.ok(&carol, "POST", &format!("/v1/wallet/requests/{for_carol}/close"), None).await;
+    assert_eq!(declined["status"], "declined");
+    assert_eq!(
+        api.refused(&carol, "POST", &format!("/v1/wallet/requests/{for_carol}/pay"), Some(json!({"pin": "2468"})))
+            .await,
+        "invalid_argument",
+        "a declined request cannot be paid"
+    );
+    let tracker =
+        api.ok(&carol, "GET", &format!("/v1/wallet/splits/{}", split["id"].as_str().expect("id")), None).await;
+    let statuses: BTreeMap<String, String> = tracker["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .map(|r| (r["payer"].as_str().unwrap_or("").to_owned(), r["status"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    assert_eq!(statuses.get(&bob.user_id.to_string()).map(String::as_str), Some("paid"));
+    assert_eq!(statuses.get(&carol.user_id.to_string()).map(String::as_str), Some("declined"));
+    assert_eq!((tracker["paid"].as_str(), tracker["asked"].as_str()), (Some("10.00"), Some("20.00")));
+    assert_eq!(
+        api.refused(&dave, "GET", &format!("/v1/wallet/splits/{}", split["id"].as_str().expect("id")), None).await,
+        "invalid_argument",
+        "not for outsiders"
+    );
+
+    // A plain request: bob asks carol; a non-member cannot be asked; others cannot see it.
+    let asked = api
+        .ok(
+            &bob,
+            "POST",
+            "/v1/wallet/requests",
+            Some(json!({"key": "r1", "conv": group, "payer": carol.user_id, "currency": "USD", "amount": "5"})),
+        )
+        .await;
+    assert_eq!(asked["status"], "open");
+    let id = asked["id"].as_str().expect("id").to_owned();
+    assert_eq!(api.refused(&dave, "GET", &format!("/v1/wallet/requests/{id}"), None).await, "invalid_argument");
+    assert_eq!(
+        api.refused(&bob, "POST", &format!("/v1/wallet/requests/{id}/pay"), Some(json!({"pin": "2468"}))).await,
+        "invalid_argument",
+        "only the payer pays"
+    );
+    assert_eq!(
+        api.refused(
+            &bob,
+            "POST",
+            "/v1/wallet/requests",
+            Some(json!({"key": "r2", "conv": group, "payer": dave.user_id, "currency": "USD", "amount": "5"}))
+        )
+        .await,
+        "not_member"
+    );
+    api.ok(&carol, "POST", &format!("/v1/wallet/requests/{id}/pay"), Some(json!({"pin": "2468"}))).await;
+    assert_eq!(api.balance(&carol, "USD").await, "45.00");
+    assert_eq!(api.balance(&bob, "USD").await, "45.00");
+}

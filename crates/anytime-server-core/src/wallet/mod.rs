@@ -5,6 +5,7 @@
 //! the chat, end to end encrypted, referring to the transfer id answered here.
 
 mod envelopes;
+mod requests;
 mod writer;
 
 use std::collections::HashMap;

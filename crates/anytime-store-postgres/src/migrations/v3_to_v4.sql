@@ -27,3 +27,18 @@ CREATE TABLE wallet_envelope_claims (
     PRIMARY KEY (envelope, idx),
     UNIQUE (envelope, user_id)
 );
+-- Money requests (and the requests of split bills).
+CREATE TABLE wallet_requests (
+    id BYTEA PRIMARY KEY,
+    requester BIGINT NOT NULL,
+    payer BIGINT NOT NULL,
+    conv BIGINT NOT NULL,
+    currency TEXT NOT NULL,
+    amount NUMERIC(39, 0) NOT NULL,
+    split BYTEA,
+    created_at_ms BIGINT NOT NULL,
+    expires_at_ms BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    position BIGSERIAL
+);
+CREATE INDEX wallet_requests_by_split ON wallet_requests (split, position) WHERE split IS NOT NULL;

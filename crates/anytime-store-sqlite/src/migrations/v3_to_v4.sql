@@ -58,3 +58,18 @@ CREATE TABLE wallet_envelope_claims (
     PRIMARY KEY (envelope, idx),
     UNIQUE (envelope, user_id)
 ) WITHOUT ROWID;
+-- Money requests (and the requests of split bills).
+CREATE TABLE wallet_requests (
+    id BLOB PRIMARY KEY,
+    requester INTEGER NOT NULL,
+    payer INTEGER NOT NULL,
+    conv INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    amount INTEGER NOT NULL,
+    split BLOB,
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    position INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX wallet_requests_by_split ON wallet_requests(split, position) WHERE split IS NOT NULL;
