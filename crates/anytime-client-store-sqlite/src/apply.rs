@@ -127,8 +127,8 @@ fn insert(db: &Connection, conv: ConvId, entry: &Entry) -> rusqlite::Result<()> 
     let inserted = db.execute(
         "INSERT OR IGNORE INTO messages (msg_id, conv, seq, sender_user, sender_device, sent_at_ms, kind, body, reply_to, edited, deleted, own, expires_at_ms,
              mentions, forwarded, preview_url, preview_title, preview_description, starred,
-             payment_transfer, payment_to, payment_amount, payment_currency, local_order)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+             payment_transfer, payment_to, payment_amount, payment_currency, payment_shares, local_order)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
              (SELECT COALESCE(MAX(local_order), 0) + 1 FROM messages))",
         params![
             &entry.msg_id.0[..],
@@ -154,6 +154,7 @@ fn insert(db: &Connection, conv: ConvId, entry: &Entry) -> rusqlite::Result<()> 
             entry.payment.as_ref().map(|p| p.to.0 as i64),
             entry.payment.as_ref().map(|p| &p.amount),
             entry.payment.as_ref().map(|p| &p.currency),
+            entry.payment.as_ref().map_or(0, |p| p.shares),
         ],
     )?;
     if inserted > 0 {

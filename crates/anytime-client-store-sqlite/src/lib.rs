@@ -45,7 +45,7 @@ pub struct Verified {
 const ENTRY_COLUMNS: &str =
     "conv, msg_id, seq, sender_user, sender_device, sent_at_ms, kind, body, reply_to, edited, deleted, own,
     expires_at_ms, mentions, forwarded, preview_url, preview_title, preview_description, starred,
-    payment_transfer, payment_to, payment_amount, payment_currency";
+    payment_transfer, payment_to, payment_amount, payment_currency, payment_shares";
 
 fn system_clock() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -260,7 +260,7 @@ impl SqliteClientStore {
                 starred: r.get(18)?,
                 payment: match (r.get::<_, Option<String>>(19)?, r.get::<_, Option<i64>>(20)?, r.get(21)?, r.get(22)?) {
                     (Some(transfer), Some(to), Some(amount), Some(currency)) => {
-                        Some(PaymentInfo { transfer, to: UserId(to as u64), amount, currency })
+                        Some(PaymentInfo { transfer, to: UserId(to as u64), amount, currency, shares: r.get(23)? })
                     }
                     _ => None,
                 },

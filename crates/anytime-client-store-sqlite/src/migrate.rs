@@ -42,11 +42,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
      ALTER TABLE messages ADD COLUMN preview_description TEXT;
      ALTER TABLE messages ADD COLUMN starred INTEGER NOT NULL DEFAULT 0;
      CREATE INDEX messages_starred ON messages(starred) WHERE starred = 1;",
-    // 4: payments sent in chats (the note is the body).
+    // 4: payments, money requests, split bills and red envelopes in chats (the note is the body).
     "ALTER TABLE messages ADD COLUMN payment_transfer TEXT;
      ALTER TABLE messages ADD COLUMN payment_to INTEGER;
      ALTER TABLE messages ADD COLUMN payment_amount TEXT;
-     ALTER TABLE messages ADD COLUMN payment_currency TEXT;",
+     ALTER TABLE messages ADD COLUMN payment_currency TEXT;
+     ALTER TABLE messages ADD COLUMN payment_shares INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub(crate) fn migrate(db: &mut Connection) -> Result<(), ProfileError> {

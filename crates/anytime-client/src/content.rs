@@ -85,6 +85,36 @@ pub struct Payment {
     pub note: String,
 }
 
+/// A money request, a split bill or a red envelope the wallet made, told to the chat (the note
+/// stays end to end encrypted). `id` is the wallet's id of it; members act on it through the
+/// wallet (pay, decline, grab) and read its state there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoneyRequest {
+    pub id: String,
+    pub payer: UserId,
+    pub amount: String,
+    pub currency: String,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitBill {
+    pub id: String,
+    /// The whole bill.
+    pub total: String,
+    pub currency: String,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedEnvelope {
+    pub id: String,
+    pub total: String,
+    pub currency: String,
+    pub shares: u32,
+    pub note: String,
+}
+
 /// Sets the chat's disappearing-message timer; 0 turns it off.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timer {
@@ -103,6 +133,9 @@ pub enum Content {
     Forward(Forward),
     LinkPreview(LinkPreview),
     Payment(Payment),
+    MoneyRequest(MoneyRequest),
+    SplitBill(SplitBill),
+    RedEnvelope(RedEnvelope),
     /// A kind this build does not know (from a newer client).
     Unsupported {
         kind: u16,
@@ -176,6 +209,9 @@ kinds! {
     8 => Forward,
     9 => LinkPreview,
     10 => Payment,
+    11 => MoneyRequest,
+    12 => SplitBill,
+    13 => RedEnvelope,
 }
 
 #[cfg(test)]
@@ -213,6 +249,26 @@ mod tests {
                 amount: "12.34".into(),
                 currency: "USD".into(),
                 note: "lunch".into(),
+            }),
+            Content::MoneyRequest(MoneyRequest {
+                id: "01".repeat(16),
+                payer: UserId(5),
+                amount: "5".into(),
+                currency: "EUR".into(),
+                note: "tickets".into(),
+            }),
+            Content::SplitBill(SplitBill {
+                id: "02".repeat(16),
+                total: "30".into(),
+                currency: "USD".into(),
+                note: "dinner".into(),
+            }),
+            Content::RedEnvelope(RedEnvelope {
+                id: "03".repeat(16),
+                total: "10".into(),
+                currency: "USD".into(),
+                shares: 5,
+                note: "happy new year".into(),
             }),
         ];
         for content in samples {

@@ -123,6 +123,19 @@ pub fn history_follows_the_timeline_rules<S: ClientStore>(store: &mut S) {
                 note: "for lunch".into(),
             }),
         ),
+        message(
+            31,
+            31,
+            carol,
+            false,
+            Content::RedEnvelope(content::RedEnvelope {
+                id: "cd".repeat(16),
+                total: "10.00".into(),
+                currency: "USD".into(),
+                shares: 5,
+                note: "cheers".into(),
+            }),
+        ),
     ];
     let mut timeline = Timeline::new(CONV);
     for event in &events {

@@ -23,10 +23,15 @@ pub enum EntryKind {
     Notice,
     /// Money sent in the chat (`Entry::payment`); the body is its note.
     Payment,
+    /// A money request, a split bill, a red envelope (`Entry::payment` names it; the body is
+    /// its note).
+    MoneyRequest,
+    SplitBill,
+    RedEnvelope,
 }
 
 impl EntryKind {
-    const ALL: [EntryKind; 7] = [
+    const ALL: [EntryKind; 10] = [
         EntryKind::Text,
         EntryKind::Reply,
         EntryKind::Timer,
@@ -34,6 +39,9 @@ impl EntryKind {
         EntryKind::Undecryptable,
         EntryKind::Notice,
         EntryKind::Payment,
+        EntryKind::MoneyRequest,
+        EntryKind::SplitBill,
+        EntryKind::RedEnvelope,
     ];
 
     /// A stable name, for stores that keep the kind as text (and the CLI's JSON).
@@ -46,6 +54,9 @@ impl EntryKind {
             EntryKind::Undecryptable => "undecryptable",
             EntryKind::Notice => "notice",
             EntryKind::Payment => "payment",
+            EntryKind::MoneyRequest => "money_request",
+            EntryKind::SplitBill => "split_bill",
+            EntryKind::RedEnvelope => "red_envelope",
         }
     }
 
@@ -55,7 +66,15 @@ impl EntryKind {
 
     /// Something someone wrote (as opposed to notices this device or the group produced).
     pub fn is_message(self) -> bool {
-        matches!(self, EntryKind::Text | EntryKind::Reply | EntryKind::Payment)
+        matches!(
+            self,
+            EntryKind::Text
+                | EntryKind::Reply
+                | EntryKind::Payment
+                | EntryKind::MoneyRequest
+                | EntryKind::SplitBill
+                | EntryKind::RedEnvelope
+        )
     }
 }
 
@@ -91,12 +110,17 @@ pub struct Entry {
     pub payment: Option<PaymentInfo>,
 }
 
+/// The money of a payment, request, split bill or red envelope entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentInfo {
+    /// The wallet's id: the transfer, request, split or envelope.
     pub transfer: String,
+    /// Who is paid (payment) or asked (request); nobody (0) for splits and envelopes.
     pub to: UserId,
     pub amount: String,
     pub currency: String,
+    /// A red envelope's shares (0 otherwise).
+    pub shares: u32,
 }
 
 /// A link preview as shown under a message (see `crate::preview`).
@@ -207,8 +231,39 @@ impl Effect {
                             to: payment.to,
                             amount: payment.amount.clone(),
                             currency: payment.currency.clone(),
+                            shares: 0,
                         }),
                         ..entry(EntryKind::Payment, payment.note.clone(), None, expires)
+                    }),
+                    Content::MoneyRequest(r) => Effect::Insert(Entry {
+                        payment: Some(PaymentInfo {
+                            transfer: r.id.clone(),
+                            to: r.payer,
+                            amount: r.amount.clone(),
+                            currency: r.currency.clone(),
+                            shares: 0,
+                        }),
+                        ..entry(EntryKind::MoneyRequest, r.note.clone(), None, expires)
+                    }),
+                    Content::SplitBill(b) => Effect::Insert(Entry {
+                        payment: Some(PaymentInfo {
+                            transfer: b.id.clone(),
+                            to: UserId(0),
+                            amount: b.total.clone(),
+                            currency: b.currency.clone(),
+                            shares: 0,
+                        }),
+                        ..entry(EntryKind::SplitBill, b.note.clone(), None, expires)
+                    }),
+                    Content::RedEnvelope(e) => Effect::Insert(Entry {
+                        payment: Some(PaymentInfo {
+                            transfer: e.id.clone(),
+                            to: UserId(0),
+                            amount: e.total.clone(),
+                            currency: e.currency.clone(),
+                            shares: e.shares,
+                        }),
+                        ..entry(EntryKind::RedEnvelope, e.note.clone(), None, expires)
                     }),
                     Content::LinkPreview(preview) => {
                         if !crate::preview::acceptable(preview) {

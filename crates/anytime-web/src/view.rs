@@ -59,7 +59,13 @@ fn preview(entry: &Entry) -> String {
         "message deleted".into()
     } else if let Some(p) = &entry.payment {
         let note: String = entry.body.chars().take(60).collect();
-        format!("💸 {} {}{}{note}", p.amount, p.currency, if note.is_empty() { "" } else { " · " })
+        let icon = match entry.kind {
+            EntryKind::MoneyRequest => "💸 asks",
+            EntryKind::SplitBill => "🧾 split",
+            EntryKind::RedEnvelope => "🧧",
+            _ => "💸",
+        };
+        format!("{icon} {} {}{}{note}", p.amount, p.currency, if note.is_empty() { "" } else { " · " })
     } else {
         entry.body.chars().take(80).collect()
     }
@@ -200,6 +206,9 @@ fn entry_json(view: &View, timeline: &Timeline, me: UserId, e: &Entry) -> Value 
             EntryKind::Unsupported => "unsupported",
             EntryKind::Undecryptable => "undecryptable",
             EntryKind::Payment => "payment",
+            EntryKind::MoneyRequest => "money_request",
+            EntryKind::SplitBill => "split_bill",
+            EntryKind::RedEnvelope => "red_envelope",
         },
         "text": e.body,
         "reply": reply,
@@ -213,7 +222,7 @@ fn entry_json(view: &View, timeline: &Timeline, me: UserId, e: &Entry) -> Value 
         "forwarded": e.forwarded,
         "starred": e.starred,
         "preview": e.preview.as_ref().map(|p| json!({"url": p.url, "title": p.title, "description": p.description})),
-        "payment": e.payment.as_ref().map(|p| json!({"transfer": p.transfer, "to": name(view, p.to), "to_me": p.to == me, "amount": p.amount, "currency": p.currency})),
+        "payment": e.payment.as_ref().map(|p| json!({"transfer": p.transfer, "to": name(view, p.to), "to_me": p.to == me, "amount": p.amount, "currency": p.currency, "shares": p.shares})),
     })
 }
 
