@@ -1,6 +1,7 @@
 //! Every client subcommand: open the profile, connect, catch up, act, print.
 
 mod message_tools;
+mod wallet;
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -20,9 +21,10 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::net::{self, Net};
-use crate::profile::{hex, parse_msg_id, preview_line, HistoryEntry, Profile};
+use crate::profile::{hex, parse_msg_id, payment_line, preview_line, HistoryEntry, Profile};
 use crate::profile_access::{self, Access, Forwarded, Reply};
 use crate::profile_server;
+use crate::secret::{self, Ask};
 use crate::Command;
 
 /// Quiet time after which catching up counts as done.
@@ -32,6 +34,8 @@ const REQUEST_CHECK_ENTRIES: usize = 1_000;
 /// Profile setting: this device judges new chats as message requests (set at registration; a
 /// device logged in later first accepts the chats the account already had).
 const REQUESTS_KNOWN: &str = "requests-known";
+/// Profile settings `username:USER`: usernames seen, for lines printed without the server.
+const USERNAME_PREFIX: &str = "username:";
 
 /// Where a command's output goes: this process's stdout, or — for a command run on behalf of
 /// another process (see `profile_access`) — back to that process, rendered for its `--json`.
@@ -49,7 +53,20 @@ pub struct Out {
     /// The last message shown per chat, (id, author): a link preview right after its message is
     /// shown as a line under it.
     last_message: RefCell<HashMap<ConvId, (MsgId, UserId)>>,
+    /// For a command run for another process: where its questions go and its answers come from.
+    asker: RefCell<Option<Asker>>,
+    /// For a command run for another process: that process's working directory.
+    cwd: RefCell<Option<PathBuf>>,
 }
+
+/// The way back to the process a command runs for, to ask the person at its terminal.
+struct Asker {
+    reply: mpsc::Sender<Reply>,
+    answers: mpsc::Receiver<Result<String, String>>,
+}
+
+/// How long a question to another process's terminal waits for its answer.
+const ANSWER_WAIT: Duration = Duration::from_secs(300);
 
 fn render(json: bool, human: &dyn std::fmt::Display, value: &serde_json::Value) -> String {
     if json {
@@ -104,7 +121,7 @@ impl Out {
             conv,
             msg_id,
             sender,
-            content: Content::Text(_) | Content::Reply(_) | Content::Forward(_),
+            content: Content::Text(_) | Content::Reply(_) | Content::Forward(_) | Content::Payment(_),
             ..
         } = event
         {
@@ -123,6 +140,41 @@ impl Out {
 
     fn end_capture(&self) -> Vec<Reply> {
         self.capture.borrow_mut().take().map(|(_, lines)| lines).unwrap_or_default()
+    }
+
+    /// Asks the person who typed the command (a PIN, a code): on this process's terminal or
+    /// environment, or — for a command run for another process — on that one's.
+    async fn ask(&self, ask: Ask) -> anyhow::Result<String> {
+        let remote = self.asker.borrow_mut().take();
+        let Some(mut asker) = remote else {
+            return tokio::task::spawn_blocking(move || secret::answer(&ask))
+                .await
+                .context("while asking on the terminal")?;
+        };
+        // What the command printed so far comes first: the question follows from it.
+        let lines = self.capture.borrow_mut().as_mut().map(|(_, lines)| std::mem::take(lines)).unwrap_or_default();
+        let result = async {
+            for line in lines.into_iter().chain([Reply::Ask(ask)]) {
+                asker.reply.send(line).await.map_err(|_| anyhow::anyhow!("the command's process went away"))?;
+            }
+            match tokio::time::timeout(ANSWER_WAIT, asker.answers.recv()).await {
+                Ok(Some(Ok(answer))) => Ok(answer),
+                Ok(Some(Err(error))) => Err(anyhow::anyhow!(error)),
+                Ok(None) => bail!("the command's process went away before answering"),
+                Err(_) => bail!("no answer within {} minutes", ANSWER_WAIT.as_secs() / 60),
+            }
+        }
+        .await;
+        *self.asker.borrow_mut() = Some(asker);
+        result
+    }
+
+    /// `path` as the person who typed the command means it (relative to their working directory).
+    fn path(&self, path: &Path) -> PathBuf {
+        match self.cwd.borrow().as_deref() {
+            Some(cwd) if path.is_relative() => cwd.join(path),
+            _ => path.to_owned(),
+        }
     }
 }
 
@@ -152,6 +204,11 @@ fn describe_event(
                 value["preview"] = json!({"url": p.url, "title": p.title, "description": p.description});
                 value["preview_for"] = json!(hex(&p.to.0));
             }
+            if let Content::Payment(p) = content {
+                value["payment"] =
+                    json!({"transfer": p.transfer, "to": p.to, "amount": p.amount, "currency": p.currency});
+                value["to_name"] = json!(names.get(&p.to));
+            }
             let mentions_me = if me.is_some_and(|me| mentions.contains(&me)) { " (mentions you)" } else { "" };
             let human = match content {
                 // Receipts are not messages: say what they mean.
@@ -164,6 +221,10 @@ fn describe_event(
                     format!("[{conv}] {what} {who} ({n} message{})", if n == 1 { "" } else { "s" })
                 }
                 Content::LinkPreview(p) if under => preview_line(&message_tools::shown(p)),
+                Content::Payment(p) => {
+                    let to = name_of(names, p.to);
+                    format!("[{conv}] #{seq} {}", payment_line(&who, &to, &p.amount, &p.currency, &p.note))
+                }
                 _ => format!("[{conv}] #{seq} {who}: {text}{mentions_me}"),
             };
             (human, value)
@@ -217,7 +278,12 @@ fn describe(content: &Content) -> (&'static str, String) {
         Content::Receipt(r) => ("receipt", format!("{:?} receipt for {} messages", r.kind, r.messages.len())),
         Content::Timer(t) => ("timer", format!("disappearing messages: {} s", t.seconds)),
         Content::Forward(f) => ("forward", format!("(forwarded) {}", f.body)),
-        Content::Payment(p) => ("payment", format!("(sent {} {}) {}", p.amount, p.currency, p.note)),
+        Content::Payment(p) => ("payment", p.note.clone()),
+        Content::MoneyRequest(r) => ("money_request", format!("(asks {} {}) {}", r.amount, r.currency, r.note)),
+        Content::SplitBill(b) => ("split_bill", format!("(split bill of {} {}) {}", b.total, b.currency, b.note)),
+        Content::RedEnvelope(e) => {
+            ("red_envelope", format!("(red envelope: {} {} in {} shares) {}", e.total, e.currency, e.shares, e.note))
+        }
         Content::LinkPreview(p) => {
             ("link_preview", format!("(link preview for {}) {} — {}", hex(&p.to.0), p.title, p.url))
         }
@@ -362,11 +428,19 @@ impl Session {
         }
         match self.net.request(frame::GetProfile { user: peer }.into()).await {
             Ok(ServerFrame::Profile(profile)) => {
-                self.out.names.borrow_mut().insert(peer, profile.username.clone());
+                self.remember_name(peer, profile.username.clone());
                 profile.username
             }
             _ => format!("user {peer}"),
         }
+    }
+
+    /// Keeps a username for this process's lines, and on the profile for `history`, which reads
+    /// only this device (a payment's payer and payee by name).
+    fn remember_name(&self, user: UserId, username: String) {
+        // A name not kept shows as the user id: nothing to fail for.
+        let _ = self.client.store().set(&format!("{USERNAME_PREFIX}{user}"), username.as_bytes());
+        self.out.names.borrow_mut().insert(user, username);
     }
 
     /// Looks up the usernames of `users` not known yet (once per process).
@@ -376,7 +450,7 @@ impl Session {
         for user in unknown {
             // Names are for reading; a failed lookup leaves the id in the line.
             if let Ok(ServerFrame::Profile(profile)) = self.net.request(frame::GetProfile { user }.into()).await {
-                self.out.names.borrow_mut().insert(user, profile.username);
+                self.remember_name(user, profile.username);
             }
         }
     }
@@ -391,6 +465,10 @@ impl Session {
                 Event::DeviceRepaired { device, .. } => Some(device.user),
                 _ => None,
             })
+            .chain(events.iter().filter_map(|event| match event {
+                Event::Message { content: Content::Payment(p), .. } => Some(p.to),
+                _ => None,
+            }))
             .collect();
         self.learn_names(people).await;
         for event in events {
@@ -400,7 +478,8 @@ impl Session {
     }
 
     /// Tells the senders their messages reached this device (✓✓ on their side), as the web
-    /// client does: one silent receipt per conversation for new texts, replies and forwards.
+    /// client does: one silent receipt per conversation for new texts, replies, forwards and
+    /// payments.
     async fn confirm_delivery(&mut self, events: &[Event]) -> anyhow::Result<()> {
         let mut delivered: BTreeMap<ConvId, Vec<MsgId>> = BTreeMap::new();
         for event in events {
@@ -408,7 +487,7 @@ impl Session {
                 conv,
                 msg_id,
                 own: false,
-                content: Content::Text(_) | Content::Reply(_) | Content::Forward(_),
+                content: Content::Text(_) | Content::Reply(_) | Content::Forward(_) | Content::Payment(_),
                 ..
             } = event
             {
@@ -433,7 +512,10 @@ impl Session {
     async fn user(&mut self, username: &str) -> anyhow::Result<frame::Profile> {
         let answer = self.net.request(frame::LookupUser { username: username.to_owned() }.into()).await?;
         match answer {
-            ServerFrame::Profile(profile) => Ok(profile),
+            ServerFrame::Profile(profile) => {
+                self.remember_name(profile.user, profile.username.clone());
+                Ok(profile)
+            }
             ServerFrame::Error(e) if e.code == anytime_proto::ErrorCode::UserNotFound => {
                 bail!("there is no user named {username:?}; check the spelling (usernames are exact)")
             }
@@ -559,7 +641,8 @@ pub fn run(profile: Option<PathBuf>, json: bool, command: Command, what: &str) -
                 };
                 // The command line as typed: the serving process parses it as we did.
                 let args = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
-                let request = profile_access::Request { args, json };
+                let cwd = std::env::current_dir().ok();
+                let request = profile_access::Request { args, json, cwd };
                 match profile_access::forward(stream, &request, follow_for)? {
                     Forwarded::Finished => return Ok(()),
                     // It was stopping: the profile is free, or served by another process, now.
@@ -616,7 +699,14 @@ fn offline(profile: &Profile, out: &Out, command: Command) -> anyhow::Result<()>
             let me = profile.get_text("user")?;
             for e in page {
                 let e = HistoryEntry::new(conv, e);
-                let human = format!("{} #{} {}: {}", e.msg_id, e.seq, e.sender, e.text_line(me.as_deref()));
+                let human = match &e.payment {
+                    Some(p) => {
+                        let (from, to) = (stored_name(profile, &e.sender)?, stored_name(profile, &p.to.to_string())?);
+                        let line = payment_line(&from, &to, &p.amount, &p.currency, &e.text);
+                        format!("{} #{} {}", e.msg_id, e.seq, e.decorated(&line, me.as_deref()))
+                    }
+                    None => format!("{} #{} {}: {}", e.msg_id, e.seq, e.sender, e.text_line(me.as_deref())),
+                };
                 out.print(human, serde_json::to_value(&e)?)?;
             }
             Ok(())
@@ -630,6 +720,17 @@ fn offline(profile: &Profile, out: &Out, command: Command) -> anyhow::Result<()>
         }
         _ => unreachable!("offline() is only called with Whoami, History and Search"),
     }
+}
+
+/// A user's name as this profile knows it without asking the server: the username seen last
+/// (this account's own from login), else "user ID".
+fn stored_name(profile: &Profile, user: &str) -> anyhow::Result<String> {
+    if profile.get_text("user")?.as_deref() == Some(user) {
+        if let Some(name) = profile.get_text("username")? {
+            return Ok(name);
+        }
+    }
+    Ok(profile.get_text(&format!("{USERNAME_PREFIX}{user}"))?.unwrap_or_else(|| format!("user {user}")))
 }
 
 /// Runs a command that needs the server in an open session (this process's own, or the one a
@@ -835,6 +936,10 @@ async fn execute(s: &mut Session, command: Command) -> anyhow::Result<()> {
             }
             s.out.print(format!("revoked {device}"), json!({"revoked": device}))?;
         }
+        Command::Wallet { action } => wallet::run(s, action).await?,
+        Command::Pay { chat, amount, currency, to, note } => {
+            wallet::pay(s, parse_conv(&chat)?, &amount, &currency, to.as_deref(), note).await?;
+        }
         Command::Block { username } => {
             let user = s.user(&username).await?.user;
             expect(s.net.request(frame::Block { user }.into()).await?, done)?;
@@ -968,7 +1073,7 @@ async fn reconnect(mut s: Session, dir: &Path) -> anyhow::Result<Session> {
 /// sends its output back; a `follow` is attached to this one's stream of events.
 async fn serve_remote(s: &mut Session, incoming: profile_server::Incoming) {
     use clap::Parser;
-    let profile_server::Incoming { request, reply } = incoming;
+    let profile_server::Incoming { request, reply, answers } = incoming;
     let cli = match crate::Cli::try_parse_from(std::iter::once("anytime".to_owned()).chain(request.args)) {
         Ok(cli) => cli,
         Err(error) => {
@@ -993,7 +1098,11 @@ async fn serve_remote(s: &mut Session, incoming: profile_server::Incoming) {
         command => command,
     };
     s.out.begin_capture(json);
+    *s.out.asker.borrow_mut() = Some(Asker { reply: reply.clone(), answers });
+    *s.out.cwd.borrow_mut() = request.cwd;
     let result = execute(s, command).await;
+    s.out.asker.borrow_mut().take();
+    s.out.cwd.borrow_mut().take();
     for line in s.out.end_capture() {
         let _ = reply.send(line).await;
     }

@@ -10,6 +10,7 @@ mod preview_fetch;
 mod profile;
 mod profile_access;
 mod profile_server;
+mod secret;
 mod serve;
 
 use std::io::Write;
@@ -157,10 +158,68 @@ pub enum Command {
     Approve { code: String },
     /// Revoke one of this account's devices.
     Revoke { device: String },
+    /// The wallet: balances, whether a payment PIN is set, and the limits. Its provider is the
+    /// SANDBOX: test cards, no real money.
+    Wallet {
+        #[command(subcommand)]
+        action: Option<WalletCommand>,
+    },
+    /// Pay a member of a chat from your wallet, then tell the chat with an end-to-end encrypted
+    /// payment message (the note never reaches the server). Asks for the payment PIN (or set
+    /// ANYTIME_PIN).
+    Pay {
+        chat: String,
+        /// Decimal, in the currency's unit: 12.34 (USD), 1500 (JPY).
+        amount: String,
+        currency: String,
+        /// Whom to pay, by username: required in a group; in a direct chat, the other member.
+        #[arg(long)]
+        to: Option<String>,
+        /// A note for the chat (end-to-end encrypted).
+        #[arg(long, default_value = "")]
+        note: String,
+    },
     /// Block a user.
     Block { username: String },
     /// Unblock a user.
     Unblock { username: String },
+}
+
+/// `anytime wallet …`.
+#[derive(Subcommand)]
+pub enum WalletCommand {
+    /// Set the payment PIN (4 to 8 digits), or change it: typed without echo on a terminal;
+    /// scripts set ANYTIME_PIN (and ANYTIME_CURRENT_PIN to change one) or pass lines on stdin.
+    Pin,
+    /// Add money from a SANDBOX test card (no real money): 4242 4242 4242 4242 succeeds,
+    /// 4000 0000 0000 0002 is declined, 4000 0000 0000 3220 asks for a second step (code 123456).
+    TopUp {
+        /// Decimal, in the currency's unit: 100.00 (USD), 1500 (JPY).
+        amount: String,
+        currency: String,
+        /// The sandbox test card number.
+        #[arg(long)]
+        card: String,
+        /// The code of the card's second step, when it asks for one (else it is asked for).
+        #[arg(long)]
+        code: Option<String>,
+    },
+    /// The wallet's transfers in a currency, newest first.
+    History {
+        currency: String,
+        /// Write the server's CSV export of every transfer in the currency to this file instead.
+        #[arg(long, value_name = "FILE")]
+        csv: Option<PathBuf>,
+        /// Show at most this many (default: all).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Transfers asked for per request.
+        #[arg(long, hide = true, default_value_t = 50)]
+        page_size: u32,
+    },
+    /// Ask the server whether a transfer (a payment message names one) is one of yours: who paid
+    /// whom how much. A receiver checks a payment message's claim this way.
+    Check { transfer: String },
 }
 
 /// Link previews of `send` and `reply`.

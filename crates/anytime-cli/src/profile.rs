@@ -2,7 +2,7 @@
 //! decrypted history, the outbox and per-conversation progress. The store is
 //! `anytime-client-store-sqlite`; this module shapes its history for the terminal (text and JSON).
 
-use anytime_client::timeline::{Entry, Preview};
+use anytime_client::timeline::{Entry, PaymentInfo, Preview};
 use anytime_proto::{ConvId, MsgId};
 
 pub use anytime_client_store_sqlite::SqliteClientStore as Profile;
@@ -35,6 +35,9 @@ pub struct HistoryEntry {
     pub preview: Option<Preview>,
     /// Starred on this device.
     pub starred: bool,
+    /// A payment message: `{transfer, to, amount, currency}` as its sender claims (the text is
+    /// its note; `anytime wallet check TRANSFER` asks the server).
+    pub payment: Option<PaymentInfo>,
 }
 
 impl HistoryEntry {
@@ -59,6 +62,7 @@ impl HistoryEntry {
             forwarded: entry.forwarded,
             preview: entry.preview,
             starred: entry.starred,
+            payment: entry.payment,
         }
     }
 
@@ -66,11 +70,20 @@ impl HistoryEntry {
     /// written, flags, "(mentions you)" when `me` is mentioned, reactions, and the link preview
     /// on a line of its own.
     pub fn text_line(&self, me: Option<&str>) -> String {
+        let body = match &self.payment {
+            Some(p) => format!("💸 {} {}{}", p.amount, p.currency, note_suffix(&self.text)),
+            None => self.text.clone(),
+        };
+        self.decorated(&body, me)
+    }
+
+    /// `body` (the message as a line) with the entry's labels, flags, reactions and preview.
+    pub fn decorated(&self, body: &str, me: Option<&str>) -> String {
         let mut line = String::new();
         if self.forwarded {
             line.push_str("(forwarded) ");
         }
-        line.push_str(&self.text);
+        line.push_str(body);
         if self.edited {
             line.push_str(" (edited)");
         }
@@ -96,6 +109,19 @@ impl HistoryEntry {
     }
 }
 
+/// A payment message as a line: `💸 alice sent 12.34 USD to bob — for lunch`.
+pub fn payment_line(from: &str, to: &str, amount: &str, currency: &str, note: &str) -> String {
+    format!("💸 {from} sent {amount} {currency} to {to}{}", note_suffix(note))
+}
+
+fn note_suffix(note: &str) -> String {
+    if note.is_empty() {
+        String::new()
+    } else {
+        format!(" — {note}")
+    }
+}
+
 /// A link preview as a line under its message: `    ↳ Title — https://…`.
 pub fn preview_line(preview: &Preview) -> String {
     let label = if preview.title.is_empty() { &preview.description } else { &preview.title };
@@ -117,5 +143,14 @@ mod tests {
         assert_eq!(text.len(), 32);
         assert!(parse_msg_id(&text).is_err());
         assert!(parse_msg_id(&"0f".repeat(16)).is_ok());
+    }
+
+    #[test]
+    fn a_payment_reads_as_who_paid_whom_and_why() {
+        assert_eq!(
+            payment_line("alice", "bob", "12.34", "USD", "for lunch"),
+            "💸 alice sent 12.34 USD to bob — for lunch"
+        );
+        assert_eq!(payment_line("alice", "bob", "5", "JPY", ""), "💸 alice sent 5 JPY to bob");
     }
 }

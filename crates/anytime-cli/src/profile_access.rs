@@ -8,18 +8,22 @@
 //! - takes the profile's exclusive lock (`anytime.lock`, see `dir_lock`) for its whole run.
 //!
 //! Nothing else ever loads the MLS state. The wire between the two processes is JSON lines,
-//! one request (`{"args": [...], "json": bool}`) and then replies (`{"out": line}` …, ending in
-//! `{"done": true}`, `{"error": text}` or `{"retry": true}` when the server process was stopping).
+//! one request (`{"args": [...], "json": bool, "cwd": dir}`) and then replies (`{"out": line}` …,
+//! ending in `{"done": true}`, `{"error": text}` or `{"retry": true}` when the server process was
+//! stopping). A command that needs the person at the terminal (a payment PIN) asks with
+//! `{"ask": {"kind": …, "prompt": …}}`; the sending process answers with one line,
+//! `{"answer": text}` or `{"error": text}`, read from its own terminal or environment.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::dir_lock::{Acquire, DirLock};
+use crate::secret::{self, Ask};
 
 /// The lock file of a profile directory.
 pub const LOCK_FILE: &str = "anytime.lock";
@@ -39,6 +43,9 @@ pub struct Request {
     /// The command line after the program name, as typed.
     pub args: Vec<String>,
     pub json: bool,
+    /// The sending process's working directory: relative paths in `args` mean paths there.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
 }
 
 /// One line back from the serving process.
@@ -55,6 +62,17 @@ pub enum Reply {
     Error(String),
     /// The serving process was stopping and did not run the command: try again.
     Retry(bool),
+    /// The command needs an answer from the sending process (its terminal or environment).
+    Ask(Ask),
+}
+
+/// The sending process's answer to a [`Reply::Ask`], one line.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    Answer(String),
+    /// No answer could be had; the text says why.
+    Error(String),
 }
 
 /// How this process may use the profile.
@@ -143,6 +161,15 @@ pub fn forward(mut stream: UnixStream, request: &Request, follow_for: Option<Dur
             Reply::Done(_) => return Ok(Forwarded::Finished),
             Reply::Error(text) => bail!("{text}"),
             Reply::Retry(_) => return Ok(Forwarded::Retry),
+            Reply::Ask(ask) => {
+                let answer = match secret::answer(&ask) {
+                    Ok(text) => Answer::Answer(text),
+                    Err(error) => Answer::Error(format!("{error:#}")),
+                };
+                let mut line = serde_json::to_string(&answer).context("while encoding the answer")?;
+                line.push('\n');
+                stream.write_all(line.as_bytes()).context("while answering the process serving this profile")?;
+            }
         }
     }
 }
@@ -157,6 +184,11 @@ mod tests {
         assert_eq!(line, r#"{"out":"a\nb"}"#);
         assert_eq!(serde_json::from_str::<Reply>(r#"{"done":true}"#).unwrap(), Reply::Done(true));
         assert_eq!(serde_json::from_str::<Reply>(r#"{"error":"x"}"#).unwrap(), Reply::Error("x".into()));
+        let ask = Reply::Ask(Ask { kind: secret::AskKind::Pin, prompt: "PIN: ".into() });
+        assert_eq!(serde_json::to_string(&ask).unwrap(), r#"{"ask":{"kind":"pin","prompt":"PIN: "}}"#);
+        assert_eq!(serde_json::to_string(&Answer::Answer("1234".into())).unwrap(), r#"{"answer":"1234"}"#);
+        let old = serde_json::from_str::<Request>(r#"{"args":["sync"],"json":false}"#).unwrap();
+        assert_eq!(old.cwd, None, "a request without a working directory still reads");
     }
 
     #[test]

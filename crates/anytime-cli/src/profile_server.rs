@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::profile_access::{Reply, Request, SOCKET_FILE};
+use crate::profile_access::{Answer, Reply, Request, SOCKET_FILE};
 
 /// Commands connected at once (each waits its turn in the session loop).
 const CONNECTIONS_MAX: usize = 256;
@@ -24,10 +24,12 @@ const REQUEST_WAIT: Duration = Duration::from_secs(10);
 /// Replies buffered per connection; a streaming `follow` that falls this far behind is dropped.
 pub const REPLY_QUEUE_LEN: usize = 1024;
 
-/// A command for the session loop, with where its replies go.
+/// A command for the session loop, with where its replies go and where the sending process's
+/// answers to its questions (`Reply::Ask`) arrive.
 pub struct Incoming {
     pub request: Request,
     pub reply: mpsc::Sender<Reply>,
+    pub answers: mpsc::Receiver<Result<String, String>>,
 }
 
 /// The listening socket; removed (and no longer served) when dropped.
@@ -96,15 +98,41 @@ async fn connection(stream: UnixStream, owner: u32, requests: mpsc::Sender<Incom
         }
     };
     let (reply, mut replies) = mpsc::channel(REPLY_QUEUE_LEN);
-    if requests.send(Incoming { request, reply }).await.is_err() {
+    let (answer_tx, answers) = mpsc::channel(1);
+    if requests.send(Incoming { request, reply, answers }).await.is_err() {
         // The session loop has ended: this process is stopping.
         let _ = send(&mut write, &Reply::Retry(true)).await;
         return;
     }
-    while let Some(reply) = replies.recv().await {
-        let last = !matches!(reply, Reply::Out(_) | Reply::Note(_));
-        if send(&mut write, &reply).await.is_err() || last {
-            return;
+    // Lines after the request are answers to the command's questions.
+    let mut lines = reader.lines();
+    let mut answer = Some(answer_tx);
+    loop {
+        tokio::select! {
+            next = replies.recv() => {
+                let Some(reply) = next else { break };
+                let last = !matches!(reply, Reply::Out(_) | Reply::Note(_) | Reply::Ask(_));
+                if send(&mut write, &reply).await.is_err() || last {
+                    return;
+                }
+            }
+            // `next_line` is cancel safe: a line cut short by a reply is finished next time.
+            line = lines.next_line(), if answer.is_some() => match line {
+                Ok(Some(line)) => {
+                    let given = match serde_json::from_str::<Answer>(&line) {
+                        Ok(Answer::Answer(text)) => Ok(text),
+                        Ok(Answer::Error(text)) => Err(text),
+                        Err(error) => Err(format!("unreadable answer: {error}")),
+                    };
+                    // Nobody waits for an answer nobody asked for.
+                    if let Some(answer) = &answer {
+                        let _ = answer.try_send(given);
+                    }
+                }
+                // The sender closed its side (or sent too much): a question waiting for its
+                // answer learns that none will come.
+                _ => answer = None,
+            },
         }
     }
     // Dropped unanswered: the loop stopped before running it (a `follow` attached to it ends here).

@@ -211,7 +211,7 @@ fn mention_words(body: &str) -> Vec<String> {
 }
 
 /// `2026-12-04 17:07 UTC` for a time in milliseconds since the Unix epoch.
-fn utc_minute(ms: u64) -> String {
+pub(super) fn utc_minute(ms: u64) -> String {
     let minutes = ms / 60_000;
     let (days, minute_of_day) = (minutes / 1_440, minutes % 1_440);
     let (year, month, day) = civil_from_days(days);

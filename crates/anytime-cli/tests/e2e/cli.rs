@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::support::Harness;
 
 mod message_tools;
+mod wallet;
 
 pub(crate) struct Device {
     pub(crate) profile: PathBuf,
