@@ -194,6 +194,9 @@ pub struct MoneyRequestView {
     pub expires_at_ms: u64,
     #[serde(default)]
     pub split: Option<String>,
+    /// Once paid: the ledger transfer that paid it.
+    #[serde(default)]
+    pub transfer: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

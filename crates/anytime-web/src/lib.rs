@@ -246,6 +246,24 @@ impl App {
         self.run(Cmd::Payment { conv, transfer, to, amount, currency, note })
     }
 
+    /// Sends the chat message of a money request (`kind` "request", with `payer`), split bill
+    /// ("split") or red envelope ("envelope", with `shares`) the wallet made as `id`.
+    #[wasm_bindgen(js_name = sendMoneyMessage)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_money_message(
+        &self,
+        conv: String,
+        kind: String,
+        id: String,
+        payer: Option<String>,
+        amount: String,
+        currency: String,
+        shares: u32,
+        note: String,
+    ) -> Promise {
+        self.run(Cmd::MoneyMessage { conv, kind, id, payer, amount, currency, shares, note })
+    }
+
     pub fn star(&self, conv: String, msg: String, starred: bool) -> Promise {
         self.run(Cmd::Star { conv, msg, starred })
     }

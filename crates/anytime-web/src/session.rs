@@ -71,6 +71,18 @@ pub(crate) enum Cmd {
         currency: String,
         note: String,
     },
+    /// Tell the chat about a money request ("request"), split bill ("split") or red envelope
+    /// ("envelope") the wallet made.
+    MoneyMessage {
+        conv: String,
+        kind: String,
+        id: String,
+        payer: Option<String>,
+        amount: String,
+        currency: String,
+        shares: u32,
+        note: String,
+    },
     /// Star or unstar a message (on this device only).
     Star {
         conv: String,
@@ -280,6 +292,20 @@ fn outgoing_content(shared: &Shared, cmd: &Cmd) -> Option<Result<(ConvId, Conten
                 currency: currency.clone(),
                 note: note.clone(),
             }))
+        }),
+        Cmd::MoneyMessage { conv, kind, id, payer, amount, currency, shares, note } => content(conv, &|_| {
+            let (id, amount, currency, note) = (id.clone(), amount.clone(), currency.clone(), note.clone());
+            Ok(match kind.as_str() {
+                "request" => {
+                    let payer = user_id(payer.as_deref().unwrap_or_default())?;
+                    Content::MoneyRequest(content::MoneyRequest { id, payer, amount, currency, note })
+                }
+                "split" => Content::SplitBill(content::SplitBill { id, total: amount, currency, note }),
+                "envelope" => {
+                    Content::RedEnvelope(content::RedEnvelope { id, total: amount, currency, shares: *shares, note })
+                }
+                other => return Err(ClientError::Protocol(format!("{other:?} is not a money message"))),
+            })
         }),
         Cmd::React { conv, msg, emoji, remove } => content(conv, &|_| {
             Ok(Content::Reaction(content::Reaction { to: msg_id(msg)?, emoji: emoji.clone(), remove: *remove }))
@@ -595,7 +621,13 @@ impl Session {
                 if !own
                     && matches!(
                         content,
-                        Content::Text(_) | Content::Reply(_) | Content::Forward(_) | Content::Payment(_)
+                        Content::Text(_)
+                            | Content::Reply(_)
+                            | Content::Forward(_)
+                            | Content::Payment(_)
+                            | Content::MoneyRequest(_)
+                            | Content::SplitBill(_)
+                            | Content::RedEnvelope(_)
                     )
                 {
                     delivered.entry(*conv).or_default().push(*msg_id);
@@ -663,7 +695,8 @@ impl Session {
             | Cmd::Edit { .. }
             | Cmd::Delete { .. }
             | Cmd::Forward { .. }
-            | Cmd::Payment { .. } => {
+            | Cmd::Payment { .. }
+            | Cmd::MoneyMessage { .. } => {
                 match outgoing_content(&self.shared, &cmd) {
                     Some(writes) => {
                         let (conv, content) = writes?;

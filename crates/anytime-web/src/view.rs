@@ -243,7 +243,13 @@ fn pending_json(view: &View, data: &Data, conv: ConvId, me: UserId) -> Vec<Value
             let content = Content::decode(data.outbox_content.get(id)?).ok()?;
             let payment = match &content {
                 Content::Payment(p) => json!({"transfer": p.transfer, "to": name(view, p.to), "to_me": false,
-                    "amount": p.amount, "currency": p.currency}),
+                    "amount": p.amount, "currency": p.currency, "shares": 0}),
+                Content::MoneyRequest(r) => json!({"transfer": r.id, "to": name(view, r.payer), "to_me": false,
+                    "amount": r.amount, "currency": r.currency, "shares": 0}),
+                Content::SplitBill(b) => json!({"transfer": b.id, "to": "", "to_me": false,
+                    "amount": b.total, "currency": b.currency, "shares": 0}),
+                Content::RedEnvelope(e) => json!({"transfer": e.id, "to": "", "to_me": false,
+                    "amount": e.total, "currency": e.currency, "shares": e.shares}),
                 _ => Value::Null,
             };
             let (kind, text, reply_to, forwarded) = match content {
@@ -251,6 +257,9 @@ fn pending_json(view: &View, data: &Data, conv: ConvId, me: UserId) -> Vec<Value
                 Content::Reply(r) => ("reply", r.body, Some(r.to), false),
                 Content::Forward(f) => ("text", f.body, None, true),
                 Content::Payment(p) => ("payment", p.note, None, false),
+                Content::MoneyRequest(r) => ("money_request", r.note, None, false),
+                Content::SplitBill(b) => ("split_bill", b.note, None, false),
+                Content::RedEnvelope(e) => ("red_envelope", e.note, None, false),
                 _ => return None,
             };
             let reply = reply_to.map(|to| reply_json(view, data.timelines.get(&conv), to));

@@ -299,8 +299,8 @@ function renderChatFrame() {
     h("label", { for: "composer-input", class: "visually-hidden" }, "Message"),
     h("textarea", { id: "composer-input", rows: 1, placeholder: "Message", autocomplete: "off", onkeydown: composerKey, oninput: composerInput }),
     h("div", { class: "composer-buttons" },
-      h("button", { type: "button", class: "secondary", "aria-label": "Send money", title: "Send money",
-        onclick: () => { const chat = JSON.parse(app.chat(ui.open, 1)); if (chat) wallet.payDialog(chat); } }, "💸"),
+      h("button", { type: "button", class: "secondary", "aria-label": "Money", title: "Send, request or split money",
+        onclick: () => { const chat = JSON.parse(app.chat(ui.open, 1)); if (chat) wallet.moneyMenu(chat); } }, "💸"),
       h("button", { type: "submit", "aria-label": "Send" }, "Send")));
   main.replaceChildren(
     h("header", { class: "bar chat-header" },
@@ -456,7 +456,7 @@ function renderEntry(chat, e, withAvatar) {
       e.starred ? h("span", { class: "star", title: "Starred", "aria-label": "starred" }, " ★") : null),
     e.forwarded ? h("div", { class: "forwarded muted" }, "↪ Forwarded") : null,
     e.reply ? h("blockquote", { class: "quote" }, h("strong", {}, e.reply.sender), " ", e.reply.text) : null,
-    e.payment && !e.deleted ? wallet.paymentBody(e, queueRender) : null,
+    e.payment && !e.deleted ? wallet.paymentBody(e, queueRender, chat) : null,
     e.deleted || !e.payment || e.text ? h("p", { class: "text" }, e.deleted ? "This message was deleted" : tools.textWithMentions(e)) : null,
     e.preview && !e.deleted ? tools.previewCard(e.preview) : null,
     reactions.length ? h("div", { class: "reactions" }, reactions) : null,

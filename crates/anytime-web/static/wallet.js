@@ -136,6 +136,122 @@ export async function walletDialog() {
 
 // ---------------------------------------------------------------- paying in a chat
 
+// The chat's money menu: send, request, and in groups split a bill or hand out a red envelope.
+export function moneyMenu(chat) {
+  const group = chat.kind === "group";
+  const choose = (open) => () => { d.close(); open(chat); };
+  const d = dialog("Money", h("div", { class: "money-menu" },
+    h("button", { type: "button", onclick: choose(payDialog) }, "💸 Send money"),
+    h("button", { type: "button", onclick: choose(requestDialog) }, "🙏 Request money"),
+    group ? h("button", { type: "button", onclick: choose(splitDialog) }, "🧾 Split a bill") : null,
+    group ? h("button", { type: "button", onclick: choose(envelopeDialog) }, "🧧 Red envelope") : null), null);
+}
+
+async function summaryOrFail() {
+  try { return await api("GET", "/v1/wallet"); } catch (error) { failed(error); return null; }
+}
+
+function currencyField(summary, id) {
+  const first = summary.balances[0]?.currency || "USD";
+  return h("div", { class: "field" }, h("label", { for: id }, "Currency"),
+    h("select", { id }, summary.currencies.map((c) => h("option", { value: c, selected: c === first }, c))));
+}
+
+async function requestDialog(chat) {
+  const others = chat.members.filter((m) => !m.me);
+  const summary = await summaryOrFail();
+  if (!summary) return;
+  const d = dialog("Request money", [
+    h("div", { class: "field" }, h("label", { for: "request-from" }, "From"),
+      h("select", { id: "request-from" }, others.map((m) => h("option", { value: m.user }, m.name)))),
+    h("div", { class: "row" }, field("Amount", { id: "request-amount", inputmode: "decimal", required: true, autocomplete: "off" }),
+      currencyField(summary, "request-currency")),
+    field("What for (only this chat can read it)", { id: "request-note", autocomplete: "off", maxlength: 200 }),
+  ], h("button", { type: "submit", value: "ok", onclick: async (ev) => {
+    ev.preventDefault();
+    const payer = d.querySelector("#request-from").value;
+    const amount = d.querySelector("#request-amount").value.trim();
+    const currency = d.querySelector("#request-currency").value;
+    if (!amount) return;
+    try {
+      const made = await api("POST", "/v1/wallet/requests", { key: newKey(), conv: chat.conv, payer, currency, amount });
+      await ctx.app.sendMoneyMessage(chat.conv, "request", made.id, payer, made.amount, made.currency, 0, d.querySelector("#request-note").value.trim());
+      d.close();
+      toast(`Asked for ${made.amount} ${made.currency}`);
+    } catch (error) { failed(error); }
+  } }, "Request"));
+}
+
+async function splitDialog(chat) {
+  const summary = await summaryOrFail();
+  if (!summary) return;
+  const people = chat.members.map((m) => h("label", { class: "radio" },
+    h("input", { type: "checkbox", name: "split-person", value: m.user, checked: true }), m.me ? `${m.name} (you)` : m.name));
+  const d = dialog("Split a bill", [
+    h("div", { class: "row" }, field("Total", { id: "split-total", inputmode: "decimal", required: true, autocomplete: "off" }),
+      currencyField(summary, "split-currency")),
+    h("fieldset", {}, h("legend", {}, "Shared equally by"), people),
+    field("What for (only this chat can read it)", { id: "split-note", autocomplete: "off", maxlength: 200 }),
+  ], h("button", { type: "submit", value: "ok", onclick: async (ev) => {
+    ev.preventDefault();
+    const total = d.querySelector("#split-total").value.trim();
+    const currency = d.querySelector("#split-currency").value;
+    const chosen = [...d.querySelectorAll("input[name=split-person]:checked")].map((i) => i.value);
+    if (!total || !chosen.length) return;
+    try {
+      const split = await api("POST", "/v1/wallet/splits", { key: newKey(), conv: chat.conv, currency, total, people: chosen });
+      await ctx.app.sendMoneyMessage(chat.conv, "split", split.id, undefined, total, currency, 0, d.querySelector("#split-note").value.trim());
+      d.close();
+      toast(`Split ${total} ${currency}: asked ${split.asked}`);
+    } catch (error) { failed(error); }
+  } }, "Split"));
+}
+
+async function envelopeDialog(chat) {
+  const summary = await summaryOrFail();
+  if (!summary) return;
+  if (!summary.pin_set) { toast("Set a payment PIN in Wallet first", true); walletDialog(); return; }
+  const d = dialog("Red envelope", [
+    h("p", { class: "muted small" }, "Members grab shares, first come first served; what nobody grabs in 24 hours comes back."),
+    h("div", { class: "row" }, field("Total", { id: "envelope-total", inputmode: "decimal", required: true, autocomplete: "off" }),
+      currencyField(summary, "envelope-currency"),
+      field("Shares", { id: "envelope-shares", type: "number", min: 1, max: 200, value: Math.max(1, chat.members.length - 1), required: true })),
+    h("div", { class: "field" }, h("label", { for: "envelope-split" }, "Amounts"),
+      h("select", { id: "envelope-split" }, h("option", { value: "random" }, "Random (lucky draw)"), h("option", { value: "equal" }, "Equal"))),
+    field("Wishes (only this chat can read them)", { id: "envelope-note", autocomplete: "off", maxlength: 200, value: "Best wishes!" }),
+    field("Payment PIN", { id: "envelope-pin", type: "password", inputmode: "numeric", required: true, autocomplete: "off" }),
+  ], h("button", { type: "submit", value: "ok", onclick: async (ev) => {
+    ev.preventDefault();
+    const body = {
+      key: newKey(), conv: chat.conv, currency: d.querySelector("#envelope-currency").value,
+      total: d.querySelector("#envelope-total").value.trim(), shares: Number(d.querySelector("#envelope-shares").value),
+      split: d.querySelector("#envelope-split").value, pin: d.querySelector("#envelope-pin").value,
+    };
+    if (!body.total || !body.pin) return;
+    try {
+      const made = await api("POST", "/v1/wallet/envelopes", body);
+      await ctx.app.sendMoneyMessage(chat.conv, "envelope", made.id, undefined, made.total, made.currency, made.shares, d.querySelector("#envelope-note").value.trim());
+      d.close();
+      toast(`Red envelope of ${made.total} ${made.currency} sent`);
+    } catch (error) { failed(error); }
+  } }, "Send envelope"));
+}
+
+// A PIN, asked for one action; resolves to null when cancelled.
+function askPin(title) {
+  return new Promise((resolve) => {
+    let answered = false;
+    const d = dialog(title, field("Payment PIN", { id: "ask-pin", type: "password", inputmode: "numeric", autocomplete: "off" }),
+      h("button", { type: "submit", value: "ok", onclick: (ev) => {
+        ev.preventDefault();
+        answered = true;
+        resolve(d.querySelector("#ask-pin").value);
+        d.close();
+      } }, "Pay"));
+    d.addEventListener("close", () => { if (!answered) resolve(null); });
+  });
+}
+
 export async function payDialog(chat) {
   const others = chat.members.filter((m) => !m.me);
   if (!others.length) { toast("Nobody to pay in this chat", true); return; }
@@ -193,9 +309,103 @@ const checked = new Map();
 let checks = 0;
 export function paymentChecks() { return checks; }
 
-export function paymentBody(e, queueRender) {
+// id → { at, value } of requests, splits and envelopes fetched from the wallet.
+const states = new Map();
+
+// Others act on these through the server (paying, grabbing), not always with a chat message:
+// while one is unsettled and on screen, it is read again every few seconds.
+const REFRESH_MS = 2_000;
+function unsettled(value) {
+  if (!value) return false;
+  if (value.requests) return value.requests.some((r) => r.status === "open");
+  if (value.grabs) return value.status === "open" && value.grabs.length < value.shares;
+  return value.status === "open";
+}
+
+function refresh(path, id, queueRender, force = false) {
+  const known = states.get(id);
+  if (!force && known && (known.loading || Date.now() - known.at < REFRESH_MS)) return known.value;
+  states.set(id, { at: Date.now(), value: known?.value, loading: true });
+  api("GET", path)
+    .then((value) => {
+      states.set(id, { at: Date.now(), value });
+      if (unsettled(value)) setTimeout(() => { checks += 1; queueRender(); }, REFRESH_MS + 100);
+    })
+    .catch(() => states.set(id, { at: Date.now(), value: known?.value ?? null }))
+    .finally(() => { checks += 1; queueRender(); });
+  return known?.value;
+}
+
+function personName(user, chat) {
+  return chat.members.find((m) => m.user === user)?.name || ctx.name(user);
+}
+
+function moneyBody(chat, e, queueRender) {
+  const p = e.payment;
+  const who = e.own ? "You" : e.sender;
+  const me = chat.members.find((m) => m.me)?.user;
+  const act = (label, run) => h("button", { type: "button", class: "secondary", onclick: async () => {
+    try { await run(); } catch (error) { failed(error); }
+  } }, label);
+  if (e.kind === "money_request") {
+    const state = refresh(`/v1/wallet/requests/${p.transfer}`, p.transfer, queueRender);
+    const mine = state && state.payer === me && state.status === "open";
+    return h("div", { class: "payment money-request", "data-id": p.transfer },
+      h("span", { class: "payment-icon", "aria-hidden": "true" }, "🙏"),
+      h("span", { class: "payment-parties" }, `${who} asked ${p.to_me ? "you" : p.to} for `),
+      h("strong", { class: "payment-amount" }, `${p.amount} ${p.currency}`),
+      state ? h("span", { class: "money-status", "data-status": state.status }, ` · ${state.status}`) : null,
+      mine ? h("span", { class: "row" },
+        act("Pay", async () => {
+          const pin = await askPin(`Pay ${p.amount} ${p.currency}`);
+          if (pin === null) return;
+          const paid = await api("POST", `/v1/wallet/requests/${p.transfer}/pay`, { pin });
+          await ctx.app.sendPayment(chat.conv, paid.transfer, state.requester, paid.amount, paid.currency, "");
+          refresh(`/v1/wallet/requests/${p.transfer}`, p.transfer, queueRender, true);
+        }),
+        act("Decline", async () => {
+          await api("POST", `/v1/wallet/requests/${p.transfer}/close`);
+          refresh(`/v1/wallet/requests/${p.transfer}`, p.transfer, queueRender, true);
+        })) : null);
+  }
+  if (e.kind === "split_bill") {
+    const state = refresh(`/v1/wallet/splits/${p.transfer}`, p.transfer, queueRender);
+    const myShare = state?.requests.find((r) => r.payer === me && r.status === "open");
+    return h("div", { class: "payment split-bill", "data-id": p.transfer },
+      h("div", {}, h("span", { class: "payment-icon", "aria-hidden": "true" }, "🧾 "),
+        h("span", { class: "payment-parties" }, `${who} split `), h("strong", { class: "payment-amount" }, `${p.amount} ${p.currency}`)),
+      state ? h("ul", { class: "tracker", "aria-label": "Who has paid" }, state.requests.map((r) => h("li", { "data-status": r.status },
+        `${r.status === "paid" ? "✓" : r.status === "open" ? "…" : "✗"} ${personName(r.payer, chat)}: ${r.amount} ${r.currency} (${r.status})`))) : null,
+      state ? h("p", { class: "muted small tracker-total" }, `${state.paid} of ${state.asked} ${state.currency} paid`) : null,
+      myShare ? act(`Pay my share (${myShare.amount} ${myShare.currency})`, async () => {
+        const pin = await askPin(`Pay ${myShare.amount} ${myShare.currency}`);
+        if (pin === null) return;
+        const paid = await api("POST", `/v1/wallet/requests/${myShare.id}/pay`, { pin });
+        await ctx.app.sendPayment(chat.conv, paid.transfer, state.requester, paid.amount, paid.currency, "my share");
+        refresh(`/v1/wallet/splits/${p.transfer}`, p.transfer, queueRender, true);
+      }) : null);
+  }
+  // A red envelope.
+  const state = refresh(`/v1/wallet/envelopes/${p.transfer}`, p.transfer, queueRender);
+  const grabbed = state?.grabs.find((g) => g.user === me);
+  const open = state && state.status === "open" && !grabbed && state.grabs.length < state.shares;
+  return h("div", { class: "payment red-envelope", "data-id": p.transfer },
+    h("div", {}, h("span", { class: "payment-icon", "aria-hidden": "true" }, "🧧 "),
+      h("span", { class: "payment-parties" }, `${who}: `), h("strong", { class: "payment-amount" }, `${p.amount} ${p.currency}`),
+      h("span", { class: "muted" }, ` in ${p.shares} shares`)),
+    grabbed ? h("p", { class: "grabbed" }, `You got ${grabbed.amount} ${state.currency}`) : null,
+    state ? h("p", { class: "muted small" }, `${state.grabs.length} of ${state.shares} grabbed${state.status === "refunded" ? " · expired" : ""}`) : null,
+    open ? act("Open", async () => {
+      const result = await api("POST", `/v1/wallet/envelopes/${p.transfer}/grab`);
+      toast(result.status === "grabbed" ? `You got ${result.amount} ${result.envelope.currency}` : "All shares were taken");
+      refresh(`/v1/wallet/envelopes/${p.transfer}`, p.transfer, queueRender, true);
+    }) : null);
+}
+
+export function paymentBody(e, queueRender, chat) {
   const p = e.payment;
   if (!p) return null;
+  if (e.kind !== "payment") return moneyBody(chat, e, queueRender);
   const who = e.own ? "You" : e.sender;
   const whom = p.to_me ? "you" : p.to;
   const status = p.to_me ? checked.get(p.transfer) : null;

@@ -25,6 +25,7 @@ fn view(r: &MoneyRequest, now: u64) -> MoneyRequestView {
         status: r.state(now).into(),
         expires_at_ms: r.expires_at_ms,
         split: r.split.map(|s| format!("{s:032x}")),
+        transfer: (r.status == Status::Paid).then(|| format!("{:032x}", request::payment_transfer(r.id).0)),
     }
 }
 

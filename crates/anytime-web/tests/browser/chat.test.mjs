@@ -743,7 +743,8 @@ test("wallet: sandbox top-up, PIN, money sent in a chat arrives and is confirmed
   await alice.getByRole("dialog").getByRole("button", { name: "Close" }).click();
 
   await openChatNamed(alice, "bob");
-  await alice.getByRole("button", { name: "Send money" }).click();
+  await alice.getByRole("button", { name: "Money", exact: true }).click();
+  await alice.getByRole("dialog").getByRole("button", { name: "💸 Send money" }).click();
   const pay = alice.getByRole("dialog");
   await pay.getByLabel("Amount").fill("12.50");
   await pay.getByLabel("Note (only this chat can read it)").fill("for the tickets");
@@ -765,6 +766,60 @@ test("wallet: sandbox top-up, PIN, money sent in a chat arrives and is confirmed
   await bob.getByRole("dialog").getByRole("button", { name: "Close" }).click();
   // The note never reached the server: its database holds no trace of it.
   assert.equal(server.databaseContains("for the tickets"), false, "the note is end-to-end encrypted");
+});
+
+test("wallet in a group: a split bill of three is settled, a red envelope is grabbed", async () => {
+  const { alice, bob, carol } = pages;
+  for (const [page, pin] of [[bob, "1111"], [carol, "1357"]]) {
+    const back = page.getByRole("button", { name: "Back to chats" });
+    if (await back.isVisible()) await back.click();
+    await page.getByRole("button", { name: "Wallet" }).click();
+    await page.getByRole("dialog").getByLabel("Payment PIN (4–8 digits)").fill(pin);
+    await page.getByRole("dialog").getByRole("button", { name: "Set PIN" }).click();
+    await page.locator("#toast", { hasText: "Payment PIN saved" }).waitFor();
+    await page.getByRole("dialog").getByLabel("Amount").fill("20");
+    await page.getByRole("dialog").getByRole("button", { name: "Top up" }).click();
+    await page.locator("#toast", { hasText: "Topped up 20.00 USD" }).waitFor();
+    await page.getByRole("dialog").getByRole("button", { name: "Close" }).click();
+  }
+
+  // Alice splits thirty dollars among the three of them.
+  await openChatNamed(alice, "Road trip");
+  await alice.getByRole("button", { name: "Money", exact: true }).click();
+  await alice.getByRole("dialog").getByRole("button", { name: "🧾 Split a bill" }).click();
+  const split = alice.getByRole("dialog");
+  await split.getByLabel("Total").fill("30");
+  await split.getByLabel("What for (only this chat can read it)").fill("dinner");
+  await split.getByRole("button", { name: "Split", exact: true }).click();
+  await alice.locator("#toast", { hasText: "asked 20.00" }).waitFor();
+  for (const [page, pin] of [[bob, "1111"], [carol, "1357"]]) {
+    await openChatNamed(page, "Road trip");
+    const bill = page.locator(".message .split-bill").last();
+    await bill.getByRole("button", { name: "Pay my share (10.00 USD)" }).click();
+    await page.getByRole("dialog").getByLabel("Payment PIN").fill(pin);
+    await page.getByRole("dialog").getByRole("button", { name: "Pay", exact: true }).click();
+    await bill.locator(".tracker li[data-status=paid]", { hasText: page === bob ? "bob" : "carol" }).waitFor();
+  }
+  const tracker = alice.locator(".message .split-bill").last();
+  await tracker.locator(".tracker-total", { hasText: "20.00 of 20.00 USD paid" }).waitFor();
+  assert.equal(await tracker.locator(".tracker li[data-status=paid]").count(), 2);
+  await screenshot(alice, "desktop-split-bill-settled");
+
+  // A red envelope of two equal shares: bob opens it and gets half.
+  await alice.getByRole("button", { name: "Money", exact: true }).click();
+  await alice.getByRole("dialog").getByRole("button", { name: "🧧 Red envelope" }).click();
+  const red = alice.getByRole("dialog");
+  await red.getByLabel("Total").fill("6");
+  await red.getByLabel("Shares").fill("2");
+  await red.getByLabel("Amounts").selectOption("equal");
+  await red.getByLabel("Payment PIN").fill("2468");
+  await red.getByRole("button", { name: "Send envelope" }).click();
+  await alice.locator("#toast", { hasText: "Red envelope of 6.00 USD sent" }).waitFor();
+  const envelope = bob.locator(".message .red-envelope").last();
+  await envelope.getByRole("button", { name: "Open" }).click();
+  await bob.locator("#toast", { hasText: "You got 3.00 USD" }).waitFor();
+  await envelope.locator(".grabbed", { hasText: "You got 3.00 USD" }).waitFor();
+  await screenshot(bob, "phone-red-envelope-grabbed");
 });
 
 test("logging out wipes the browser's store", async () => {
