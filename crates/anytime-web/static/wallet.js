@@ -350,7 +350,7 @@ function moneyBody(chat, e, queueRender) {
   if (e.kind === "money_request") {
     const state = refresh(`/v1/wallet/requests/${p.transfer}`, p.transfer, queueRender);
     const mine = state && state.payer === me && state.status === "open";
-    return h("div", { class: "payment money-request", "data-id": p.transfer },
+    return h("div", { class: "money money-request", "data-id": p.transfer },
       h("span", { class: "payment-icon", "aria-hidden": "true" }, "🙏"),
       h("span", { class: "payment-parties" }, `${who} asked ${p.to_me ? "you" : p.to} for `),
       h("strong", { class: "payment-amount" }, `${p.amount} ${p.currency}`),
@@ -371,7 +371,7 @@ function moneyBody(chat, e, queueRender) {
   if (e.kind === "split_bill") {
     const state = refresh(`/v1/wallet/splits/${p.transfer}`, p.transfer, queueRender);
     const myShare = state?.requests.find((r) => r.payer === me && r.status === "open");
-    return h("div", { class: "payment split-bill", "data-id": p.transfer },
+    return h("div", { class: "money split-bill", "data-id": p.transfer },
       h("div", {}, h("span", { class: "payment-icon", "aria-hidden": "true" }, "🧾 "),
         h("span", { class: "payment-parties" }, `${who} split `), h("strong", { class: "payment-amount" }, `${p.amount} ${p.currency}`)),
       state ? h("ul", { class: "tracker", "aria-label": "Who has paid" }, state.requests.map((r) => h("li", { "data-status": r.status },
@@ -389,7 +389,7 @@ function moneyBody(chat, e, queueRender) {
   const state = refresh(`/v1/wallet/envelopes/${p.transfer}`, p.transfer, queueRender);
   const grabbed = state?.grabs.find((g) => g.user === me);
   const open = state && state.status === "open" && !grabbed && state.grabs.length < state.shares;
-  return h("div", { class: "payment red-envelope", "data-id": p.transfer },
+  return h("div", { class: "money red-envelope", "data-id": p.transfer },
     h("div", {}, h("span", { class: "payment-icon", "aria-hidden": "true" }, "🧧 "),
       h("span", { class: "payment-parties" }, `${who}: `), h("strong", { class: "payment-amount" }, `${p.amount} ${p.currency}`),
       h("span", { class: "muted" }, ` in ${p.shares} shares`)),
@@ -416,7 +416,7 @@ export function paymentBody(e, queueRender, chat) {
       .catch(() => checked.set(p.transfer, "unconfirmed"))
       .finally(() => { checks += 1; queueRender(); });
   }
-  return h("div", { class: "payment", "data-transfer": p.transfer },
+  return h("div", { class: "money", "data-transfer": p.transfer },
     h("span", { class: "payment-icon", "aria-hidden": "true" }, "💸"),
     h("strong", { class: "payment-amount" }, `${p.amount} ${p.currency}`),
     h("span", { class: "payment-parties" }, ` ${who} sent ${whom}`),
