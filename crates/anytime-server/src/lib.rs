@@ -127,7 +127,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let mut core = ServerCore::new(store, Arc::new(SystemEnv), metrics, config.core.clone())
         .with_push(Arc::new(web_push::WebPushSender::new(vapid.clone()).context("while setting up Web Push")?));
     if let Some((ledger, wallet)) = wallet {
-        core = core.with_wallet(ledger, wallet);
+        core = core.with_wallet(ledger, wallet, Arc::new(anytime_wallet::provider::SandboxProvider));
     }
     let mut slot = None;
     if let Some((url, prefix)) = &config.nats {

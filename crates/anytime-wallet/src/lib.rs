@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod ids;
 pub mod limits;
 pub mod pin;
+pub mod provider;
 pub mod request;
 pub mod sandbox;
 mod store;

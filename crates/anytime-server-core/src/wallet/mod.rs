@@ -23,7 +23,8 @@ use anytime_proto::wallet::{
 };
 use anytime_proto::{ErrorCode, UserId};
 use anytime_wallet::pin::{self, PinError, PinRecord};
-use anytime_wallet::{ids, purpose, sandbox, WalletStore};
+use anytime_wallet::provider::{Charge, PaymentProvider};
+use anytime_wallet::{ids, purpose, WalletStore};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{hash_password, verify_password};
@@ -37,6 +38,8 @@ pub(crate) struct Wallet {
     jobs: mpsc::Sender<writer::Job>,
     ledger: Arc<dyn LedgerStore>,
     store: Arc<dyn WalletStore>,
+    /// Where top-ups come from (the sandbox unless the operator configured another).
+    provider: Arc<dyn PaymentProvider>,
     /// user → (minute, transfers started in it).
     rate: Mutex<HashMap<UserId, (u64, u32)>>,
     /// Sandbox second steps: challenge → (user, request, expires). In memory: a restart asks the
@@ -89,13 +92,24 @@ fn view(user: UserId, t: &Transfer, duplicate: bool) -> TransferView {
 }
 
 impl ServerCore {
-    /// Offers the wallet, its money kept by `ledger` and its PINs by `store`; starts this node's
-    /// ledger writer.
-    pub fn with_wallet(mut self, ledger: Arc<dyn LedgerStore>, store: Arc<dyn WalletStore>) -> ServerCore {
+    /// Offers the wallet, its money kept by `ledger`, its own records by `store`, top-ups through
+    /// `provider`; starts this node's ledger writer.
+    pub fn with_wallet(
+        mut self,
+        ledger: Arc<dyn LedgerStore>,
+        store: Arc<dyn WalletStore>,
+        provider: Arc<dyn PaymentProvider>,
+    ) -> ServerCore {
         let (jobs, rx) = mpsc::channel(LEDGER_QUEUE_JOBS_MAX);
         writer::start(ledger.clone(), self.env.clone(), rx);
-        self.wallet =
-            Some(Arc::new(Wallet { jobs, ledger, store, rate: Mutex::default(), challenges: Mutex::default() }));
+        self.wallet = Some(Arc::new(Wallet {
+            jobs,
+            ledger,
+            store,
+            provider,
+            rate: Mutex::default(),
+            challenges: Mutex::default(),
+        }));
         self
     }
 
@@ -131,7 +145,7 @@ impl ServerCore {
         balances.sort_by(|a, b| a.currency.cmp(&b.currency));
         let pin_set = wallet.store.pin(user).await.map_err(store_failed)?.is_some();
         Ok(WalletSummary {
-            sandbox: true,
+            sandbox: wallet.provider.is_sandbox(),
             pin_set,
             balances,
             currencies: Currency::all().map(|c| c.code().to_owned()).collect(),
@@ -200,15 +214,16 @@ impl ServerCore {
         if !ids::valid_key(&request.key) {
             return Err(ErrorCode::InvalidArgument);
         }
-        parse_money(&request.currency, &request.amount)?;
+        let (currency, amount) = parse_money(&request.currency, &request.amount)?;
+        if amount > anytime_wallet::limits::per_transfer(currency) {
+            return Err(ErrorCode::LimitExceeded);
+        }
         self.wallet_rate(user)?;
-        match sandbox::charge(&request.card) {
-            sandbox::Outcome::Succeeded => self.fund(user, &request).await,
-            sandbox::Outcome::Declined => {
-                Ok(TopUpResult { status: "declined".into(), challenge: None, transfer: None })
-            }
-            sandbox::Outcome::UnknownCard => Err(ErrorCode::InvalidArgument),
-            sandbox::Outcome::NeedsConfirmation => {
+        match self.wallet()?.provider.charge(&request.card, currency, amount).await {
+            Charge::Succeeded => self.fund(user, &request).await,
+            Charge::Declined => Ok(TopUpResult { status: "declined".into(), challenge: None, transfer: None }),
+            Charge::Refused => Err(ErrorCode::InvalidArgument),
+            Charge::NeedsConfirmation => {
                 let challenge = format!("{:032x}", u128::from_be_bytes(self.env.random_array()));
                 let expires = self.env.now_ms() + CHALLENGE_TTL_MS;
                 let mut challenges = self.wallet()?.challenges.lock().unwrap_or_else(|e| e.into_inner());
@@ -222,8 +237,9 @@ impl ServerCore {
 
     pub async fn wallet_confirm_top_up(&self, token: &str, confirm: TopUpConfirm) -> Result<TopUpResult, ErrorCode> {
         let user = self.authenticate(token).await?.user;
-        let request = {
-            let mut challenges = self.wallet()?.challenges.lock().unwrap_or_else(|e| e.into_inner());
+        let wallet = self.wallet()?;
+        {
+            let mut challenges = wallet.challenges.lock().unwrap_or_else(|e| e.into_inner());
             match challenges.get(&confirm.challenge) {
                 Some((owner, _, until)) if *owner == user && *until > self.env.now_ms() => {}
                 Some((owner, _, _)) if *owner == user => {
@@ -232,9 +248,12 @@ impl ServerCore {
                 }
                 _ => return Err(ErrorCode::InvalidArgument),
             }
-            if confirm.code != sandbox::CHALLENGE_CODE {
-                return Ok(TopUpResult { status: "declined".into(), challenge: None, transfer: None });
-            }
+        }
+        if !wallet.provider.confirm(&confirm.code).await {
+            return Ok(TopUpResult { status: "declined".into(), challenge: None, transfer: None });
+        }
+        let request = {
+            let mut challenges = wallet.challenges.lock().unwrap_or_else(|e| e.into_inner());
             challenges.remove(&confirm.challenge).map(|(_, request, _)| request).ok_or(ErrorCode::InvalidArgument)?
         };
         self.fund(user, &request).await
