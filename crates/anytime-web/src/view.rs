@@ -331,21 +331,21 @@ pub fn starred_json(shared: &Shared) -> Value {
     let Some(me) = data.account.as_ref().map(|a| a.user) else { return json!([]) };
     let mut starred = timeline::starred(data.timelines.values());
     starred.reverse();
-    let items: Vec<Value> = starred
-        .iter()
-        .filter_map(|(conv, e)| {
-            let info = view.chats.get(conv)?;
-            Some(json!({
-                "conv": conv.to_string(),
-                "title": title(&view, info, me),
-                "msg_id": hex(&e.msg_id.0),
-                "sender": if e.own { "You".to_owned() } else { name(&view, e.sender) },
-                "text": preview(e),
-                "at": e.sent_at_ms,
-            }))
-        })
-        .collect();
+    let items: Vec<Value> =
+        starred.iter().filter_map(|(conv, e)| Some(message_link_json(&view, view.chats.get(conv)?, me, e))).collect();
     Value::Array(items)
+}
+
+/// A message somewhere in the chats (a search hit, a starred message): where it is and what it says.
+fn message_link_json(view: &View, info: &ConversationInfo, me: UserId, e: &Entry) -> Value {
+    json!({
+        "conv": info.conv.to_string(),
+        "title": title(view, info, me),
+        "msg_id": hex(&e.msg_id.0),
+        "sender": if e.own { "You".to_owned() } else { name(view, e.sender) },
+        "text": preview(e),
+        "at": e.sent_at_ms,
+    })
 }
 
 /// Search of this device's decrypted history, newest first: every chat's messages whose text
@@ -373,19 +373,7 @@ pub fn search_json(shared: &Shared, query: &str, limit: usize) -> Value {
         );
     }
     hits.sort_by_key(|(e, _)| std::cmp::Reverse(e.sent_at_ms));
-    let results: Vec<Value> = hits
-        .into_iter()
-        .take(limit)
-        .map(|(e, info)| {
-            json!({
-                "conv": info.conv.to_string(),
-                "title": title(&view, info, me),
-                "msg_id": hex(&e.msg_id.0),
-                "sender": if e.own { "You".to_owned() } else { name(&view, e.sender) },
-                "text": preview(e),
-                "at": e.sent_at_ms,
-            })
-        })
-        .collect();
+    let results: Vec<Value> =
+        hits.into_iter().take(limit).map(|(e, info)| message_link_json(&view, info, me, e)).collect();
     Value::Array(results)
 }
