@@ -7,7 +7,6 @@
 use anytime_ledger::{AccountId, AccountKind, Currency, TransferId};
 use anytime_proto::limits::ENVELOPE_SHARES_MAX;
 use anytime_proto::{ConvId, UserId};
-use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
@@ -116,32 +115,20 @@ pub fn split(
     Ok(parts)
 }
 
-fn hash_id(parts: &[&[u8]]) -> u128 {
-    let mut hash = Sha256::new();
-    for part in parts {
-        hash.update((part.len() as u64).to_be_bytes());
-        hash.update(part);
-    }
-    let digest = hash.finalize();
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&digest[..16]);
-    u128::from_be_bytes(id)
-}
-
 /// Where the envelope's money waits.
 pub fn escrow(envelope: u128, currency: Currency) -> AccountId {
-    let owner = hash_id(&[b"escrow", &envelope.to_be_bytes()]) as u64;
+    let owner = crate::ids::derive(&[b"escrow", &envelope.to_be_bytes()]) as u64;
     AccountId::of(AccountKind::Escrow, currency, owner)
 }
 
 /// The ledger transfer that pays share `index` (one per share: a retried grab moves nothing twice).
 pub fn share_transfer(envelope: u128, index: u32) -> TransferId {
-    TransferId(hash_id(&[b"share", &envelope.to_be_bytes(), &index.to_be_bytes()]))
+    TransferId(crate::ids::derive(&[b"share", &envelope.to_be_bytes(), &index.to_be_bytes()]))
 }
 
 /// The ledger transfer that gives the rest back.
 pub fn refund_transfer(envelope: u128) -> TransferId {
-    TransferId(hash_id(&[b"refund", &envelope.to_be_bytes()]))
+    TransferId(crate::ids::derive(&[b"refund", &envelope.to_be_bytes()]))
 }
 
 #[cfg(test)]

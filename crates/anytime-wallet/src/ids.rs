@@ -12,19 +12,24 @@ pub fn valid_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= WALLET_KEY_BYTES_MAX && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// The ledger transfer id of `user`'s request with idempotency `key` (`purpose` separates the
-/// namespaces of top-ups and payments).
-pub fn transfer_id(user: UserId, purpose: &str, key: &str) -> TransferId {
+/// A 128-bit id derived from `parts` (SHA-256, each part length-prefixed so no two lists of
+/// parts collide by concatenation). Every id the wallet derives goes through here.
+pub fn derive(parts: &[&[u8]]) -> u128 {
     let mut hash = Sha256::new();
-    hash.update(b"anytime-wallet-transfer\0");
-    hash.update(user.0.to_be_bytes());
-    hash.update(purpose.as_bytes());
-    hash.update([0]);
-    hash.update(key.as_bytes());
+    for part in parts {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part);
+    }
     let digest = hash.finalize();
     let mut id = [0u8; 16];
     id.copy_from_slice(&digest[..16]);
-    TransferId(u128::from_be_bytes(id))
+    u128::from_be_bytes(id)
+}
+
+/// The ledger transfer id of `user`'s request with idempotency `key` (`purpose` separates the
+/// namespaces of top-ups, payments, envelopes, …).
+pub fn transfer_id(user: UserId, purpose: &str, key: &str) -> TransferId {
+    TransferId(derive(&[b"transfer", &user.0.to_be_bytes(), purpose.as_bytes(), key.as_bytes()]))
 }
 
 pub fn wallet(user: UserId, currency: Currency) -> AccountId {

@@ -6,7 +6,6 @@
 
 use anytime_ledger::{Currency, TransferId};
 use anytime_proto::{ConvId, UserId};
-use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -69,25 +68,12 @@ pub fn same_request(a: &MoneyRequest, b: &MoneyRequest) -> bool {
 
 /// The ledger transfer that pays request `id` (one per request).
 pub fn payment_transfer(id: u128) -> TransferId {
-    let mut hash = Sha256::new();
-    hash.update(b"anytime-request-payment\0");
-    hash.update(id.to_be_bytes());
-    let digest = hash.finalize();
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&digest[..16]);
-    TransferId(u128::from_be_bytes(out))
+    TransferId(crate::ids::derive(&[b"request-payment", &id.to_be_bytes()]))
 }
 
 /// The id of the request of `member` in split `split`.
 pub fn split_request_id(split: u128, member: UserId) -> u128 {
-    let mut hash = Sha256::new();
-    hash.update(b"anytime-split-request\0");
-    hash.update(split.to_be_bytes());
-    hash.update(member.0.to_be_bytes());
-    let digest = hash.finalize();
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&digest[..16]);
-    u128::from_be_bytes(out)
+    crate::ids::derive(&[b"split-request", &split.to_be_bytes(), &member.0.to_be_bytes()])
 }
 
 /// Equal shares of `total` among `people` (the first ones get the cents that do not divide).
