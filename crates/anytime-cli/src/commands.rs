@@ -1,6 +1,7 @@
 //! Every client subcommand: open the profile, connect, catch up, act, print.
 
 mod message_tools;
+mod money;
 mod wallet;
 
 use std::cell::{Cell, RefCell};
@@ -21,7 +22,10 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::net::{self, Net};
-use crate::profile::{hex, parse_msg_id, payment_line, preview_line, HistoryEntry, Profile};
+use crate::profile::{
+    envelope_line, hex, money_line, parse_msg_id, payment_line, preview_line, request_line, split_line, HistoryEntry,
+    Profile,
+};
 use crate::profile_access::{self, Access, Forwarded, Reply};
 use crate::profile_server;
 use crate::secret::{self, Ask};
@@ -209,6 +213,22 @@ fn describe_event(
                     json!({"transfer": p.transfer, "to": p.to, "amount": p.amount, "currency": p.currency});
                 value["to_name"] = json!(names.get(&p.to));
             }
+            match content {
+                Content::MoneyRequest(r) => {
+                    value["payment"] = json!({"transfer": r.id, "to": r.payer, "amount": r.amount,
+                        "currency": r.currency, "shares": 0});
+                    value["to_name"] = json!(names.get(&r.payer));
+                }
+                Content::SplitBill(b) => {
+                    value["payment"] = json!({"transfer": b.id, "to": UserId(0), "amount": b.total,
+                        "currency": b.currency, "shares": 0});
+                }
+                Content::RedEnvelope(e) => {
+                    value["payment"] = json!({"transfer": e.id, "to": UserId(0), "amount": e.total,
+                        "currency": e.currency, "shares": e.shares});
+                }
+                _ => {}
+            }
             let mentions_me = if me.is_some_and(|me| mentions.contains(&me)) { " (mentions you)" } else { "" };
             let human = match content {
                 // Receipts are not messages: say what they mean.
@@ -225,6 +245,17 @@ fn describe_event(
                     let to = name_of(names, p.to);
                     format!("[{conv}] #{seq} {}", payment_line(&who, &to, &p.amount, &p.currency, &p.note))
                 }
+                Content::MoneyRequest(r) => {
+                    let payer = name_of(names, r.payer);
+                    format!("[{conv}] #{seq} {}", request_line(&who, &payer, &r.amount, &r.currency, &r.note, &r.id))
+                }
+                Content::SplitBill(b) => {
+                    format!("[{conv}] #{seq} {}", split_line(&who, &b.total, &b.currency, &b.note, &b.id))
+                }
+                Content::RedEnvelope(e) => format!(
+                    "[{conv}] #{seq} {}",
+                    envelope_line(&who, &e.total, &e.currency, e.shares, &e.note, &e.id)
+                ),
                 _ => format!("[{conv}] #{seq} {who}: {text}{mentions_me}"),
             };
             (human, value)
@@ -467,6 +498,7 @@ impl Session {
             })
             .chain(events.iter().filter_map(|event| match event {
                 Event::Message { content: Content::Payment(p), .. } => Some(p.to),
+                Event::Message { content: Content::MoneyRequest(r), .. } => Some(r.payer),
                 _ => None,
             }))
             .collect();
@@ -487,7 +519,14 @@ impl Session {
                 conv,
                 msg_id,
                 own: false,
-                content: Content::Text(_) | Content::Reply(_) | Content::Forward(_) | Content::Payment(_),
+                content:
+                    Content::Text(_)
+                    | Content::Reply(_)
+                    | Content::Forward(_)
+                    | Content::Payment(_)
+                    | Content::MoneyRequest(_)
+                    | Content::SplitBill(_)
+                    | Content::RedEnvelope(_),
                 ..
             } = event
             {
@@ -702,7 +741,7 @@ fn offline(profile: &Profile, out: &Out, command: Command) -> anyhow::Result<()>
                 let human = match &e.payment {
                     Some(p) => {
                         let (from, to) = (stored_name(profile, &e.sender)?, stored_name(profile, &p.to.to_string())?);
-                        let line = payment_line(&from, &to, &p.amount, &p.currency, &e.text);
+                        let line = money_line(e.kind, &from, &to, p, &e.text);
                         format!("{} #{} {}", e.msg_id, e.seq, e.decorated(&line, me.as_deref()))
                     }
                     None => format!("{} #{} {}: {}", e.msg_id, e.seq, e.sender, e.text_line(me.as_deref())),
@@ -940,6 +979,24 @@ async fn execute(s: &mut Session, command: Command) -> anyhow::Result<()> {
         Command::Pay { chat, amount, currency, to, note } => {
             wallet::pay(s, parse_conv(&chat)?, &amount, &currency, to.as_deref(), note).await?;
         }
+        Command::Request { action: Some(action), .. } => money::request_action(s, action).await?,
+        Command::Request { action: None, chat, amount, currency, from, note } => {
+            let (Some(chat), Some(amount), Some(currency), Some(from)) = (chat, amount, currency, from) else {
+                bail!("usage: anytime request CHAT AMOUNT CURRENCY --from USERNAME [--note TEXT]");
+            };
+            money::request(s, parse_conv(&chat)?, &amount, &currency, &from, note).await?;
+        }
+        Command::Split { action: Some(action), .. } => money::split_action(s, action).await?,
+        Command::Split { action: None, chat, total, currency, with, note } => {
+            let (Some(chat), Some(total), Some(currency)) = (chat, total, currency) else {
+                bail!("usage: anytime split CHAT TOTAL CURRENCY [--with U1,U2] [--note TEXT]");
+            };
+            money::split(s, parse_conv(&chat)?, &total, &currency, &with, note).await?;
+        }
+        Command::Envelope { chat, total, currency, shares, equal, note } => {
+            money::envelope(s, parse_conv(&chat)?, &total, &currency, shares, equal, note).await?;
+        }
+        Command::Grab { envelope } => money::grab(s, &envelope).await?,
         Command::Block { username } => {
             let user = s.user(&username).await?.user;
             expect(s.net.request(frame::Block { user }.into()).await?, done)?;

@@ -179,6 +179,68 @@ pub enum Command {
         #[arg(long, default_value = "")]
         note: String,
     },
+    /// Ask a member of a chat for money: the wallet keeps the request (open 7 days) and the chat
+    /// gets an end-to-end encrypted request message naming it. `anytime request pay ID` pays one
+    /// (asks for the payment PIN), `anytime request decline ID` declines one (or cancels your own).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Request {
+        #[command(subcommand)]
+        action: Option<RequestCommand>,
+        #[arg(required = true)]
+        chat: Option<String>,
+        /// Decimal, in the currency's unit: 12.34 (USD), 1500 (JPY).
+        #[arg(required = true)]
+        amount: Option<String>,
+        #[arg(required = true)]
+        currency: Option<String>,
+        /// Who is asked to pay, by username (a member of the chat).
+        #[arg(long, required = true)]
+        from: Option<String>,
+        /// A note for the chat (end-to-end encrypted).
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Split a bill equally: each person sharing it gets a money request for their share (yours,
+    /// when you share it, is not asked). `anytime split show ID` shows who paid.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Split {
+        #[command(subcommand)]
+        action: Option<SplitCommand>,
+        #[arg(required = true)]
+        chat: Option<String>,
+        /// The whole bill, decimal in the currency's unit.
+        #[arg(required = true)]
+        total: Option<String>,
+        #[arg(required = true)]
+        currency: Option<String>,
+        /// Who shares it, by username, comma-separated (name yourself to take a share); default:
+        /// every member of the chat, you included.
+        #[arg(long, value_delimiter = ',')]
+        with: Vec<String>,
+        /// A note for the chat (end-to-end encrypted).
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Send a red envelope to a group: the total leaves your wallet now and members grab shares
+    /// (`anytime grab ID`), first come first served; what nobody grabs in 24 hours comes back.
+    /// Asks for the payment PIN (or set ANYTIME_PIN).
+    Envelope {
+        chat: String,
+        /// The whole amount, decimal in the currency's unit.
+        total: String,
+        currency: String,
+        /// How many people can grab a share.
+        #[arg(long)]
+        shares: u32,
+        /// Equal shares (default: each share a random amount).
+        #[arg(long)]
+        equal: bool,
+        /// A note for the chat (end-to-end encrypted).
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Grab your share of a red envelope (its message in the chat names its id).
+    Grab { envelope: String },
     /// Block a user.
     Block { username: String },
     /// Unblock a user.
@@ -220,6 +282,25 @@ pub enum WalletCommand {
     /// Ask the server whether a transfer (a payment message names one) is one of yours: who paid
     /// whom how much. A receiver checks a payment message's claim this way.
     Check { transfer: String },
+}
+
+/// `anytime request …`.
+#[derive(Subcommand)]
+pub enum RequestCommand {
+    /// Pay a money request made to you (a request or a split bill's share): asks for the payment
+    /// PIN (or set ANYTIME_PIN), then tells the request's chat with a payment message.
+    Pay { request: String },
+    /// Decline a money request made to you, or cancel one you made.
+    Decline { request: String },
+    /// Show a money request and its status.
+    Show { request: String },
+}
+
+/// `anytime split …`.
+#[derive(Subcommand)]
+pub enum SplitCommand {
+    /// The split's tracker: each share's request, who paid, and what came in of what was asked.
+    Show { split: String },
 }
 
 /// Link previews of `send` and `reply`.

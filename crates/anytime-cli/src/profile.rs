@@ -114,6 +114,31 @@ pub fn payment_line(from: &str, to: &str, amount: &str, currency: &str, note: &s
     format!("💸 {from} sent {amount} {currency} to {to}{}", note_suffix(note))
 }
 
+/// A money request as a line: `🙏 bob asked alice for 5.00 USD — tickets [request ID]`.
+pub fn request_line(from: &str, payer: &str, amount: &str, currency: &str, note: &str, id: &str) -> String {
+    format!("🙏 {from} asked {payer} for {amount} {currency}{} [request {id}]", note_suffix(note))
+}
+
+/// A split bill as a line: `🧾 alice split 30.00 USD — dinner [split ID]`.
+pub fn split_line(from: &str, total: &str, currency: &str, note: &str, id: &str) -> String {
+    format!("🧾 {from} split {total} {currency}{} [split {id}]", note_suffix(note))
+}
+
+/// A red envelope as a line: `🧧 alice: 10.00 USD in 5 shares — best wishes [envelope ID]`.
+pub fn envelope_line(from: &str, total: &str, currency: &str, shares: u32, note: &str, id: &str) -> String {
+    format!("🧧 {from}: {total} {currency} in {shares} shares{} [envelope {id}]", note_suffix(note))
+}
+
+/// The line of a money entry of the history (`kind` as `EntryKind::name`): who did what.
+pub fn money_line(kind: &str, from: &str, to: &str, p: &PaymentInfo, note: &str) -> String {
+    match kind {
+        "money_request" => request_line(from, to, &p.amount, &p.currency, note, &p.transfer),
+        "split_bill" => split_line(from, &p.amount, &p.currency, note, &p.transfer),
+        "red_envelope" => envelope_line(from, &p.amount, &p.currency, p.shares, note, &p.transfer),
+        _ => payment_line(from, to, &p.amount, &p.currency, note),
+    }
+}
+
 fn note_suffix(note: &str) -> String {
     if note.is_empty() {
         String::new()

@@ -29,7 +29,7 @@ use crate::WalletCommand;
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Tries of a request that is safe to repeat (it carries its idempotency key) when the network
 /// or a busy server failed it: the server moves the money once and answers the first result.
-const ATTEMPTS: u32 = 3;
+pub(super) const ATTEMPTS: u32 = 3;
 /// Wait before the first repeat; doubles after each.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 /// Entries of each chat's local history searched for messages that name a transfer.
@@ -43,7 +43,7 @@ const SANDBOX_CARDS: &str = "4242 4242 4242 4242 succeeds, 4000 0000 0000 0002 i
      4000 0000 0000 3220 asks for a second step (code 123456)";
 
 /// Why a wallet request failed.
-enum Failure {
+pub(super) enum Failure {
     /// No answer: the request may or may not have reached the server.
     Network(String),
     /// The server said no.
@@ -51,7 +51,7 @@ enum Failure {
 }
 
 impl Failure {
-    fn code(&self) -> Option<ErrorCode> {
+    pub(super) fn code(&self) -> Option<ErrorCode> {
         match self {
             Failure::Refused { code, .. } => *code,
             Failure::Network(_) => None,
@@ -78,7 +78,7 @@ impl Failure {
     }
 
     /// An error that says what failed, the stable code, and what to do about it.
-    fn explain(self, what: &str) -> anyhow::Error {
+    pub(super) fn explain(self, what: &str) -> anyhow::Error {
         match self {
             Failure::Network(error) => {
                 anyhow::anyhow!("{what} failed: no answer from the server ({error}); is it running? try again")
@@ -133,14 +133,14 @@ fn advice(code: ErrorCode) -> Option<String> {
 }
 
 /// The wallet API as this profile's account.
-struct Api {
+pub(super) struct Api {
     base: String,
     token: String,
     http: reqwest::Client,
 }
 
 impl Api {
-    fn of(s: &Session) -> anyhow::Result<Api> {
+    pub(super) fn of(s: &Session) -> anyhow::Result<Api> {
         let store = s.client.store();
         let base = store
             .get_text("server")?
@@ -150,12 +150,12 @@ impl Api {
         Ok(Api { base, token, http })
     }
 
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+    pub(super) fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token)
     }
 
     /// Sends; a refusal becomes `Failure::Refused` with the server's code.
-    async fn send(request: RequestBuilder) -> Result<reqwest::Response, Failure> {
+    pub(super) async fn send(request: RequestBuilder) -> Result<reqwest::Response, Failure> {
         let response = request.send().await.map_err(|e| Failure::Network(e.to_string()))?;
         let status = response.status();
         if status.is_success() {
@@ -168,7 +168,7 @@ impl Api {
         })
     }
 
-    async fn json<T: DeserializeOwned>(request: RequestBuilder) -> Result<T, Failure> {
+    pub(super) async fn json<T: DeserializeOwned>(request: RequestBuilder) -> Result<T, Failure> {
         let text = Api::send(request).await?.text().await.map_err(|e| Failure::Network(e.to_string()))?;
         serde_json::from_str(&text).map_err(|e| Failure::Refused {
             status: 200,
@@ -179,7 +179,7 @@ impl Api {
 
     /// `json`, repeated (same request, same idempotency key) while the network or a busy server
     /// fails it: the server applies it once, and a repeat gets the first answer.
-    async fn json_retried<T: DeserializeOwned>(request: RequestBuilder) -> Result<T, Failure> {
+    pub(super) async fn json_retried<T: DeserializeOwned>(request: RequestBuilder) -> Result<T, Failure> {
         let mut delay = RETRY_DELAY;
         let mut attempt = 1;
         loop {
@@ -197,7 +197,7 @@ impl Api {
         }
     }
 
-    async fn summary(&self) -> anyhow::Result<WalletSummary> {
+    pub(super) async fn summary(&self) -> anyhow::Result<WalletSummary> {
         Api::json(self.request(Method::GET, "/v1/wallet")).await.map_err(|f| f.explain("reading the wallet"))
     }
 
@@ -214,7 +214,7 @@ impl Api {
 }
 
 /// A fresh idempotency key: 128 random bits in hex, as a UUID carries.
-fn fresh_key() -> String {
+pub(super) fn fresh_key() -> String {
     hex(&anytime_client_tokio::msg_id().0)
 }
 
