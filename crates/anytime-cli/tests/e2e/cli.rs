@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::support::Harness;
 
 mod message_tools;
+mod money;
 mod wallet;
 
 pub(crate) struct Device {
