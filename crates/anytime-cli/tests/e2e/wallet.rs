@@ -529,3 +529,31 @@ async fn a_split_bill_tracks_who_paid_and_requests_are_paid_once() {
     assert_eq!(api.balance(&carol, "USD").await, "45.00");
     assert_eq!(api.balance(&bob, "USD").await, "45.00");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_limit_counts_payments_and_envelopes_also_after_a_restart() {
+    let mut h = Harness::start_with(&["--argon2-memory-kib", "1024", "--argon2-iterations", "1"]);
+    let (alice, bob) = (h.register("alice").await, h.register("bob").await);
+    let mut a = h.connect(&alice).await;
+    let group = create_group(&mut a, "limits", &[bob.user_id]).await;
+    let api = Api::new(h.base());
+    api.ok(&alice, "POST", "/v1/wallet/pin", Some(json!({"pin": "2468"}))).await;
+    for n in 0..6 {
+        api.ok(&alice, "POST", "/v1/wallet/top-up", Some(top_up(&format!("d{n}"), "10000", "4242424242424242"))).await;
+    }
+    for n in 0..4 {
+        api.ok(&alice, "POST", "/v1/wallet/pay", Some(pay(&format!("p{n}"), bob.user_id, "10000", "2468"))).await;
+    }
+    api.ok(&alice, "POST", "/v1/wallet/envelopes", Some(envelope("env", group, "5000", 5, "equal"))).await;
+    // The count survives a restart: the new process reads today's transfers back.
+    h.server.kill().expect("SIGKILL");
+    h.server.restart().expect("restart");
+    let api = Api::new(h.base());
+    api.ok(&alice, "POST", "/v1/wallet/pay", Some(pay("p4", bob.user_id, "5000", "2468"))).await;
+    assert_eq!(
+        api.refused(&alice, "POST", "/v1/wallet/pay", Some(pay("p5", bob.user_id, "0.01", "2468"))).await,
+        "limit_exceeded",
+        "50,000 sent today: payments and the envelope"
+    );
+    assert_eq!(api.balance(&alice, "USD").await, "10000.00");
+}

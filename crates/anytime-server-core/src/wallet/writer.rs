@@ -129,7 +129,8 @@ async fn post(
     Err(ErrorCode::LedgerConflict)
 }
 
-/// What `account` sent today (payments out, posted or held), from the store the first time.
+/// What `account` sent today (payments, envelopes and paid requests out, posted or held), from
+/// the store the first time.
 async fn spent_today(
     store: &dyn LedgerStore,
     spent: &mut HashMap<(AccountId, u64), u128>,
@@ -150,7 +151,12 @@ async fn spent_today(
             if t.timestamp_ms < day {
                 break 'pages;
             }
-            let payment = t.code == anytime_wallet::purpose::PAYMENT;
+            // Everything a user sends counts: payments, envelopes, paid requests (the same jobs
+            // that carry a `Spend`).
+            let payment = matches!(
+                t.code,
+                anytime_wallet::purpose::PAYMENT | anytime_wallet::purpose::ENVELOPE | anytime_wallet::purpose::REQUEST
+            );
             let out = t.debit == account;
             let spends =
                 matches!(t.kind, anytime_ledger::TransferKind::Posted | anytime_ledger::TransferKind::Pending { .. });
