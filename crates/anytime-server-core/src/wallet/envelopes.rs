@@ -202,7 +202,11 @@ impl ServerCore {
         for id in &due {
             let Some(e) = wallet.store.envelope(*id).await.map_err(store_failed)? else { continue };
             for claim in wallet.store.claims(*id).await.map_err(store_failed)? {
-                self.pay_share(&e, claim.index, claim.user, claim.amount).await?;
+                // One share that cannot be paid (an envelope whose funding never happened) must
+                // not keep every other envelope from being swept.
+                if let Err(code) = self.pay_share(&e, claim.index, claim.user, claim.amount).await {
+                    tracing::warn!(%code, envelope = %format!("{:032x}", e.id), "a grabbed share could not be paid");
+                }
             }
             let escrow = envelope::escrow(e.id, e.currency);
             let left = wallet.ledger.load(&[escrow], &[]).await.map_err(store_failed)?;
