@@ -510,27 +510,14 @@ impl Session {
     }
 
     /// Tells the senders their messages reached this device (✓✓ on their side), as the web
-    /// client does: one silent receipt per conversation for new texts, replies, forwards and
-    /// payments.
+    /// client does: one silent receipt per conversation for new messages (`Content::is_message`).
     async fn confirm_delivery(&mut self, events: &[Event]) -> anyhow::Result<()> {
         let mut delivered: BTreeMap<ConvId, Vec<MsgId>> = BTreeMap::new();
         for event in events {
-            if let Event::Message {
-                conv,
-                msg_id,
-                own: false,
-                content:
-                    Content::Text(_)
-                    | Content::Reply(_)
-                    | Content::Forward(_)
-                    | Content::Payment(_)
-                    | Content::MoneyRequest(_)
-                    | Content::SplitBill(_)
-                    | Content::RedEnvelope(_),
-                ..
-            } = event
-            {
-                delivered.entry(*conv).or_default().push(*msg_id);
+            if let Event::Message { conv, msg_id, own: false, content, .. } = event {
+                if content.is_message() {
+                    delivered.entry(*conv).or_default().push(*msg_id);
+                }
             }
         }
         for (conv, messages) in delivered {

@@ -160,6 +160,23 @@ pub fn mentioned<'a>(body: &str, members: impl IntoIterator<Item = (UserId, &'a 
     found
 }
 
+impl Content {
+    /// Something a person wrote or sent (not a receipt, edit, reaction or preview): the kinds a
+    /// receiving device acknowledges with a delivery receipt and notifies about.
+    pub fn is_message(&self) -> bool {
+        matches!(
+            self,
+            Content::Text(_)
+                | Content::Reply(_)
+                | Content::Forward(_)
+                | Content::Payment(_)
+                | Content::MoneyRequest(_)
+                | Content::SplitBill(_)
+                | Content::RedEnvelope(_)
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ContentError {
     #[error("the message is not an Anytime content envelope")]

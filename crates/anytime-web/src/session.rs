@@ -618,18 +618,7 @@ impl Session {
                     // Whoever sent something has stopped typing it.
                     self.shared.view.borrow_mut().typing.remove(&(*conv, sender.user));
                 }
-                if !own
-                    && matches!(
-                        content,
-                        Content::Text(_)
-                            | Content::Reply(_)
-                            | Content::Forward(_)
-                            | Content::Payment(_)
-                            | Content::MoneyRequest(_)
-                            | Content::SplitBill(_)
-                            | Content::RedEnvelope(_)
-                    )
-                {
+                if !own && content.is_message() {
                     delivered.entry(*conv).or_default().push(*msg_id);
                     self.shared.notify("message", Some(*conv));
                 }
