@@ -380,17 +380,9 @@ fn funding() -> AccountId {
     AccountId::of(AccountKind::Funding, Currency::USD, 0)
 }
 
+/// A posted USD transfer (the conformance cases' helper).
 fn transfer(id: u128, debit: AccountId, credit: AccountId, amount: u128) -> Command {
-    Command::Transfer {
-        id: TransferId(id),
-        debit,
-        credit,
-        amount,
-        currency: Currency::USD,
-        code: 1,
-        reference: 0,
-        hold: None,
-    }
+    anytime_ledger::conformance::transfer(id, debit, credit, amount, None)
 }
 
 /// Opens the funding account and the wallets and funds each wallet, in batches of the
