@@ -2,39 +2,11 @@
 //! three, a split bill of 30 USD (one share paid with the PIN, one declined) seen in `sync` and
 //! `history` with its id and tracked with `split show`, and a red envelope of two shares grabbed.
 
-use std::process::{Command, Output};
-
 use serde_json::Value;
 
+use super::wallet::{fails, ok};
 use super::{human, Device};
 use crate::support::Harness;
-
-fn run_with(device: &Device, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_anytime"))
-        .arg("--profile")
-        .arg(&device.profile)
-        .arg("--json")
-        .args(args)
-        .env("ANYTIME_LOG", "warn")
-        .env_remove("ANYTIME_PIN")
-        .env_remove("ANYTIME_CURRENT_PIN")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run anytime")
-}
-
-/// The JSON lines of a command that must succeed.
-fn ok(device: &Device, args: &[&str], env: &[(&str, &str)]) -> Vec<Value> {
-    let output = run_with(device, args, env);
-    assert!(output.status.success(), "anytime {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
-}
-
-fn fails(device: &Device, args: &[&str], env: &[(&str, &str)]) -> String {
-    let output = run_with(device, args, env);
-    assert!(!output.status.success(), "anytime {args:?} succeeded: {}", String::from_utf8_lossy(&output.stdout));
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 fn usd(device: &Device) -> String {
     let summary = ok(device, &["wallet"], &[]);

@@ -47,7 +47,7 @@ fn run_with(device: &Device, args: &[&str], env: &[(&str, &str)], stdin: Option<
 }
 
 /// The JSON lines of a command that must succeed.
-fn ok(device: &Device, args: &[&str], env: &[(&str, &str)]) -> Vec<Value> {
+pub(super) fn ok(device: &Device, args: &[&str], env: &[(&str, &str)]) -> Vec<Value> {
     lines(run_with(device, args, env, None, None), args)
 }
 
@@ -57,7 +57,7 @@ fn lines(output: Output, args: &[&str]) -> Vec<Value> {
 }
 
 /// The error text of a command that must fail (non-zero exit).
-fn fails(device: &Device, args: &[&str], env: &[(&str, &str)]) -> String {
+pub(super) fn fails(device: &Device, args: &[&str], env: &[(&str, &str)]) -> String {
     let output = run_with(device, args, env, None, None);
     assert!(!output.status.success(), "anytime {args:?} succeeded: {}", String::from_utf8_lossy(&output.stdout));
     assert_ne!(output.status.code(), Some(0));
