@@ -34,7 +34,7 @@ fn web_client_end_to_end_in_headless_chromium() {
     }
     let output = Command::new("node")
         .args(["--test", "--test-concurrency=1", "--test-reporter=spec"])
-        .arg("chat.test.mjs")
+        .args(["chat.test.mjs", "history.test.mjs"])
         .current_dir(&suite)
         .env("ANYTIME_BIN", env!("CARGO_BIN_EXE_anytime"))
         .env("ANYTIME_WEB_DIR", &web)

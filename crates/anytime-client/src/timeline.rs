@@ -155,7 +155,7 @@ pub enum Applied {
 /// a store that keeps history its own way (the terminal client's SQLite profile) applies exactly
 /// the same rules. Which events make entries, their text, expiry and ids are decided here; a store
 /// only has to carry an effect out as its variant documents.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Effect {
     /// A new entry. If one with this id exists, nothing changes except a missing seq (0) taking
     /// this one's: own messages come back from the server with their number.
@@ -545,10 +545,21 @@ pub fn starred<'a>(timelines: impl IntoIterator<Item = &'a Timeline>) -> Vec<(Co
 /// only people who are not its contacts have written in it. Until it is accepted the shells send
 /// no read receipts and no typing, so the sender cannot tell whether it was seen.
 pub fn is_request(me: UserId, accepted: bool, entries: &[Entry], is_contact: impl Fn(UserId) -> bool) -> bool {
+    is_request_by(me, accepted, entries.iter().filter(|e| e.kind.is_message()).map(|e| e.sender), is_contact)
+}
+
+/// [`is_request`] given who wrote messages in the chat (each writer once or more), for a store
+/// that keeps that summary instead of the whole history in memory (the web client).
+pub fn is_request_by(
+    me: UserId,
+    accepted: bool,
+    writers: impl IntoIterator<Item = UserId>,
+    is_contact: impl Fn(UserId) -> bool,
+) -> bool {
     if accepted {
         return false;
     }
-    let mut writers = entries.iter().filter(|e| e.kind.is_message()).map(|e| e.sender).peekable();
+    let mut writers = writers.into_iter().peekable();
     writers.peek().is_some() && writers.all(|user| user != me && !is_contact(user))
 }
 

@@ -2,45 +2,59 @@
 // The browser API is callback-based; these wrappers turn it into promises. Every write is one
 // transaction with "strict" durability, so a resolved put is on disk.
 
-const STORE = "kv";
+// Object stores: "kv" (account, MLS state, histories in chunks), "search" (the search index's
+// postings, keys only) and "docs" (what a search hit shows). Version 2 added the last two.
+const STORES = ["kv", "search", "docs"];
 
 export function idbOpen(name) {
   return new Promise((resolve, reject) => {
-    const request = indexedDB.open(name, 1);
-    request.onupgradeneeded = () => request.result.createObjectStore(STORE);
+    const request = indexedDB.open(name, 2);
+    request.onupgradeneeded = () => {
+      for (const store of STORES) {
+        if (!request.result.objectStoreNames.contains(store)) request.result.createObjectStore(store);
+      }
+    };
     request.onsuccess = () => resolve(request.result);
     request.onerror = () => reject(request.error);
   });
 }
 
-// Resolves to [keys, values].
-export function idbLoadAll(db) {
+function done(request) {
   return new Promise((resolve, reject) => {
-    const keys = [];
-    const values = [];
-    const tx = db.transaction(STORE, "readonly");
-    const cursor = tx.objectStore(STORE).openCursor();
-    cursor.onsuccess = () => {
-      const c = cursor.result;
-      if (c) {
-        keys.push(c.key);
-        values.push(c.value);
-        c.continue();
-      } else {
-        resolve([keys, values]);
-      }
-    };
-    cursor.onerror = () => reject(cursor.error);
+    request.onsuccess = () => resolve(request.result);
+    request.onerror = () => reject(request.error);
   });
 }
 
-// Puts keys[i] = values[i] and deletes every key of `deletes`, in one transaction.
-export function idbPut(db, keys, values, deletes) {
+// Every key of a store (keys only: cheap even for long histories).
+export function idbKeys(db, store) {
+  return done(db.transaction(store, "readonly").objectStore(store).getAllKeys());
+}
+
+// Keys in [lower, upper], in order, at most `limit`.
+export function idbKeysInRange(db, store, lower, upper, limit) {
+  const range = IDBKeyRange.bound(lower, upper);
+  return done(db.transaction(store, "readonly").objectStore(store).getAllKeys(range, limit));
+}
+
+// The values of `keys` (undefined where absent), read in one transaction.
+export function idbGetMany(db, store, keys) {
+  const objects = db.transaction(store, "readonly").objectStore(store);
+  return Promise.all(keys.map((key) => done(objects.get(key))));
+}
+
+// Runs `ops` in order in one transaction: [store, "put", key, value], [store, "delete", key] or
+// [store, "range", lower, upper] (deletes the keys in between). "strict" durability: a resolved
+// write is on disk.
+export function idbWrite(db, ops) {
   return new Promise((resolve, reject) => {
-    const tx = db.transaction(STORE, "readwrite", { durability: "strict" });
-    const store = tx.objectStore(STORE);
-    for (let i = 0; i < keys.length; i++) store.put(values[i], keys[i]);
-    for (const key of deletes) store.delete(key);
+    const tx = db.transaction(STORES, "readwrite", { durability: "strict" });
+    for (const [store, kind, a, b] of ops) {
+      const objects = tx.objectStore(store);
+      if (kind === "put") objects.put(b, a);
+      else if (kind === "delete") objects.delete(a);
+      else if (kind === "range") objects.delete(IDBKeyRange.bound(a, b));
+    }
     tx.oncomplete = () => resolve();
     tx.onerror = () => reject(tx.error);
     tx.onabort = () => reject(tx.error);

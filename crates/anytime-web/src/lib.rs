@@ -14,9 +14,11 @@ macro_rules! console_log {
 pub(crate) use console_log;
 
 mod persist;
+mod search_index;
 mod session;
 mod stored;
 mod view;
+mod window;
 mod ws;
 
 use std::cell::RefCell;
@@ -33,6 +35,8 @@ use crate::persist::{Account, Persist};
 
 /// UI actions waiting for the session (a user clicks far slower than this drains).
 const COMMAND_QUEUE_LEN_MAX: usize = 256;
+/// Pause between two steps of indexing old history in the background.
+const INDEX_PAUSE_MS: u64 = 20;
 /// Search results shown at most (newest first); a longer query narrows them.
 const SEARCH_RESULTS_MAX: usize = 100;
 use crate::session::{Cmd, Job};
@@ -105,7 +109,23 @@ pub async fn open_app(on_waiting: js_sys::Function) -> Result<App, JsValue> {
         commands: RefCell::default(),
         on_change: RefCell::default(),
     };
+    wasm_bindgen_futures::spawn_local(index_backlog(shared.persist.clone()));
     Ok(App { shared: Rc::new(shared) })
+}
+
+/// Indexes histories stored before the search index existed, a few chunks at a time with a
+/// pause between, so the page stays responsive while it runs.
+async fn index_backlog(persist: Rc<Persist>) {
+    loop {
+        match persist.index_step().await {
+            Ok(true) => sleep(INDEX_PAUSE_MS).await,
+            Ok(false) => return,
+            Err(e) => {
+                console_log!("search index: {e}");
+                return;
+            }
+        }
+    }
 }
 
 #[wasm_bindgen]
@@ -178,14 +198,56 @@ impl App {
         }
     }
 
-    /// Messages on this device containing `query`, newest first, as JSON.
-    pub fn search(&self, query: String) -> String {
-        view::search_json(&self.shared, &query, SEARCH_RESULTS_MAX).to_string()
+    /// Messages on this device with every word of `query` (as word beginnings), newest first:
+    /// a Promise of JSON, from the search index in IndexedDB.
+    pub fn search(&self, query: String) -> Promise {
+        let shared = self.shared.clone();
+        future_to_promise(async move {
+            let hits = shared.persist.search(&query, SEARCH_RESULTS_MAX).await.map_err(js_err)?;
+            Ok(JsValue::from_str(&view::search_json(&shared, &hits).to_string()))
+        })
     }
 
-    /// Starred messages of every chat, oldest first, as JSON.
-    pub fn starred(&self) -> String {
-        view::starred_json(&self.shared).to_string()
+    /// About how many messages are still being added to the search index (old history).
+    pub fn unindexed(&self) -> u32 {
+        self.shared.persist.unindexed() as u32
+    }
+
+    /// Starred messages of every chat, oldest first: a Promise of JSON (older parts of
+    /// histories holding starred messages are loaded first).
+    pub fn starred(&self) -> Promise {
+        let shared = self.shared.clone();
+        future_to_promise(async move {
+            shared.persist.load_starred().await.map_err(js_err)?;
+            Ok(JsValue::from_str(&view::starred_json(&shared).to_string()))
+        })
+    }
+
+    /// Loads older messages of `conv` until at least `count` entries are in memory (or all of
+    /// them): for "Load earlier messages". Resolves when `chat(conv, count)` can show them.
+    #[wasm_bindgen(js_name = loadEarlier)]
+    pub fn load_earlier(&self, conv: String, count: u32) -> Promise {
+        let shared = self.shared.clone();
+        future_to_promise(async move {
+            let conv = conv.parse().map_err(|_| js_err("not a chat id"))?;
+            let count = count as usize;
+            shared.persist.load_older_until(conv, |t| t.entries.len() >= count).await.map_err(js_err)?;
+            shared.persist.flush().await.map_err(js_err)?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Loads `conv` back to message `msg` (a search hit or a starred message in an older part
+    /// of the history), so `chat(conv, limit, msg)` shows it.
+    pub fn reveal(&self, conv: String, msg: String) -> Promise {
+        let shared = self.shared.clone();
+        future_to_promise(async move {
+            let conv = conv.parse().map_err(|_| js_err("not a chat id"))?;
+            let msg = view::parse_msg_id(&msg).ok_or_else(|| js_err("not a message id"))?;
+            shared.persist.reveal(conv, msg).await.map_err(js_err)?;
+            shared.persist.flush().await.map_err(js_err)?;
+            Ok(JsValue::UNDEFINED)
+        })
     }
 
     /// The username of `user` (hex id) if this device knows it.

@@ -630,7 +630,8 @@ impl Session {
             let receipt = Content::Receipt(content::Receipt { kind: ReceiptKind::Delivered, messages });
             self.send_content(conv, receipt).await?;
         }
-        self.shared.persist.flush().await.map_err(|e| ClientError::Store(StoreError(e)))?;
+        // Also loads whole any history that collected too many effects on older messages.
+        self.shared.persist.settle().await.map_err(|e| ClientError::Store(StoreError(e)))?;
         for conv in touched {
             self.shared.notify("timeline", Some(conv));
         }
@@ -716,11 +717,7 @@ impl Session {
                     let view = self.shared.view.borrow();
                     let data = self.shared.persist.data.borrow();
                     let group = view.chats.get(&conv).is_some_and(|c| c.kind == frame::ConvKind::Group);
-                    let writers: BTreeSet<UserId> = data
-                        .timelines
-                        .get(&conv)
-                        .map(|t| t.entries.iter().filter(|e| e.kind.is_message() && e.sender != me).map(|e| e.sender).collect())
-                        .unwrap_or_default();
+                    let writers: BTreeSet<UserId> = data.writers(conv).filter(|u| *u != me).collect();
                     (group, writers)
                 };
                 if block {
@@ -733,11 +730,10 @@ impl Session {
                 } else {
                     // A direct chat cannot be left: its history goes, and it stays hidden until
                     // someone writes in it again.
+                    self.shared.persist.forget_history(conv);
                     let mut data = self.shared.persist.data.borrow_mut();
-                    data.timelines.insert(conv, anytime_client::timeline::Timeline::new(conv));
                     data.chat_state.declined.insert(conv);
                     data.chat_state.accepted.remove(&conv);
-                    self.shared.persist.touch_conv(conv);
                     self.shared.persist.touch_meta();
                 }
                 self.shared.notify("chats", None);
@@ -838,13 +834,12 @@ impl Session {
             return Ok(json!({}));
         }
         let me = self.client.me().user;
-        let (ids, end) = {
+        let ids = {
             let mut data = self.shared.persist.data.borrow_mut();
-            let timeline = data.timelines.get_mut(&conv);
-            timeline.map(|t| (t.mark_read(me), t.entries.len())).unwrap_or_default()
+            data.timelines.get_mut(&conv).map(|t| t.mark_read(me)).unwrap_or_default()
         };
         // The unread count (the head) and the entries now read by me.
-        self.shared.persist.touch_conv_from(conv, end);
+        self.shared.persist.touch_head(conv);
         self.shared.persist.touch_entries(conv, &ids);
         if !ids.is_empty() {
             let receipt = Content::Receipt(content::Receipt { kind: ReceiptKind::Read, messages: ids });

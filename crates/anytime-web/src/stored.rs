@@ -7,7 +7,9 @@
 //!
 //! Pure functions (no browser): the layout is tested natively.
 
-use anytime_client::timeline::{Entry, EntryKind, Timeline};
+use std::collections::BTreeSet;
+
+use anytime_client::timeline::{Effect, Entry, EntryKind, Timeline};
 use anytime_proto::frame::Seq;
 use anytime_proto::{ConvId, DeviceId, MsgId, UserId};
 use serde::{Deserialize, Serialize};
@@ -15,14 +17,77 @@ use serde::{Deserialize, Serialize};
 /// Entries per chunk: a chunk of ordinary messages is a few tens of kilobytes.
 pub const CHUNK_ENTRIES: usize = 256;
 
-/// The first byte of every value written in this layout.
+/// The first byte of every chunk (and of format 1 heads).
 const FORMAT: u8 = 1;
+/// The first byte of heads with a summary and pending effects.
+const HEAD_FORMAT: u8 = 2;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A history's head as read: format 1 heads (before lazy loading) have no summary, so their
+/// history is loaded whole once, summarised and indexed for search.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
     pub timer_seconds: u32,
     pub unread: u32,
     pub chunks: u32,
+    pub summary: Option<Summary>,
+    /// Effects on entries of chunks not in memory, applied when those chunks are loaded.
+    pub pending: Vec<Effect>,
+}
+
+/// What the chat list needs to know of a whole history without loading it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Everyone who wrote a message in it (for message requests and contacts).
+    pub writers: BTreeSet<UserId>,
+    /// Its starred messages.
+    pub starred: BTreeSet<MsgId>,
+    /// The first chunk holding a message with a disappearing timer: loaded at open, so expired
+    /// messages leave the disk even when nobody scrolls back to them.
+    pub expiring_chunk: Option<u32>,
+    /// Chunks `0..unindexed` are not in the search index yet (a history stored before the
+    /// index existed): indexed in the background, newest first (see `Persist::index_step`).
+    pub unindexed: u32,
+}
+
+impl Summary {
+    /// The summary of a whole history.
+    pub fn of(timeline: &Timeline) -> Summary {
+        let mut summary = Summary::default();
+        for (index, entry) in timeline.entries.iter().enumerate() {
+            summary.note(entry);
+            if entry.expires_at_ms.is_some() && summary.expiring_chunk.is_none() {
+                summary.expiring_chunk = Some((index / CHUNK_ENTRIES) as u32);
+            }
+        }
+        summary
+    }
+
+    /// Takes in one entry (as inserted or as loaded).
+    pub fn note(&mut self, entry: &Entry) {
+        if entry.kind.is_message() {
+            self.writers.insert(entry.sender);
+        }
+        if entry.starred {
+            self.starred.insert(entry.msg_id);
+        }
+    }
+}
+
+/// Format 1 heads, field for field.
+#[derive(Deserialize)]
+struct HeadV1 {
+    timer_seconds: u32,
+    unread: u32,
+    chunks: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HeadV2 {
+    timer_seconds: u32,
+    unread: u32,
+    chunks: u32,
+    summary: Summary,
+    pending: Vec<Effect>,
 }
 
 pub fn head_key(conv: ConvId) -> String {
@@ -61,16 +126,32 @@ pub fn encode_chunk(timeline: &Timeline, chunk: u32) -> Vec<u8> {
     versioned(&timeline.entries[start..end])
 }
 
-pub fn encode_head(timeline: &Timeline) -> Vec<u8> {
-    versioned(&Head {
-        timer_seconds: timeline.timer_seconds,
-        unread: timeline.unread,
-        chunks: chunks_of(timeline.entries.len()),
-    })
+/// The value stored under `chunk_key(conv, chunk)` when the chunks before `base` are not in
+/// memory: `timeline` holds the entries from chunk `base` on.
+pub fn encode_chunk_from(timeline: &Timeline, base: u32, chunk: u32) -> Vec<u8> {
+    encode_chunk(timeline, chunk - base)
+}
+
+/// The head of a history whose entries from chunk `base` on are `timeline`'s.
+pub fn encode_head(timeline: &Timeline, base: u32, summary: &Summary, pending: &[Effect]) -> Vec<u8> {
+    versioned_as(
+        HEAD_FORMAT,
+        &HeadV2 {
+            timer_seconds: timeline.timer_seconds,
+            unread: timeline.unread,
+            chunks: base + chunks_of(timeline.entries.len()),
+            summary: summary.clone(),
+            pending: pending.to_vec(),
+        },
+    )
 }
 
 fn versioned<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    let mut bytes = vec![FORMAT];
+    versioned_as(FORMAT, value)
+}
+
+fn versioned_as<T: Serialize + ?Sized>(format: u8, value: &T) -> Vec<u8> {
+    let mut bytes = vec![format];
     // Serialising plain data into a Vec cannot fail.
     bytes.extend(postcard::to_allocvec(value).unwrap_or_default());
     bytes
@@ -93,7 +174,31 @@ fn unversioned<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoredError
 }
 
 pub fn decode_head(bytes: &[u8]) -> Result<Head, StoredError> {
-    unversioned(bytes)
+    let corrupt = |e: postcard::Error| StoredError::Corrupt(e.to_string());
+    match bytes.split_first() {
+        Some((&FORMAT, rest)) => {
+            let v1: HeadV1 = postcard::from_bytes(rest).map_err(corrupt)?;
+            Ok(Head {
+                timer_seconds: v1.timer_seconds,
+                unread: v1.unread,
+                chunks: v1.chunks,
+                summary: None,
+                pending: Vec::new(),
+            })
+        }
+        Some((&HEAD_FORMAT, rest)) => {
+            let v2: HeadV2 = postcard::from_bytes(rest).map_err(corrupt)?;
+            Ok(Head {
+                timer_seconds: v2.timer_seconds,
+                unread: v2.unread,
+                chunks: v2.chunks,
+                summary: Some(v2.summary),
+                pending: v2.pending,
+            })
+        }
+        Some((&newer, _)) => Err(StoredError::Newer(newer)),
+        None => Err(StoredError::Corrupt("empty".into())),
+    }
 }
 
 pub fn decode_chunk(bytes: &[u8]) -> Result<Vec<Entry>, StoredError> {
@@ -108,19 +213,37 @@ pub struct Loading {
 }
 
 impl Loading {
-    /// The timeline, or `None` when a chunk the head counts is missing (a write that never
-    /// completed cannot cause this: head and chunks go in one transaction).
-    pub fn finish(self, conv: ConvId) -> Option<Timeline> {
+    /// The timeline of chunks `base..` (all of them for 0), or `None` when a chunk the head
+    /// counts is missing (a write that never completed cannot cause this: head and chunks go
+    /// in one transaction).
+    pub fn finish(self, conv: ConvId, base: u32) -> Option<Timeline> {
         let head = self.head?;
         let mut timeline = Timeline::new(conv);
         timeline.timer_seconds = head.timer_seconds;
         timeline.unread = head.unread;
         let mut chunks = self.chunks;
-        for n in 0..head.chunks {
+        for n in base..head.chunks {
             timeline.entries.extend(chunks.remove(&n)?);
         }
         Some(timeline)
     }
+}
+
+/// Entries kept in memory at least, when the history has that many: a first page and then some.
+pub const LOADED_ENTRIES_MIN: usize = CHUNK_ENTRIES;
+
+/// The first chunk to load when the app opens: enough of the end for [`LOADED_ENTRIES_MIN`]
+/// entries, and every chunk from the first one holding a disappearing message (so expired
+/// messages are removed from the disk). The unread messages may need more (see `persist`).
+pub fn first_chunk_at_open(head: &Head) -> u32 {
+    let Some(summary) = &head.summary else { return 0 };
+    // All chunks but the last are full.
+    let tail = (LOADED_ENTRIES_MIN.div_ceil(CHUNK_ENTRIES) as u32 + 1).min(head.chunks);
+    let mut first = head.chunks - tail;
+    if let Some(expiring) = summary.expiring_chunk {
+        first = first.min(expiring);
+    }
+    first
 }
 
 /// An entry as stored before mentions, forwarding, link previews and stars existed. Frozen:
@@ -224,15 +347,19 @@ mod tests {
         timeline.timer_seconds = 60;
         timeline.unread = 4;
         let mut loading = Loading::default();
-        let head = encode_head(&timeline);
+        let summary = Summary::of(&timeline);
+        let pending = vec![Effect::Hide { to: MsgId([9; 16]) }];
+        let head = encode_head(&timeline, 0, &summary, &pending);
         assert!(matches!(parse_key(&head_key(conv)), Some(Key::Head(c)) if c == conv));
         loading.head = Some(decode_head(&head).expect("head"));
         assert_eq!(loading.head.as_ref().map(|h| h.chunks), Some(3));
+        assert_eq!(loading.head.as_ref().and_then(|h| h.summary.clone()), Some(summary));
+        assert_eq!(loading.head.as_ref().map(|h| h.pending.clone()), Some(pending));
         for n in 0..3 {
             assert!(matches!(parse_key(&chunk_key(conv, n)), Some(Key::Chunk(c, m)) if c == conv && m == n));
             loading.chunks.insert(n, decode_chunk(&encode_chunk(&timeline, n)).expect("chunk"));
         }
-        assert_eq!(loading.finish(conv).as_ref(), Some(&timeline));
+        assert_eq!(loading.finish(conv, 0).as_ref(), Some(&timeline));
     }
 
     #[test]
@@ -240,14 +367,80 @@ mod tests {
         let conv = ConvId(9);
         let mut timeline = Timeline::new(conv);
         timeline.entries = (0..(CHUNK_ENTRIES as u32 + 1)).map(entry).collect();
-        let mut loading =
-            Loading { head: Some(decode_head(&encode_head(&timeline)).expect("head")), ..Loading::default() };
+        let mut loading = Loading {
+            head: Some(decode_head(&encode_head(&timeline, 0, &Summary::default(), &[])).expect("head")),
+            ..Loading::default()
+        };
         loading.chunks.insert(0, decode_chunk(&encode_chunk(&timeline, 0)).expect("chunk"));
-        assert!(loading.finish(conv).is_none(), "chunk 1 is missing");
-        let mut newer = encode_head(&timeline);
-        newer[0] = FORMAT + 1;
-        assert_eq!(decode_head(&newer), Err(StoredError::Newer(FORMAT + 1)));
+        assert!(loading.finish(conv, 0).is_none(), "chunk 1 is missing");
+        let mut newer = encode_head(&timeline, 0, &Summary::default(), &[]);
+        newer[0] = HEAD_FORMAT + 1;
+        assert_eq!(decode_head(&newer), Err(StoredError::Newer(HEAD_FORMAT + 1)));
         assert!(matches!(decode_chunk(&[FORMAT, 0xff, 0xff]), Err(StoredError::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_window_is_the_chunks_from_its_base_and_opening_loads_the_newest_and_the_expiring() {
+        let conv = ConvId(9);
+        let mut timeline = Timeline::new(conv);
+        timeline.entries = (0..(5 * CHUNK_ENTRIES as u32 + 7)).map(entry).collect();
+        let tail = Timeline { entries: timeline.entries[3 * CHUNK_ENTRIES..].to_vec(), ..timeline.clone() };
+        let head = decode_head(&encode_head(&tail, 3, &Summary::default(), &[])).expect("head");
+        assert_eq!(head.chunks, 6, "three chunks on disk only, three in memory");
+        assert_eq!(encode_chunk_from(&tail, 3, 4), encode_chunk(&timeline, 4));
+        assert_eq!(first_chunk_at_open(&head), 4, "the last (partial) chunk and a full one");
+        let mut loading = Loading { head: Some(head.clone()), ..Loading::default() };
+        for n in 4..6 {
+            loading.chunks.insert(n, decode_chunk(&encode_chunk(&timeline, n)).expect("chunk"));
+        }
+        let window = loading.finish(conv, 4).expect("window");
+        assert_eq!(window.entries, timeline.entries[4 * CHUNK_ENTRIES..]);
+        let expiring =
+            Head { summary: Some(Summary { expiring_chunk: Some(1), ..Summary::default() }), ..head.clone() };
+        assert_eq!(first_chunk_at_open(&expiring), 1);
+        let old = Head { summary: None, ..head };
+        assert_eq!(first_chunk_at_open(&old), 0, "a head from before summaries: all of it, once");
+    }
+
+    #[test]
+    fn a_format_1_head_reads_without_a_summary() {
+        let old = [FORMAT, 30, 2, 5];
+        let head = decode_head(&old).expect("v1 head");
+        assert_eq!((head.timer_seconds, head.unread, head.chunks, head.summary), (30, 2, 5, None));
+    }
+
+    /// The browser suite's long-history fixture (tests/browser/history.test.mjs, `chunkBytes`)
+    /// writes chunks byte for byte in this layout: if this test has to change, change it too.
+    #[test]
+    fn the_chunk_layout_the_browser_fixture_writes() {
+        let e = Entry {
+            msg_id: MsgId([0xab; 16]),
+            seq: 300,
+            sender: UserId(0x1234_5678_9abc_def0),
+            sender_device: DeviceId(7),
+            sent_at_ms: 1_000,
+            kind: EntryKind::Text,
+            body: "hé".into(),
+            reply_to: None,
+            edited: false,
+            deleted: false,
+            own: true,
+            reactions: Vec::new(),
+            delivered_to: Vec::new(),
+            read_by: Vec::new(),
+            expires_at_ms: None,
+            mentions: Vec::new(),
+            forwarded: false,
+            preview: None,
+            starred: false,
+            payment: None,
+        };
+        let timeline = Timeline { entries: vec![e], ..Timeline::new(ConvId(1)) };
+        let hex: String = encode_chunk(&timeline, 0).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            format!("0101{}ac02f0bdf3d589cf959a12{}", "ab".repeat(16), "07e807000368c3a900000001000000000000000000")
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use anytime_client::Content;
 
-use crate::persist::{Account, Data};
+use crate::persist::{Account, Data, Hit};
 use crate::{now_ms, Shared};
 
 #[derive(Default)]
@@ -95,20 +95,14 @@ fn contacts(view: &View, data: &Data, me: UserId) -> BTreeSet<UserId> {
     view.chats
         .values()
         .filter(|info| info.kind == ConvKind::Direct)
-        .filter(|info| {
-            data.chat_state.accepted.contains(&info.conv)
-                || data
-                    .timelines
-                    .get(&info.conv)
-                    .is_some_and(|t| t.entries.iter().any(|e| e.sender == me && e.kind.is_message()))
-        })
+        .filter(|info| data.chat_state.accepted.contains(&info.conv) || data.writers(info.conv).any(|u| u == me))
         .filter_map(|info| peer(info, me))
         .collect()
 }
 
 fn request_given(data: &Data, contacts: &BTreeSet<UserId>, conv: ConvId, me: UserId) -> bool {
-    let entries = data.timelines.get(&conv).map(|t| t.entries.as_slice()).unwrap_or_default();
-    timeline::is_request(me, data.chat_state.accepted.contains(&conv), entries, |u| contacts.contains(&u))
+    let accepted = data.chat_state.accepted.contains(&conv);
+    timeline::is_request_by(me, accepted, data.writers(conv), |u| contacts.contains(&u))
 }
 
 /// Whether `conv` is a message request (see `anytime_client::timeline::is_request`).
@@ -119,8 +113,7 @@ pub fn is_request(view: &View, data: &Data, conv: ConvId) -> bool {
 
 /// A request deleted here stays hidden until someone writes in it again.
 fn hidden(data: &Data, conv: ConvId) -> bool {
-    data.chat_state.declined.contains(&conv)
-        && !data.timelines.get(&conv).is_some_and(|t| t.entries.iter().any(|e| e.kind.is_message()))
+    data.chat_state.declined.contains(&conv) && data.writers(conv).next().is_none()
 }
 
 pub fn chats_json(shared: &Shared) -> Value {
@@ -185,14 +178,22 @@ fn reply_json(view: &View, timeline: Option<&Timeline>, to: MsgId) -> Value {
     }
 }
 
-fn entry_json(view: &View, timeline: &Timeline, me: UserId, e: &Entry) -> Value {
+/// The quote of a reply whose original is in an older part of the history than is loaded.
+fn earlier_reply_json(to: MsgId) -> Value {
+    json!({"msg_id": hex(&to.0), "sender": "", "text": "(an earlier message)", "earlier": true})
+}
+
+fn entry_json(view: &View, timeline: &Timeline, older: bool, me: UserId, e: &Entry) -> Value {
     let mut reactions: BTreeMap<&str, (u32, bool)> = BTreeMap::new();
     for (user, emoji) in &e.reactions {
         let slot = reactions.entry(emoji.as_str()).or_default();
         slot.0 += 1;
         slot.1 |= *user == me;
     }
-    let reply = e.reply_to.map(|to| reply_json(view, Some(timeline), to));
+    let reply = e.reply_to.map(|to| match timeline.find(to) {
+        None if older => earlier_reply_json(to),
+        _ => reply_json(view, Some(timeline), to),
+    });
     json!({
         "msg_id": hex(&e.msg_id.0),
         "seq": e.seq,
@@ -273,9 +274,18 @@ fn pending_json(view: &View, data: &Data, conv: ConvId, me: UserId) -> Vec<Value
         .collect()
 }
 
+/// A message to jump to (a search hit) further back than this many entries is shown in a page
+/// of its own: rendering everything from it to the end could be the whole history.
+const FAR_JUMP_ENTRIES: usize = 200;
+/// Entries shown after and before a far jump's message (before: more with a larger `limit`).
+const JUMP_CONTEXT_AFTER: usize = 40;
+const JUMP_CONTEXT_BEFORE: usize = 10;
+
 /// One chat: its newest `limit` entries (older ones on request: `more` says there are some),
 /// widened to include `include` (a search result) and the first unread message, which
-/// `first_unread` names so the UI can draw the divider and jump to it.
+/// `first_unread` names so the UI can draw the divider and jump to it. A result far back is
+/// shown in a page of its own instead, `limit` entries ending a little after it (`newer` says
+/// newer ones follow).
 pub fn chat_json(shared: &Shared, conv: ConvId, limit: usize, include: Option<MsgId>) -> Value {
     let view = shared.view.borrow();
     let data = shared.persist.data.borrow();
@@ -286,22 +296,40 @@ pub fn chat_json(shared: &Shared, conv: ConvId, limit: usize, include: Option<Ms
     let empty = Timeline::new(conv);
     let timeline = data.timelines.get(&conv).unwrap_or(&empty);
     let all = &timeline.entries;
+    let older = data.has_older(conv);
     let first_unread = (timeline.unread > 0)
         .then(|| all.iter().enumerate().rev().filter(|(_, e)| counts_as_unread(e)).nth(timeline.unread as usize - 1))
         .flatten();
     let mut start = all.len().saturating_sub(limit.max(1));
-    if let Some((index, _)) = first_unread {
-        start = start.min(index);
+    let mut end = all.len();
+    let included = include.and_then(|id| all.iter().rposition(|e| e.msg_id == id));
+    match included {
+        // Far back in a long history: a page around it (the newest ones follow on request),
+        // not everything from it to the end.
+        Some(index) if all.len() - index > FAR_JUMP_ENTRIES => {
+            end = (index + JUMP_CONTEXT_AFTER).min(all.len());
+            start = end.saturating_sub(limit.max(JUMP_CONTEXT_AFTER + JUMP_CONTEXT_BEFORE));
+        }
+        Some(index) => {
+            start = start.min(index);
+            if let Some((unread, _)) = first_unread {
+                start = start.min(unread);
+            }
+        }
+        None => {
+            if let Some((unread, _)) = first_unread {
+                start = start.min(unread);
+            }
+        }
     }
-    if let Some(index) = include.and_then(|id| all.iter().position(|e| e.msg_id == id)) {
-        start = start.min(index);
-    }
-    let mut entries: Vec<Value> = all[start..]
+    let mut entries: Vec<Value> = all[start..end]
         .iter()
         .filter(|e| e.expires_at_ms.is_none_or(|at| at > now))
-        .map(|e| entry_json(&view, timeline, me, e))
+        .map(|e| entry_json(&view, timeline, older, me, e))
         .collect();
-    entries.extend(pending_json(&view, &data, conv, me));
+    if end == all.len() {
+        entries.extend(pending_json(&view, &data, conv, me));
+    }
     let me_admin = info.members.iter().any(|m| m.user == me && m.admin);
     let direct_peer = (info.kind == ConvKind::Direct).then(|| peer(info, me)).flatten();
     let verified = direct_peer.and_then(|p| data.meta.verified.get(&p));
@@ -319,7 +347,8 @@ pub fn chat_json(shared: &Shared, conv: ConvId, limit: usize, include: Option<Ms
         "safety_changed": view.safety_changed.get(&conv).copied().unwrap_or(false),
         "entries": entries,
         "request": is_request(&view, &data, conv),
-        "more": start > 0,
+        "more": start > 0 || older,
+        "newer": end < all.len(),
         "first_unread": first_unread.map(|(_, e)| hex(&e.msg_id.0)),
     })
 }
@@ -348,32 +377,25 @@ fn message_link_json(view: &View, info: &ConversationInfo, me: UserId, e: &Entry
     })
 }
 
-/// Search of this device's decrypted history, newest first: every chat's messages whose text
-/// contains `query` (case-insensitive). The history is in memory (loaded from IndexedDB at
-/// start), so this is a scan; results name the chat and message to jump to.
-pub fn search_json(shared: &Shared, query: &str, limit: usize) -> Value {
-    let needle = query.trim().to_lowercase();
-    if needle.is_empty() {
-        return json!([]);
-    }
+/// Search results as the UI lists them: the hits the index found (newest first) in chats this
+/// device is still in, each naming the chat and message to jump to.
+pub fn search_json(shared: &Shared, hits: &[Hit]) -> Value {
     let view = shared.view.borrow();
     let data = shared.persist.data.borrow();
     let Some(me) = data.account.as_ref().map(|a| a.user) else { return json!([]) };
-    let now = now_ms();
-    let mut hits: Vec<(&Entry, &ConversationInfo)> = Vec::new();
-    for (conv, timeline) in &data.timelines {
-        let Some(info) = view.chats.get(conv) else { continue };
-        hits.extend(
-            timeline
-                .entries
-                .iter()
-                .filter(|e| e.kind.is_message() && !e.deleted && e.expires_at_ms.is_none_or(|at| at > now))
-                .filter(|e| e.body.to_lowercase().contains(&needle))
-                .map(|e| (e, info)),
-        );
-    }
-    hits.sort_by_key(|(e, _)| std::cmp::Reverse(e.sent_at_ms));
-    let results: Vec<Value> =
-        hits.into_iter().take(limit).map(|(e, info)| message_link_json(&view, info, me, e)).collect();
+    let results: Vec<Value> = hits
+        .iter()
+        .filter_map(|hit| {
+            let info = view.chats.get(&hit.conv)?;
+            Some(json!({
+                "conv": info.conv.to_string(),
+                "title": title(&view, info, me),
+                "msg_id": hex(&hit.msg.0),
+                "sender": if hit.doc.own { "You".to_owned() } else { name(&view, hit.doc.sender) },
+                "text": hit.doc.body.chars().take(80).collect::<String>(),
+                "at": hit.doc.sent_at_ms,
+            }))
+        })
+        .collect();
     Value::Array(results)
 }

@@ -125,6 +125,7 @@ function onChange(kind, conv) {
     new Notification("Anytime", { body: "New message", tag: "anytime-new-message" });
   }
   if (kind === "message" && conv === ui.open && !document.hidden) queueMarkRead();
+  if (kind === "timeline" || kind === "chats") ui.searched = null;
   queueRender();
 }
 
@@ -183,8 +184,20 @@ function renderStatus() {
   el.textContent = status === "online" ? "" : status.startsWith("offline") ? "offline, reconnecting…" : status === "connecting" ? "connecting…" : status;
 }
 
-function renderSearch(list) {
-  const results = JSON.parse(app.search(ui.query));
+// Searching reads the index in IndexedDB: the newest query wins when answers cross.
+async function renderSearch(list) {
+  const query = ui.query;
+  if (ui.searched?.query === query) {
+    if (ui.searched.shown) return;
+  } else {
+    ui.searched = { query, results: null, shown: false };
+    const results = await call(app.search(query));
+    if (ui.searched?.query !== query) return;
+    ui.searched.results = results;
+  }
+  const results = ui.searched.results;
+  if (!results) return;
+  ui.searched.shown = true;
   list.setAttribute("aria-label", "Search results");
   list.replaceChildren(...results.map((r) => h("li", {}, h("button", {
     type: "button", class: "chat result", "data-conv": r.conv, "data-msg": r.msg_id,
@@ -193,6 +206,8 @@ function renderSearch(list) {
   }, h("span", { class: "title" }, r.title), h("span", { class: "time" }, time(r.at)),
   h("span", { class: "preview" }, `${r.sender}: `, highlight(r.text, ui.query))))));
   if (!results.length) list.append(h("li", { class: "muted empty" }, "No messages found on this device"));
+  const unindexed = app.unindexed();
+  if (unindexed) list.append(h("li", { class: "muted empty" }, `Still adding about ${unindexed} older messages to the search index…`));
 }
 
 function highlight(text, query) {
@@ -265,7 +280,9 @@ function renderChats() {
   if (focused) list.querySelector(`[data-conv="${CSS.escape(focused)}"]`)?.focus();
 }
 
-function openChat(conv, focusMsg = null) {
+async function openChat(conv, focusMsg = null) {
+  // A search hit or a starred message may be in an older part of the history than is loaded.
+  if (focusMsg) await call(app.reveal(conv, focusMsg));
   ui.open = conv;
   ui.replyTo = null;
   ui.editing = null;
@@ -335,7 +352,7 @@ function renderChat() {
     `${chat.title}'s safety number changed: a device was added or removed. Compare it again in Info.`) : "");
   renderRequest(chat);
   const timeline = document.getElementById("timeline");
-  const html = JSON.stringify(chat.entries) + ui.replyTo?.msg_id + ui.editing + ui.firstUnread + chat.more + wallet.paymentChecks();
+  const html = JSON.stringify(chat.entries) + ui.replyTo?.msg_id + ui.editing + ui.firstUnread + chat.more + chat.newer + wallet.paymentChecks();
   if (html === ui.lastTimelineHtml) return;
   ui.lastTimelineHtml = html;
   const atBottom = timeline.scrollHeight - timeline.scrollTop - timeline.clientHeight < 40;
@@ -360,6 +377,10 @@ function renderChat() {
     const firstOfRun = e.kind !== "notice" && e.sender !== lastSender;
     lastSender = e.kind === "notice" ? null : e.sender;
     items.push(renderEntry(chat, e, chat.kind === "group" && !e.own && firstOfRun));
+  }
+  if (chat.newer) {
+    // A search hit far back in a long chat is shown in a page of its own.
+    items.push(h("li", { class: "more" }, h("button", { type: "button", class: "secondary", onclick: jumpToNewest }, "Jump to the newest messages")));
   }
   timeline.replaceChildren(...items);
   // Reaction actions carry another user's text: escape it before it goes into a selector.
@@ -423,7 +444,19 @@ function updateJump() {
   button.hidden = d.bottom > t.top && d.top < t.bottom;
 }
 
-function loadEarlier() {
+function jumpToNewest() {
+  ui.include = null;
+  ui.limit = PAGE;
+  ui.keepScroll = null;
+  document.activeElement?.blur?.();
+  queueRender();
+}
+
+async function loadEarlier() {
+  const conv = ui.open;
+  // Older chunks of a long history come from IndexedDB first.
+  await call(app.loadEarlier(conv, ui.limit + PAGE));
+  if (ui.open !== conv) return;
   const timeline = document.getElementById("timeline");
   ui.keepScroll = timeline.scrollHeight - timeline.scrollTop;
   ui.limit += PAGE;

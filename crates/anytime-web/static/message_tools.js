@@ -91,8 +91,8 @@ function forwardDialog(chat, e) {
     } }, c.title)))), null);
 }
 
-export function starredDialog() {
-  const starred = JSON.parse(ctx.app.starred());
+export async function starredDialog() {
+  const starred = await call(ctx.app.starred());
   const d = dialog("Starred messages", starred.length
     ? h("ul", { class: "starred-list" }, starred.map((s) => h("li", {}, h("button", {
       type: "button", class: "chat result", "data-msg": s.msg_id,
