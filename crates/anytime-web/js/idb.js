@@ -37,6 +37,11 @@ export function idbKeysInRange(db, store, lower, upper, limit) {
   return done(db.transaction(store, "readonly").objectStore(store).getAllKeys(range, limit));
 }
 
+// How many keys are in [lower, upper] (counted by the database, nothing read out).
+export function idbCount(db, store, lower, upper) {
+  return done(db.transaction(store, "readonly").objectStore(store).count(IDBKeyRange.bound(lower, upper)));
+}
+
 // The values of `keys` (undefined where absent), read in one transaction.
 export function idbGetMany(db, store, keys) {
   const objects = db.transaction(store, "readonly").objectStore(store);

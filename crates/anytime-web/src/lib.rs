@@ -37,6 +37,8 @@ use crate::persist::{Account, Persist};
 const COMMAND_QUEUE_LEN_MAX: usize = 256;
 /// Pause between two steps of indexing old history in the background.
 const INDEX_PAUSE_MS: u64 = 20;
+/// How long the app must not have written before a step of background indexing runs.
+const INDEX_QUIET_MS: u64 = 300;
 /// Search results shown at most (newest first); a longer query narrows them.
 const SEARCH_RESULTS_MAX: usize = 100;
 use crate::session::{Cmd, Job};
@@ -117,6 +119,11 @@ pub async fn open_app(on_waiting: js_sys::Function) -> Result<App, JsValue> {
 /// pause between, so the page stays responsive while it runs.
 async fn index_backlog(persist: Rc<Persist>) {
     loop {
+        if persist.quiet_ms() < INDEX_QUIET_MS {
+            // The session is busy (opening, catching up, sending): its writes go first.
+            sleep(INDEX_QUIET_MS).await;
+            continue;
+        }
         match persist.index_step().await {
             Ok(true) => sleep(INDEX_PAUSE_MS).await,
             Ok(false) => return,

@@ -43,6 +43,8 @@ extern "C" {
         upper: &str,
         limit: u32,
     ) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = idbCount)]
+    async fn idb_count(db: &JsValue, store: &str, lower: &str, upper: &str) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(catch, js_name = idbGetMany)]
     async fn idb_get_many(db: &JsValue, store: &str, keys: Array) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(catch, js_name = idbWrite)]
@@ -156,6 +158,9 @@ pub struct Persist {
     overflowing: RefCell<BTreeSet<ConvId>>,
     /// Events recorded since the UI last looked (drained by the session loop).
     pub recorded: RefCell<Vec<Event>>,
+    /// When the app last wrote something (not the background indexer): the indexer waits for
+    /// a quiet moment, so its transactions do not queue in front of the session's.
+    last_write_ms: std::cell::Cell<u64>,
 }
 
 fn js_error(context: &str, error: JsValue) -> String {
@@ -253,6 +258,7 @@ impl Persist {
             stored_chunks: RefCell::default(),
             overflowing: RefCell::default(),
             recorded: RefCell::default(),
+            last_write_ms: std::cell::Cell::new(now_ms()),
         };
         let mut heads: BTreeMap<ConvId, stored::Head> = BTreeMap::new();
         let mut legacy: Vec<(ConvId, Timeline)> = Vec::new();
@@ -370,7 +376,7 @@ impl Persist {
             read.push(stored::decode_chunk(&bytes).map_err(|e| corrupt("history", &e))?);
         }
         if self.index_read(conv, from, to, read) {
-            self.flush().await?;
+            self.write().await?;
         }
         Ok(true)
     }
@@ -561,15 +567,26 @@ impl Persist {
         if words.is_empty() {
             return Ok(Vec::new());
         }
-        let mut lists = Vec::new();
+        // Candidates come from the rarest word's postings; the doc check applies the others.
+        let mut rarest: Option<(f64, &String)> = None;
         for word in &words {
             let (lower, upper) = index::word_range(word);
-            let keys = idb_keys_in_range(&self.db, SEARCH, &lower, &upper, index::POSTINGS_PER_WORD_MAX)
+            let count = idb_count(&self.db, SEARCH, &lower, &upper)
                 .await
-                .map_err(|e| js_error("could not search IndexedDB", e))?;
-            lists.push(Array::from(&keys).iter().filter_map(|k| k.as_string()).collect::<Vec<String>>());
+                .map_err(|e| js_error("could not search IndexedDB", e))?
+                .as_f64()
+                .unwrap_or(0.0);
+            if rarest.is_none_or(|(least, _)| count < least) {
+                rarest = Some((count, word));
+            }
         }
-        let candidates = index::intersect(&lists);
+        let Some((_, word)) = rarest else { return Ok(Vec::new()) };
+        let (lower, upper) = index::word_range(word);
+        let keys = idb_keys_in_range(&self.db, SEARCH, &lower, &upper, index::POSTINGS_PER_WORD_MAX)
+            .await
+            .map_err(|e| js_error("could not search IndexedDB", e))?;
+        let postings: Vec<String> = Array::from(&keys).iter().filter_map(|k| k.as_string()).collect();
+        let candidates = index::intersect(std::slice::from_ref(&postings));
         let now = now_ms();
         let mut hits = Vec::new();
         let mut checked: BTreeMap<String, Option<Doc>> = BTreeMap::new();
@@ -592,17 +609,15 @@ impl Persist {
         hits.truncate(limit);
         // Postings whose message is gone, or no longer has that word (edited): remove them.
         let mut stale_postings = Vec::new();
-        for (word, list) in words.iter().zip(&lists) {
-            for key in list {
-                let Some(posting) = index::parse_posting(key) else { continue };
-                let Some(doc) = checked.get(&posting.doc) else { continue };
-                let stale = match doc {
-                    None => true,
-                    Some(doc) => !index::words(&doc.body).iter().any(|w| w.starts_with(word.as_str())),
-                };
-                if stale {
-                    stale_postings.push(Op::Delete(SEARCH, key.clone()));
-                }
+        for key in &postings {
+            let Some(posting) = index::parse_posting(key) else { continue };
+            let Some(doc) = checked.get(&posting.doc) else { continue };
+            let stale = match doc {
+                None => true,
+                Some(doc) => !index::words(&doc.body).iter().any(|w| w.starts_with(word.as_str())),
+            };
+            if stale {
+                stale_postings.push(Op::Delete(SEARCH, key.clone()));
             }
         }
         self.dirty.borrow_mut().ops.extend(stale_postings);
@@ -653,18 +668,34 @@ impl Persist {
         }
     }
 
+    /// Milliseconds since the app last wrote to IndexedDB (the background indexer aside).
+    pub fn quiet_ms(&self) -> u64 {
+        now_ms().saturating_sub(self.last_write_ms.get())
+    }
+
     /// Writes every changed key in one transaction; returns when it is durable.
     pub async fn flush(&self) -> Result<(), String> {
-        let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
-        if !dirty.account
-            && !dirty.crypto
-            && !dirty.meta
-            && dirty.convs.is_empty()
-            && dirty.chunks.is_empty()
-            && dirty.ops.is_empty()
-        {
+        if self.has_dirty() {
+            self.last_write_ms.set(now_ms());
+        }
+        self.write().await
+    }
+
+    fn has_dirty(&self) -> bool {
+        let dirty = self.dirty.borrow();
+        dirty.account
+            || dirty.crypto
+            || dirty.meta
+            || !dirty.convs.is_empty()
+            || !dirty.chunks.is_empty()
+            || !dirty.ops.is_empty()
+    }
+
+    async fn write(&self) -> Result<(), String> {
+        if !self.has_dirty() {
             return Ok(());
         }
+        let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
         let ops = Array::new();
         let push = |op: &Op| {
             let row = match op {

@@ -4,8 +4,9 @@
 //! - `docs`: one record per searchable message, `<conv>:<msg>` → [`Doc`] (who, when, the text):
 //!   what a result shows, and the truth a posting is checked against.
 //! - `search`: one key per (word, message), `<word> \x01 <newest-first time> \x01 <conv>:<msg>`,
-//!   with an empty value. A query word is a key range (every word starting with it), read as
-//!   keys only; a message must match every word of the query.
+//!   with an empty value. A query word is a key range (every word starting with it). The
+//!   postings of the query's rarest word (counted by the database) are the candidates, read as
+//!   keys only; a message must match every word of the query (the doc check).
 //!
 //! Postings are never trusted on their own: a hit counts only if its doc exists and still
 //! contains the words (an edit, a delete or an expiry may leave old postings behind until the
@@ -29,8 +30,9 @@ pub const WORD_CHARS_MAX: usize = 24;
 pub const WORDS_PER_MESSAGE_MAX: usize = 512;
 /// Words of a query that are looked up (the rest still filter through the doc check).
 pub const QUERY_WORDS_MAX: usize = 8;
-/// Postings read per query word, newest first for a whole word: bounds a query's memory when a
-/// word is in most messages (older messages with it are then found by a longer query).
+/// Postings read per query (its rarest word's), newest first for a whole word: bounds a query's
+/// memory when even its rarest word is in most messages (older ones are then found by adding a
+/// rarer word).
 pub const POSTINGS_PER_WORD_MAX: u32 = 20_000;
 
 const SEPARATOR: char = '\u{1}';

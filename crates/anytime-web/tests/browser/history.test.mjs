@@ -170,6 +170,16 @@ test("a chat of 100,000 messages opens on its last page, searches its index and 
   await alice.waitForFunction(() => window.anytime.unindexed() === 0, null, { timeout: 300_000, polling: 500 });
   console.log(`background indexing of ${MESSAGES} messages finished ${Date.now() - t2} ms after the last reload`);
 
+  const timings = await alice.evaluate(async () => {
+    const timed = async (query) => {
+      const started = performance.now();
+      const hits = JSON.parse(await window.anytime.search(query));
+      return `${JSON.stringify(query)} ${hits.length} hits in ${Math.round(performance.now() - started)} ms`;
+    };
+    return [await timed("pineapple"), await timed("history"), await timed("history line"), await timed("line 9999")];
+  });
+  console.log(`search of ${MESSAGES} indexed messages: ${timings.join("; ")}`);
+
   // The index finds the oldest message; opening the hit loads the history back to it.
   await alice.getByLabel("Search messages").fill("PINEAPPLE");
   const hit = alice.getByRole("list", { name: "Search results" }).locator(".result", { hasText: "pineapple" });
