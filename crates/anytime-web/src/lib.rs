@@ -215,6 +215,28 @@ impl App {
         })
     }
 
+    /// The local store's figures as JSON: how long opening it took, how many history entries
+    /// are in memory (of how many stored, about) and the wasm memory's size. For the curious
+    /// and the benchmarks (BENCHMARKS.md).
+    pub fn stats(&self) -> String {
+        use wasm_bindgen::JsCast;
+        let persist = &self.shared.persist;
+        let data = persist.data.borrow();
+        let in_memory: usize = data.timelines.values().map(|t| t.entries.len()).sum();
+        let on_disk_only: usize = data.windows.values().map(|w| w.base as usize * stored::CHUNK_ENTRIES).sum();
+        let memory = wasm_bindgen::memory()
+            .dyn_into::<js_sys::WebAssembly::Memory>()
+            .map(|m| js_sys::ArrayBuffer::from(m.buffer()).byte_length())
+            .unwrap_or(0);
+        serde_json::json!({
+            "opened_in_ms": persist.opened_in_ms.get(),
+            "entries_in_memory": in_memory,
+            "entries_stored": in_memory + on_disk_only,
+            "wasm_memory_bytes": memory,
+        })
+        .to_string()
+    }
+
     /// About how many messages are still being added to the search index (old history).
     pub fn unindexed(&self) -> u32 {
         self.shared.persist.unindexed() as u32

@@ -161,6 +161,8 @@ pub struct Persist {
     /// When the app last wrote something (not the background indexer): the indexer waits for
     /// a quiet moment, so its transactions do not queue in front of the session's.
     last_write_ms: std::cell::Cell<u64>,
+    /// How long [`Persist::open`] took, for `App::stats`.
+    pub opened_in_ms: std::cell::Cell<u64>,
 }
 
 fn js_error(context: &str, error: JsValue) -> String {
@@ -237,6 +239,7 @@ impl Persist {
     /// is called and this waits until that tab closes.
     pub async fn open(on_waiting: &js_sys::Function) -> Result<Persist, String> {
         hold_store_lock(STORE_LOCK, on_waiting).await.map_err(|e| js_error("could not take the store lock", e))?;
+        let started = now_ms();
         let db = idb_open(DB_NAME).await.map_err(|e| js_error("could not open IndexedDB", e))?;
         let keys = idb_keys(&db, KV).await.map_err(|e| js_error("could not read IndexedDB", e))?;
         let keys: Vec<String> = Array::from(&keys).iter().filter_map(|k| k.as_string()).collect();
@@ -259,6 +262,7 @@ impl Persist {
             overflowing: RefCell::default(),
             recorded: RefCell::default(),
             last_write_ms: std::cell::Cell::new(now_ms()),
+            opened_in_ms: std::cell::Cell::new(0),
         };
         let mut heads: BTreeMap<ConvId, stored::Head> = BTreeMap::new();
         let mut legacy: Vec<(ConvId, Timeline)> = Vec::new();
@@ -354,6 +358,7 @@ impl Persist {
             persist.load_older_until(conv, |t| incoming(t) >= t.unread as usize).await?;
         }
         persist.expire(now_ms());
+        persist.opened_in_ms.set(now_ms() - started);
         Ok(persist)
     }
 

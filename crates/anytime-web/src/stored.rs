@@ -427,7 +427,7 @@ mod tests {
             own: true,
             reactions: Vec::new(),
             delivered_to: Vec::new(),
-            read_by: Vec::new(),
+            read_by: vec![UserId(300)],
             expires_at_ms: None,
             mentions: Vec::new(),
             forwarded: false,
@@ -439,7 +439,7 @@ mod tests {
         let hex: String = encode_chunk(&timeline, 0).iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             hex,
-            format!("0101{}ac02f0bdf3d589cf959a12{}", "ab".repeat(16), "07e807000368c3a900000001000000000000000000")
+            format!("0101{}ac02f0bdf3d589cf959a12{}", "ab".repeat(16), "07e807000368c3a900000001000001ac02000000000000")
         );
     }
 
