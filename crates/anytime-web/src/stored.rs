@@ -439,7 +439,11 @@ mod tests {
         let hex: String = encode_chunk(&timeline, 0).iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             hex,
-            format!("0101{}ac02f0bdf3d589cf959a12{}", "ab".repeat(16), "07e807000368c3a900000001000001ac02000000000000")
+            format!(
+                "0101{}ac02f0bdf3d589cf959a12{}",
+                "ab".repeat(16),
+                "07e807000368c3a900000001000001ac02000000000000"
+            )
         );
     }
 
