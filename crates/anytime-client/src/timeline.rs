@@ -370,6 +370,19 @@ fn local_entry(msg_id: MsgId, seq: Seq, sender: UserId, kind: EntryKind, body: S
 }
 
 impl Entry {
+    /// A text entry with nothing attached: replies, reactions, receipts and the rest empty (for
+    /// stores' tests and fixtures).
+    pub fn plain(
+        msg_id: MsgId,
+        seq: Seq,
+        sender: UserId,
+        sender_device: DeviceId,
+        sent_at_ms: u64,
+        body: String,
+    ) -> Entry {
+        Entry { sender_device, ..local_entry(msg_id, seq, sender, EntryKind::Text, body, sent_at_ms) }
+    }
+
     /// What forwarding this entry sends: its text, for a message that still has one.
     pub fn forward(&self) -> Option<Content> {
         (matches!(self.kind, EntryKind::Text | EntryKind::Reply) && !self.deleted && !self.body.is_empty())

@@ -322,9 +322,19 @@ impl Persist {
                 let (summary, pending) = (head.summary.clone(), head.pending.clone());
                 let mut parts = loading.remove(&conv).unwrap_or_default();
                 parts.head = Some(head);
-                let timeline = parts.finish(conv, base).ok_or_else(|| incomplete(conv))?;
+                let chunks = parts.head.as_ref().map_or(0, |h| h.chunks);
+                let mut timeline = parts.finish(conv, base).ok_or_else(|| incomplete(conv))?;
                 let window = match summary {
-                    Some(summary) => Window { base, summary, pending },
+                    Some(summary) => {
+                        // What was pending may concern the chunks loaded now (the history may
+                        // have shrunk since): take them in as older chunks are.
+                        let loaded = std::mem::take(&mut timeline.entries);
+                        let mut window = Window { base: chunks, summary, pending };
+                        drop(dirty);
+                        persist.take_older(&mut timeline, &mut window, base, loaded);
+                        dirty = persist.dirty.borrow_mut();
+                        window
+                    }
                     None => {
                         // Stored before summaries and the search index: all of it is here
                         // now; summarise it once and write the new head. The index follows
@@ -488,38 +498,47 @@ impl Persist {
                 // Something else loaded (or reset) this history meanwhile: look again.
                 continue;
             }
-            let targets: Vec<MsgId> = window.pending.iter().flat_map(window::targets).collect();
-            let pending_before = window.pending.clone();
-            let part = Timeline { conv, entries: older.clone(), ..Timeline::default() };
-            let before = docs_of(&part, &targets);
-            let done = window::prepend(timeline, window, older, base - from);
-            let mut dirty = self.dirty.borrow_mut();
-            if !done.applied.is_empty() {
-                let after = docs_of(timeline, &targets);
-                for ((id, old), (_, new)) in before.iter().zip(&after) {
-                    if part.find(*id).is_some() {
-                        reindex(&mut dirty.ops, conv, *id, old.as_ref(), new.as_ref(), true);
-                    }
+            self.take_older(timeline, window, from, older);
+        }
+    }
+
+    /// Puts `older` (chunks `from..window.base`, just read) in front of what is in memory,
+    /// applying the pending effects that concern them, and marks what that changed: the
+    /// chunks (in place), their search index entries and the head.
+    fn take_older(&self, timeline: &mut Timeline, window: &mut Window, from: u32, older: Vec<Entry>) {
+        let conv = timeline.conv;
+        let base = window.base;
+        let targets: Vec<MsgId> = window.pending.iter().flat_map(window::targets).collect();
+        let pending_before = window.pending.clone();
+        let part = Timeline { conv, entries: older.clone(), ..Timeline::default() };
+        let before = docs_of(&part, &targets);
+        let done = window::prepend(timeline, window, older, base - from);
+        let mut dirty = self.dirty.borrow_mut();
+        if !done.applied.is_empty() {
+            let after = docs_of(timeline, &targets);
+            for ((id, old), (_, new)) in before.iter().zip(&after) {
+                if part.find(*id).is_some() {
+                    reindex(&mut dirty.ops, conv, *id, old.as_ref(), new.as_ref(), true);
                 }
-                // Only the chunks just read can have changed; rewriting from the first would
-                // rewrite everything after it as well.
-                let changed = before
-                    .iter()
-                    .filter_map(|(id, _)| part.entries.iter().position(|e| e.msg_id == *id))
-                    .map(|i| from + (i / stored::CHUNK_ENTRIES) as u32);
-                dirty.chunks.entry(conv).or_default().extend(changed);
             }
-            if window.pending != pending_before {
-                // The head keeps the pending effects.
-                let end = window.absolute(timeline.entries.len());
-                let from = dirty.convs.entry(conv).or_insert(end);
-                *from = (*from).min(end);
-            }
-            if window.whole() {
-                // Now that every starred message is in memory, the summary is exact.
-                window.summary.starred = timeline.entries.iter().filter(|e| e.starred).map(|e| e.msg_id).collect();
-                self.overflowing.borrow_mut().remove(&conv);
-            }
+            // Only the chunks just read can have changed; rewriting from the first would
+            // rewrite everything after it as well.
+            let changed = before
+                .iter()
+                .filter_map(|(id, _)| part.entries.iter().position(|e| e.msg_id == *id))
+                .map(|i| from + (i / stored::CHUNK_ENTRIES) as u32);
+            dirty.chunks.entry(conv).or_default().extend(changed);
+        }
+        if window.pending != pending_before {
+            // The head keeps the pending effects.
+            let end = window.absolute(timeline.entries.len());
+            let first = dirty.convs.entry(conv).or_insert(end);
+            *first = (*first).min(end);
+        }
+        if window.whole() {
+            // Now that every starred message is in memory, the summary is exact.
+            window.summary.starred = timeline.entries.iter().filter(|e| e.starred).map(|e| e.msg_id).collect();
+            self.overflowing.borrow_mut().remove(&conv);
         }
     }
 

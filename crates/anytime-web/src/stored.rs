@@ -316,26 +316,13 @@ mod tests {
         let mut id = [0u8; 16];
         id[..4].copy_from_slice(&n.to_be_bytes());
         Entry {
-            msg_id: MsgId(id),
-            seq: u64::from(n),
-            sender: UserId(2),
-            sender_device: DeviceId(20),
-            sent_at_ms: 1_000 + u64::from(n),
-            kind: EntryKind::Text,
-            body: format!("m{n}"),
-            reply_to: None,
-            edited: false,
-            deleted: false,
-            own: false,
             reactions: vec![(UserId(3), "👍".into())],
-            delivered_to: Vec::new(),
             read_by: vec![UserId(1)],
-            expires_at_ms: None,
             mentions: vec![UserId(1)],
             forwarded: n.is_multiple_of(2),
             preview: Some(Preview { url: "https://x.test".into(), title: "X".into(), description: String::new() }),
             starred: n.is_multiple_of(3),
-            payment: None,
+            ..Entry::plain(MsgId(id), u64::from(n), UserId(2), DeviceId(20), 1_000 + u64::from(n), format!("m{n}"))
         }
     }
 
@@ -414,26 +401,9 @@ mod tests {
     #[test]
     fn the_chunk_layout_the_browser_fixture_writes() {
         let e = Entry {
-            msg_id: MsgId([0xab; 16]),
-            seq: 300,
-            sender: UserId(0x1234_5678_9abc_def0),
-            sender_device: DeviceId(7),
-            sent_at_ms: 1_000,
-            kind: EntryKind::Text,
-            body: "hé".into(),
-            reply_to: None,
-            edited: false,
-            deleted: false,
             own: true,
-            reactions: Vec::new(),
-            delivered_to: Vec::new(),
             read_by: vec![UserId(300)],
-            expires_at_ms: None,
-            mentions: Vec::new(),
-            forwarded: false,
-            preview: None,
-            starred: false,
-            payment: None,
+            ..Entry::plain(MsgId([0xab; 16]), 300, UserId(0x1234_5678_9abc_def0), DeviceId(7), 1_000, "hé".into())
         };
         let timeline = Timeline { entries: vec![e], ..Timeline::new(ConvId(1)) };
         let hex: String = encode_chunk(&timeline, 0).iter().map(|b| format!("{b:02x}")).collect();

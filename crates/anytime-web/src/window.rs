@@ -118,7 +118,6 @@ pub fn expiring_chunk(timeline: &Timeline, base: u32) -> Option<u32> {
 mod tests {
     use super::*;
     use anytime_client::content::ReceiptKind;
-    use anytime_client::timeline::EntryKind;
     use anytime_proto::{ConvId, DeviceId, UserId};
 
     fn id(n: u32) -> MsgId {
@@ -128,28 +127,7 @@ mod tests {
     }
 
     fn entry(n: u32) -> Entry {
-        Entry {
-            msg_id: id(n),
-            seq: u64::from(n) + 1,
-            sender: UserId(2),
-            sender_device: DeviceId(20),
-            sent_at_ms: 1_000 + u64::from(n),
-            kind: EntryKind::Text,
-            body: format!("m{n}"),
-            reply_to: None,
-            edited: false,
-            deleted: false,
-            own: false,
-            reactions: Vec::new(),
-            delivered_to: Vec::new(),
-            read_by: Vec::new(),
-            expires_at_ms: None,
-            mentions: Vec::new(),
-            forwarded: false,
-            preview: None,
-            starred: false,
-            payment: None,
-        }
+        Entry::plain(id(n), u64::from(n) + 1, UserId(2), DeviceId(20), 1_000 + u64::from(n), format!("m{n}"))
     }
 
     /// A history of `n` entries, all in memory, and the same with only its last chunk loaded.
