@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// the product says 24 hours).
     #[arg(long, default_value_t = anytime_proto::limits::ENVELOPE_TTL_MS / 1000, hide = true)]
     red_envelope_ttl_secs: u64,
+    /// How long a payout's money stays held while the payment provider has not answered (tests
+    /// only; the product says 24 hours).
+    #[arg(long, default_value_t = anytime_proto::limits::PAYOUT_HOLD_TTL_MS / 1000, hide = true)]
+    payout_hold_ttl_secs: u64,
     /// Turn off rate limits (benchmarks and load tests only).
     #[arg(long)]
     no_rate_limits: bool,
@@ -111,6 +115,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             argon2_cost: (args.argon2_memory_kib, args.argon2_iterations),
             push_endpoint_prefixes: args.push_endpoint_prefixes,
             envelope_ttl_ms: args.red_envelope_ttl_secs.saturating_mul(1000),
+            payout_hold_ttl_ms: args.payout_hold_ttl_secs.saturating_mul(1000),
             ..Config::default()
         },
         connections_max: args.connections_max,

@@ -237,6 +237,14 @@ pub const ENVELOPE_TTL_MS: u64 = 24 * 3_600_000;
 /// Envelopes refunded per sweep.
 pub const ENVELOPE_SWEEP_MAX: u32 = 256;
 
+/// How long a payout's money stays held while the provider has not answered, ms: a day, so a
+/// retry after a crash or an outage finds the hold open; then it is released (servers may
+/// shorten it for tests: `--payout-hold-ttl-secs`).
+pub const PAYOUT_HOLD_TTL_MS: u64 = 24 * 3_600_000;
+
+/// Expired holds released per sweep.
+pub const HOLD_SWEEP_MAX: u32 = 256;
+
 /// How long a money request (or a split bill's share) can be paid, ms.
 pub const REQUEST_TTL_MS: u64 = 7 * 24 * 3_600_000;
 

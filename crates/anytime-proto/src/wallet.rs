@@ -71,6 +71,27 @@ pub struct PayRequest {
     pub pin: String,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PayoutRequest {
+    /// Idempotency key: a retry with the same key pays out once and gets the first answer.
+    pub key: String,
+    pub currency: String,
+    pub amount: String,
+    /// A sandbox test card number to pay out to.
+    pub card: String,
+    pub pin: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutResult {
+    /// "paid" (the hold was captured), "declined" (released: the money is back), "pending" (the
+    /// provider has not answered: the money stays held; ask again with the same key) or
+    /// "expired" (never answered before the hold's expiry: the money is back).
+    pub status: String,
+    /// The hold on the wallet that carries the payout.
+    pub transfer: TransferView,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransferView {
     /// 32 hex digits: what a payment message in a chat refers to.
@@ -88,6 +109,10 @@ pub struct TransferView {
     /// True when this answers a retry: the first result, nothing moved again.
     #[serde(default)]
     pub duplicate: bool,
+    /// For a hold (money out waiting for the provider): "held", "captured", "released" or
+    /// "expired"; absent for an ordinary transfer.
+    #[serde(default)]
+    pub hold: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -28,6 +28,8 @@ pub struct Config {
     pub push_endpoint_prefixes: Vec<String>,
     /// How long a red envelope stays open (`ENVELOPE_TTL_MS`; shorter in tests).
     pub envelope_ttl_ms: u64,
+    /// How long a payout's money stays held unanswered (`PAYOUT_HOLD_TTL_MS`; shorter in tests).
+    pub payout_hold_ttl_ms: u64,
 }
 
 /// OWASP's recommended argon2id setting (19 MiB, 2 iterations), the `argon2` crate's default.
@@ -43,6 +45,7 @@ impl Default for Config {
             rate_limits: RateLimits::default(),
             push_endpoint_prefixes: Vec::new(),
             envelope_ttl_ms: anytime_proto::limits::ENVELOPE_TTL_MS,
+            payout_hold_ttl_ms: anytime_proto::limits::PAYOUT_HOLD_TTL_MS,
         }
     }
 }

@@ -2,7 +2,8 @@
 //! token, decode, call `ServerCore`, encode. Every rule is in the core and the wallet crates.
 
 use anytime_proto::wallet::{
-    EnvelopeRequest, MoneyRequestBody, PayRequest, PayRequestBody, PinRequest, SplitBody, TopUpConfirm, TopUpRequest,
+    EnvelopeRequest, MoneyRequestBody, PayRequest, PayRequestBody, PayoutRequest, PinRequest, SplitBody, TopUpConfirm,
+    TopUpRequest,
 };
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -22,6 +23,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/wallet/top-up", post(top_up))
         .route("/v1/wallet/top-up/confirm", post(confirm_top_up))
         .route("/v1/wallet/pay", post(pay))
+        .route("/v1/wallet/payouts", post(payout))
         .route("/v1/wallet/history", get(history))
         .route("/v1/wallet/transfers/{id}", get(transfer))
         .route("/v1/wallet/envelopes", post(create_envelope))
@@ -74,6 +76,13 @@ async fn confirm_top_up(State(state): State<AppState>, headers: HeaderMap, body:
 async fn pay(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     match read_json::<PayRequest>(body).await {
         Ok(request) => answer(state.core.wallet_pay(&bearer(&headers), request).await),
+        Err(code) => error_response(code),
+    }
+}
+
+async fn payout(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match read_json::<PayoutRequest>(body).await {
+        Ok(request) => answer(state.core.wallet_payout(&bearer(&headers), request).await),
         Err(code) => error_response(code),
     }
 }

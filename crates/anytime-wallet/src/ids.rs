@@ -41,6 +41,11 @@ pub fn funding(currency: Currency) -> AccountId {
     AccountId::of(AccountKind::Funding, currency, 0)
 }
 
+/// Where money paid out to cards goes (what the provider settles with the operator).
+pub fn settlement(currency: Currency) -> AccountId {
+    AccountId::of(AccountKind::Settlement, currency, 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,8 @@ pub mod purpose {
     pub const ENVELOPE_REFUND: u16 = 5;
     /// Paying a money request (or a share of a split bill).
     pub const REQUEST: u16 = 6;
+    /// Money out to a card: held while the provider pays it out, then captured or released.
+    pub const PAYOUT: u16 = 7;
 
     pub fn name(code: u16) -> &'static str {
         match code {
@@ -37,6 +39,7 @@ pub mod purpose {
             ENVELOPE_SHARE => "red_envelope_share",
             ENVELOPE_REFUND => "red_envelope_refund",
             REQUEST => "request",
+            PAYOUT => "payout",
             _ => "other",
         }
     }

@@ -1,5 +1,5 @@
-//! Money in (and later out) through a payment provider. The ledger does not care which one
-//! funded it: the server holds one `PaymentProvider`, the sandbox by default (`sandbox.rs`), and
+//! Money in and out through a payment provider. The ledger does not care which one funded it
+//! or paid it out: the server holds one `PaymentProvider`, the sandbox by default (`sandbox.rs`), and
 //! a real processor would implement the same trait.
 
 use anytime_ledger::Currency;
@@ -18,6 +18,17 @@ pub enum Charge {
     Refused,
 }
 
+/// What a payout (money out to a card) came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payout {
+    Paid,
+    Declined,
+    /// Not answered yet: the money stays held; asking again with the same key gets the answer.
+    Pending,
+    /// Not a card this provider pays out to.
+    Refused,
+}
+
 #[async_trait]
 pub trait PaymentProvider: Send + Sync {
     /// Shown to users, so a sandbox is never mistaken for real money.
@@ -26,6 +37,11 @@ pub trait PaymentProvider: Send + Sync {
     async fn charge(&self, card: &str, currency: Currency, amount: u128) -> Charge;
     /// Answers the second step of a charge that needed one.
     async fn confirm(&self, code: &str) -> bool;
+    /// Whether `card` is one this provider pays out to (checked before any money is held).
+    fn pays_out_to(&self, card: &str) -> bool;
+    /// Pays `amount` minor units of `currency` out to `card`. `key` is the payout's own id: a
+    /// provider asked again with it pays once (processors take such idempotency keys).
+    async fn payout(&self, card: &str, currency: Currency, amount: u128, key: &str) -> Payout;
 }
 
 /// The test-mode provider: test card numbers, no real money (see `sandbox`).
@@ -49,5 +65,18 @@ impl PaymentProvider for SandboxProvider {
 
     async fn confirm(&self, code: &str) -> bool {
         code == sandbox::CHALLENGE_CODE
+    }
+
+    fn pays_out_to(&self, card: &str) -> bool {
+        sandbox::payout(card) != sandbox::PayoutOutcome::UnknownCard
+    }
+
+    async fn payout(&self, card: &str, _currency: Currency, _amount: u128, _key: &str) -> Payout {
+        match sandbox::payout(card) {
+            sandbox::PayoutOutcome::Paid => Payout::Paid,
+            sandbox::PayoutOutcome::Declined => Payout::Declined,
+            sandbox::PayoutOutcome::Pending => Payout::Pending,
+            sandbox::PayoutOutcome::UnknownCard => Payout::Refused,
+        }
     }
 }

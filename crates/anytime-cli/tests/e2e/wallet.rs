@@ -557,3 +557,114 @@ async fn the_daily_limit_counts_payments_and_envelopes_also_after_a_restart() {
     );
     assert_eq!(api.balance(&alice, "USD").await, "10000.00");
 }
+
+fn payout(key: &str, amount: &str, card: &str, pin: &str) -> Value {
+    json!({"key": key, "currency": "USD", "amount": amount, "card": card, "pin": pin})
+}
+
+/// (balance, available) of the caller's USD wallet.
+async fn usd(api: &Api, session: &SessionResponse) -> (String, String) {
+    let summary = api.ok(session, "GET", "/v1/wallet", None).await;
+    let usd = summary["balances"].as_array().and_then(|b| b.iter().find(|b| b["currency"] == "USD").cloned());
+    let field = |name: &str| usd.as_ref().and_then(|b| b[name].as_str()).unwrap_or("0").to_owned();
+    (field("balance"), field("available"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payouts_hold_the_money_then_capture_or_release_it_and_an_unanswered_one_expires_back() {
+    let h = Harness::start_with(&[
+        "--argon2-memory-kib",
+        "1024",
+        "--argon2-iterations",
+        "1",
+        "--payout-hold-ttl-secs",
+        "3",
+        "--gc-interval-secs",
+        "1",
+    ]);
+    let api = Api::new(h.base());
+    let (alice, bob) = (h.register("alice").await, h.register("bob").await);
+    api.ok(&alice, "POST", "/v1/wallet/pin", Some(json!({"pin": "2468"}))).await;
+    api.ok(&alice, "POST", "/v1/wallet/top-up", Some(top_up("fund", "100.00", "4242424242424242"))).await;
+
+    // Paid: the hold is captured, once however often it is asked.
+    let paid =
+        api.ok(&alice, "POST", "/v1/wallet/payouts", Some(payout("o1", "30.00", "4242 4242 4242 4242", "2468"))).await;
+    assert_eq!((paid["status"].as_str(), paid["transfer"]["hold"].as_str()), (Some("paid"), Some("captured")));
+    assert_eq!(
+        (paid["transfer"]["purpose"].as_str(), paid["transfer"]["amount"].as_str()),
+        (Some("payout"), Some("30.00"))
+    );
+    let again =
+        api.ok(&alice, "POST", "/v1/wallet/payouts", Some(payout("o1", "30.00", "4242 4242 4242 4242", "2468"))).await;
+    assert_eq!((again["status"].as_str(), again["transfer"]["duplicate"].as_bool()), (Some("paid"), Some(true)));
+    assert_eq!(again["transfer"]["id"], paid["transfer"]["id"]);
+    assert_eq!(usd(&api, &alice).await, ("70.00".into(), "70.00".into()), "paid out once");
+
+    // Declined: released, the money is back at once.
+    let declined =
+        api.ok(&alice, "POST", "/v1/wallet/payouts", Some(payout("o2", "10.00", "4000000000000002", "2468"))).await;
+    assert_eq!(
+        (declined["status"].as_str(), declined["transfer"]["hold"].as_str()),
+        (Some("declined"), Some("released"))
+    );
+    assert_eq!(usd(&api, &alice).await, ("70.00".into(), "70.00".into()));
+
+    // Bad input changes nothing in the ledger.
+    let before = ledger_snapshot(&h);
+    for (body, code) in [
+        (payout("b1", "5", "5555 5555 5555 4444", "2468"), "invalid_argument"),
+        (payout("b2", "5", "4242424242424242", "1111"), "pin_wrong"),
+        (payout("b3", "0", "4242424242424242", "2468"), "invalid_amount"),
+        (payout("b4", "-5", "4242424242424242", "2468"), "invalid_amount"),
+        (payout("b5", "9223372036854775807", "4242424242424242", "2468"), "invalid_amount"),
+        (payout("b6", "70.01", "4242424242424242", "2468"), "insufficient_funds"),
+        (payout("", "5", "4242424242424242", "2468"), "invalid_argument"),
+        (
+            json!({"key": "b7", "currency": "XYZ", "amount": "5", "card": "4242424242424242", "pin": "2468"}),
+            "unknown_currency",
+        ),
+    ] {
+        assert_eq!(api.refused(&alice, "POST", "/v1/wallet/payouts", Some(body.clone())).await, code, "{body}");
+    }
+    assert_eq!(ledger_snapshot(&h), before, "refused payouts left the ledger as it was");
+
+    // The provider does not answer: the money stays held (not spendable), then comes back.
+    let pending =
+        api.ok(&alice, "POST", "/v1/wallet/payouts", Some(payout("o3", "20.00", "4000 0000 0000 0077", "2468"))).await;
+    assert_eq!((pending["status"].as_str(), pending["transfer"]["hold"].as_str()), (Some("pending"), Some("held")));
+    assert_eq!(usd(&api, &alice).await, ("70.00".into(), "50.00".into()), "20 held, not spendable");
+    assert_eq!(
+        api.refused(&alice, "POST", "/v1/wallet/pay", Some(pay("p1", bob.user_id, "60.00", "2468"))).await,
+        "insufficient_funds",
+        "held money cannot be spent twice"
+    );
+    let mut expired = Value::Null;
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if usd(&api, &alice).await.1 == "70.00" {
+            expired = api
+                .ok(&alice, "POST", "/v1/wallet/payouts", Some(payout("o3", "20.00", "4000000000000077", "2468")))
+                .await;
+            break;
+        }
+    }
+    assert_eq!((expired["status"].as_str(), expired["transfer"]["hold"].as_str()), (Some("expired"), Some("expired")));
+    assert_eq!(usd(&api, &alice).await, ("70.00".into(), "70.00".into()), "the unanswered payout's money is back");
+
+    // The history lists each payout once, with where its hold ended.
+    let history = api.ok(&alice, "GET", "/v1/wallet/history?currency=USD", None).await;
+    let payouts: Vec<(String, String)> = history["transfers"]
+        .as_array()
+        .expect("transfers")
+        .iter()
+        .filter(|t| t["purpose"] == "payout")
+        .map(|t| {
+            (t["amount"].as_str().unwrap_or_default().to_owned(), t["hold"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    assert_eq!(
+        payouts,
+        [("20.00".into(), "expired".into()), ("10.00".into(), "released".into()), ("30.00".into(), "captured".into())]
+    );
+}

@@ -193,10 +193,12 @@ impl ServerCore {
         self.envelope_view(&envelope).await
     }
 
-    /// Expired envelopes: every grabbed share paid (a crash may have come between a grab and
-    /// its transfer), then what is left back to the owner. Called periodically by the shell.
+    /// Expired holds released (payouts never answered), and expired envelopes: every grabbed
+    /// share paid (a crash may have come between a grab and its transfer), then what is left
+    /// back to the owner. Called periodically by the shell.
     pub async fn wallet_sweep(&self) -> Result<usize, ErrorCode> {
         let Some(wallet) = self.wallet.clone() else { return Ok(0) };
+        let holds = self.expire_holds().await?;
         let now = self.env.now_ms();
         let due = wallet.store.envelopes_due(now, ENVELOPE_SWEEP_MAX).await.map_err(store_failed)?;
         for id in &due {
@@ -216,7 +218,7 @@ impl ServerCore {
             }
             wallet.store.set_envelope_status(e.id, Status::Refunded).await.map_err(store_failed)?;
         }
-        Ok(due.len())
+        Ok(due.len() + holds)
     }
 
     async fn refund(&self, e: &Envelope, left: u128) -> Result<(), ErrorCode> {

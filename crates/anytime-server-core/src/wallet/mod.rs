@@ -5,6 +5,7 @@
 //! the chat, end to end encrypted, referring to the transfer id answered here.
 
 mod envelopes;
+mod payouts;
 mod requests;
 mod writer;
 
@@ -12,7 +13,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use anytime_ledger::{
-    Account, AccountKind, Command, Currency, LedgerStore, Posted, Transfer, TransferError, TransferId, TransferKind,
+    Account, AccountKind, Command, Currency, HoldStatus, LedgerStore, Posted, Transfer, TransferError, TransferId,
+    TransferKind,
 };
 use anytime_proto::limits::{
     LEDGER_QUEUE_JOBS_MAX, WALLET_DAILY_UNITS_MAX, WALLET_HISTORY_PAGE_MAX, WALLET_TRANSFERS_PER_MINUTE_MAX,
@@ -88,6 +90,15 @@ fn view(user: UserId, t: &Transfer, duplicate: bool) -> TransferView {
         currency: t.currency.code().into(),
         at_ms: t.timestamp_ms,
         duplicate,
+        hold: t.hold.map(|h| {
+            match h {
+                HoldStatus::Open => "held",
+                HoldStatus::Posted => "captured",
+                HoldStatus::Voided => "released",
+                HoldStatus::Expired => "expired",
+            }
+            .to_owned()
+        }),
     }
 }
 
@@ -124,8 +135,20 @@ impl ServerCore {
     ) -> Result<writer::Results, ErrorCode> {
         let wallet = self.wallet()?;
         let (reply, answer) = oneshot::channel();
-        wallet.jobs.send(writer::Job { commands, spend, reply }).await.map_err(|_| ErrorCode::Internal)?;
+        let job = writer::Job { commands, spend, expire: Vec::new(), reply };
+        wallet.jobs.send(job).await.map_err(|_| ErrorCode::Internal)?;
         answer.await.map_err(|_| ErrorCode::Internal)?
+    }
+
+    /// Releases the holds `due` that are past their expiry (through this node's writer).
+    pub(super) async fn expire(&self, due: Vec<TransferId>) -> Result<usize, ErrorCode> {
+        let wallet = self.wallet()?;
+        let count = due.len();
+        let (reply, answer) = oneshot::channel();
+        let job = writer::Job { commands: Vec::new(), spend: None, expire: due, reply };
+        wallet.jobs.send(job).await.map_err(|_| ErrorCode::Internal)?;
+        answer.await.map_err(|_| ErrorCode::Internal)??;
+        Ok(count)
     }
 
     pub async fn wallet_summary(&self, token: &str) -> Result<WalletSummary, ErrorCode> {
@@ -359,7 +382,7 @@ impl ServerCore {
             .flatten();
         let transfers = page
             .iter()
-            .filter(|t| !matches!(t.kind, TransferKind::Void { .. }))
+            .filter(|t| !matches!(t.kind, TransferKind::Void { .. } | TransferKind::Post { .. }))
             .map(|t| view(user, t, false))
             .collect();
         Ok(History { transfers, next })

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use anytime_ledger::{AccountId, Command, CommitError, Ledger, LedgerStore, Posted, TransferError};
+use anytime_ledger::{AccountId, Command, CommitError, Ledger, LedgerStore, Posted, TransferError, TransferId};
 use anytime_proto::limits::{COMMIT_ATTEMPTS_MAX, LEDGER_BATCH_COMMANDS_MAX};
 use anytime_proto::ErrorCode;
 use anytime_wallet::limits;
@@ -28,6 +28,8 @@ pub(crate) struct Spend {
 pub(crate) struct Job {
     pub commands: Vec<Command>,
     pub spend: Option<Spend>,
+    /// Holds to release as expired (the sweeper's), in the same batch and commit.
+    pub expire: Vec<TransferId>,
     pub reply: oneshot::Sender<Result<Results, ErrorCode>>,
 }
 
@@ -75,7 +77,8 @@ async fn run(store: Arc<dyn LedgerStore>, env: Arc<dyn Env>, mut jobs: mpsc::Rec
             continue;
         }
         let all: Vec<Command> = accepted.iter().flat_map(|j| j.commands.iter().cloned()).collect();
-        let outcome = post(&mut ledger, &*store, now, &all).await;
+        let expire: Vec<TransferId> = accepted.iter().flat_map(|j| j.expire.iter().copied()).collect();
+        let outcome = post(&mut ledger, &*store, now, &all, &expire).await;
         let mut results = match outcome {
             Ok(results) => results.into_iter(),
             Err(code) => {
@@ -98,15 +101,20 @@ async fn run(store: Arc<dyn LedgerStore>, env: Arc<dyn Env>, mut jobs: mpsc::Rec
     }
 }
 
-/// Prefetches, posts and commits `commands`, again on fresh state after a lost race.
+/// Prefetches, posts and commits `commands` (and releases the expired holds `expire`), again on
+/// fresh state after a lost race.
 async fn post(
     ledger: &mut Ledger,
     store: &dyn LedgerStore,
     now: u64,
     commands: &[Command],
+    expire: &[TransferId],
 ) -> Result<Results, ErrorCode> {
+    // Expiring a hold needs what releasing it would: the hold and its accounts.
+    let mut wanted = commands.to_vec();
+    wanted.extend(expire.iter().map(|hold| Command::Void { id: *hold, pending: *hold }));
     for _ in 0..COMMIT_ATTEMPTS_MAX {
-        while let Some(want) = ledger.wants(commands) {
+        while let Some(want) = ledger.wants(&wanted) {
             let found = store.load(&want.accounts, &want.transfers).await.map_err(|e| {
                 tracing::error!(error = %e, "ledger load failed");
                 ledger.reset();
@@ -115,6 +123,10 @@ async fn post(
             ledger.loaded(&want, found);
         }
         let results = ledger.post_batch(now, commands);
+        if !expire.is_empty() {
+            let expired = ledger.expire(now, expire);
+            tracing::debug!(holds = expired.len(), "holds expired");
+        }
         let changes = ledger.take_changes();
         match store.commit(&changes).await {
             Ok(()) => return Ok(results),
@@ -151,11 +163,14 @@ async fn spent_today(
             if t.timestamp_ms < day {
                 break 'pages;
             }
-            // Everything a user sends counts: payments, envelopes, paid requests (the same jobs
-            // that carry a `Spend`).
+            // Everything a user sends counts: payments, envelopes, paid requests, payouts (the
+            // same jobs that carry a `Spend`).
             let payment = matches!(
                 t.code,
-                anytime_wallet::purpose::PAYMENT | anytime_wallet::purpose::ENVELOPE | anytime_wallet::purpose::REQUEST
+                anytime_wallet::purpose::PAYMENT
+                    | anytime_wallet::purpose::ENVELOPE
+                    | anytime_wallet::purpose::REQUEST
+                    | anytime_wallet::purpose::PAYOUT
             );
             let out = t.debit == account;
             let spends =
