@@ -266,6 +266,17 @@ pub enum WalletCommand {
         #[arg(long)]
         code: Option<String>,
     },
+    /// Pay money out of the wallet to a SANDBOX test card (no real money): 4242 4242 4242 4242 is
+    /// paid, 4000 0000 0000 0002 is declined, 4000 0000 0000 0077 never answers (the money stays
+    /// held, then comes back). Asks for the payment PIN.
+    Payout {
+        /// Decimal, in the currency's unit.
+        amount: String,
+        currency: String,
+        /// The sandbox test card number to pay out to.
+        #[arg(long)]
+        card: String,
+    },
     /// The wallet's transfers in a currency, newest first.
     History {
         currency: String,

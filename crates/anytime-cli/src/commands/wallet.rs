@@ -12,7 +12,8 @@ use anytime_proto::frame::{self, ConvKind};
 use anytime_proto::http::ErrorBody;
 use anytime_proto::limits::{PIN_FAILURES_MAX, PIN_LOCK_MS, WALLET_DAILY_UNITS_MAX, WALLET_TRANSFER_UNITS_MAX};
 use anytime_proto::wallet::{
-    Balance, History, PayRequest, PinRequest, TopUpConfirm, TopUpRequest, TopUpResult, TransferView, WalletSummary,
+    Balance, History, PayRequest, PayoutRequest, PayoutResult, PinRequest, TopUpConfirm, TopUpRequest, TopUpResult,
+    TransferView, WalletSummary,
 };
 use anytime_proto::{ConvId, ErrorCode, UserId};
 use reqwest::{Method, RequestBuilder};
@@ -238,6 +239,7 @@ pub(super) async fn run(s: &mut Session, action: Option<WalletCommand>) -> anyho
         None => summary(s).await,
         Some(WalletCommand::Pin) => pin(s).await,
         Some(WalletCommand::TopUp { amount, currency, card, code }) => top_up(s, &amount, &currency, &card, code).await,
+        Some(WalletCommand::Payout { amount, currency, card }) => payout(s, &amount, &currency, &card).await,
         Some(WalletCommand::History { currency, csv: Some(path), .. }) => export_csv(s, &currency, &path).await,
         Some(WalletCommand::History { currency, csv: None, limit, page_size }) => {
             history(s, &currency, limit, page_size).await
@@ -375,6 +377,61 @@ async fn top_up(s: &mut Session, amount: &str, currency: &str, card: &str, code:
     )
 }
 
+/// `anytime wallet payout`: money out to a sandbox card, held until the provider answers.
+async fn payout(s: &mut Session, amount: &str, currency: &str, card: &str) -> anyhow::Result<()> {
+    let api = Api::of(s)?;
+    if !api.summary().await?.pin_set {
+        bail!("a payout needs a payment PIN: set one with `anytime wallet pin`; nothing was paid out");
+    }
+    let currency = currency.to_ascii_uppercase();
+    let prompt = format!("Payment PIN to pay {amount} {currency} out to the card {}: ", card_shown(card));
+    let pin = s.out.ask(Ask { kind: AskKind::Pin, prompt }).await?;
+    let request = PayoutRequest {
+        key: fresh_key(),
+        currency: currency.clone(),
+        amount: amount.to_owned(),
+        card: card.to_owned(),
+        pin,
+    };
+    let result: PayoutResult =
+        match Api::json_retried(api.request(Method::POST, "/v1/wallet/payouts").json(&request)).await {
+            Ok(result) => result,
+            Err(Failure::Network(error)) => bail!(
+                "the payout failed: no answer from the server after {ATTEMPTS} tries ({error}); look at `anytime wallet history {currency}` before trying again"
+            ),
+            Err(f) if f.code() == Some(ErrorCode::InvalidArgument) => bail!(
+                "the sandbox pays out only to its test cards (invalid_argument): 4242 4242 4242 4242 is paid, 4000 0000 0000 0002 is declined, 4000 0000 0000 0077 never answers; nothing was paid out"
+            ),
+            Err(f) => bail!("{:#}. Nothing was paid out", f.explain("the payout")),
+        };
+    let t = &result.transfer;
+    let balance = balance_in(&api.summary().await?, &t.currency);
+    let what = match result.status.as_str() {
+        "paid" => format!("paid out {} {} to the sandbox card {}", t.amount, t.currency, card_shown(card)),
+        "declined" => format!(
+            "the sandbox declined the payout to the card {}: the {} {} are back in the wallet",
+            card_shown(card),
+            t.amount,
+            t.currency
+        ),
+        "pending" => format!(
+            "the payout of {} {} to the card {} waits for the provider: the money is held (not spendable) until it answers, or back in the wallet when the hold expires",
+            t.amount,
+            t.currency,
+            card_shown(card)
+        ),
+        "expired" => format!("the provider never answered: the {} {} came back to the wallet", t.amount, t.currency),
+        other => format!("the payout ended as {other:?}, which this version does not know; see `anytime wallet`"),
+    };
+    s.out.print(
+        format!(
+            "{what} (transfer {})\nbalance: {} {} (available {})",
+            t.id, balance.balance, balance.currency, balance.available
+        ),
+        json!({"status": result.status, "sandbox": true, "transfer": t, "balance": balance}),
+    )
+}
+
 /// A transfer as a line and as JSON (with the counterparty's username when known).
 fn describe_transfer(s: &Session, t: &TransferView) -> (String, serde_json::Value) {
     let names = s.out.names.borrow();
@@ -385,8 +442,9 @@ fn describe_transfer(s: &Session, t: &TransferView) -> (String, serde_json::Valu
         (_, Some(who)) => ("-", format!("to {who}")),
         (_, None) => ("-", "to the sandbox provider".to_owned()),
     };
+    let hold = t.hold.as_ref().map(|h| format!("  [{h}]")).unwrap_or_default();
     let human = format!(
-        "{}  {:<3}  {:<8}  {sign}{} {}  {with}  {}",
+        "{}  {:<3}  {:<8}  {sign}{} {}  {with}  {}{hold}",
         utc_minute(t.at_ms),
         t.direction,
         t.purpose,

@@ -84,6 +84,39 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 #[test]
+fn cli_wallet_payout_to_sandbox_cards_paid_declined_and_held() {
+    let h = start();
+    let alice = Device::new(&h, "alice", "one", true);
+    let error =
+        fails(&alice, &["wallet", "payout", "5", "USD", "--card", "4242424242424242"], &[("ANYTIME_PIN", "2468")]);
+    assert!(error.contains("anytime wallet pin"), "no PIN yet: {error}");
+    ok(&alice, &["wallet", "pin"], &[("ANYTIME_PIN", "2468")]);
+    ok(&alice, &["wallet", "top-up", "50", "USD", "--card", "4242 4242 4242 4242"], &[]);
+    let pin = [("ANYTIME_PIN", "2468")];
+
+    let paid = ok(&alice, &["wallet", "payout", "20", "USD", "--card", "4242 4242 4242 4242"], &pin);
+    assert_eq!((paid[0]["status"].as_str(), paid[0]["transfer"]["hold"].as_str()), (Some("paid"), Some("captured")));
+    assert_eq!(paid[0]["balance"]["balance"], "30.00");
+    let declined = ok(&alice, &["wallet", "payout", "5", "USD", "--card", "4000000000000002"], &pin);
+    assert_eq!(declined[0]["status"], "declined");
+    let held = ok(&alice, &["wallet", "payout", "10", "USD", "--card", "4000 0000 0000 0077"], &pin);
+    assert_eq!(held[0]["status"], "pending");
+    assert_eq!(balance(&alice, "USD"), ("30.00".into(), "20.00".into()), "10 held while the provider is silent");
+
+    let error = fails(&alice, &["wallet", "payout", "5", "USD", "--card", "5555 5555 5555 4444"], &pin);
+    assert!(error.contains("test cards") && error.contains("nothing was paid out"), "{error}");
+    let error =
+        fails(&alice, &["wallet", "payout", "5", "USD", "--card", "4242424242424242"], &[("ANYTIME_PIN", "0000")]);
+    assert!(error.contains("pin_wrong"), "{error}");
+    let error = fails(&alice, &["wallet", "payout", "25", "USD", "--card", "4242424242424242"], &pin);
+    assert!(error.contains("insufficient_funds"), "more than is available: {error}");
+
+    let history = human(&alice, &["wallet", "history", "USD"]);
+    assert!(history.contains("payout") && history.contains("[captured]") && history.contains("[held]"), "{history}");
+    assert!(history.contains("[released]"), "{history}");
+}
+
+#[test]
 fn cli_wallet_pin_top_ups_a_payment_with_an_encrypted_note_checks_history_and_csv() {
     let h = start();
     let alice = Device::new(&h, "alice", "one", true);
