@@ -15,6 +15,15 @@ const TEST_CARDS = [
   ["4000 0000 0000 0002", "is declined"],
 ];
 
+// Payouts (money out) go to the same sandbox cards.
+const PAYOUT_CARDS = [
+  ["4242 4242 4242 4242", "is paid"],
+  ["4000 0000 0000 0002", "is declined"],
+  ["4000 0000 0000 0077", "never answers (the money stays held, then comes back)"],
+];
+
+const HOLD_TEXT = { held: "held", captured: "paid", released: "declined", expired: "expired, back" };
+
 class WalletError extends Error {
   constructor(code, message) { super(message); this.code = code; }
 }
@@ -61,7 +70,8 @@ export async function walletDialog() {
     const page = await api("GET", `/v1/wallet/history?currency=${historyCurrency.value}&limit=50`).catch((e) => { failed(e); return null; });
     if (!page) return;
     historyList.replaceChildren(...page.transfers.map((t) => h("li", { "data-transfer": t.id },
-      h("span", {}, t.purpose === "top_up" ? "Top-up" : t.direction === "out" ? `To ${ctx.name(t.counterparty)}` : `From ${ctx.name(t.counterparty)}`),
+      h("span", {}, t.purpose === "top_up" ? "Top-up" : t.purpose === "payout" ? `Payout (${HOLD_TEXT[t.hold] || t.hold})`
+        : t.direction === "out" ? `To ${ctx.name(t.counterparty)}` : `From ${ctx.name(t.counterparty)}`),
       h("span", { class: "time muted" }, `${new Date(t.at_ms).toLocaleDateString()} ${time(t.at_ms)}`),
       h("strong", { class: t.direction === "out" ? "out" : "in" }, `${t.direction === "out" ? "−" : "+"}${t.amount} ${t.currency}`))));
     if (!page.transfers.length) historyList.append(h("li", { class: "muted" }, "Nothing yet"));
@@ -98,6 +108,25 @@ export async function walletDialog() {
   h("div", { class: "field" }, h("label", { for: "top-up-currency" }, "Currency"), h("select", { id: "top-up-currency", name: "currency" }, options(first))),
   field("Test card number", { id: "top-up-card", name: "card", value: TEST_CARDS[0][0], autocomplete: "off" }),
   h("button", { type: "submit" }, "Top up"));
+  const payoutForm = h("form", { class: "row", "aria-label": "Pay out", onsubmit: async (ev) => {
+    ev.preventDefault();
+    const form = ev.target;
+    const body = { key: newKey(), currency: form.currency.value, amount: form.amount.value.trim(), card: form.card.value, pin: form.pin.value };
+    try {
+      const result = await api("POST", "/v1/wallet/payouts", body);
+      const money = `${result.transfer.amount} ${result.transfer.currency}`;
+      if (result.status === "paid") toast(`Paid out ${money}`);
+      else if (result.status === "pending") toast(`Waiting for the provider: ${money} held until it answers`);
+      else { toast(`The sandbox declined the payout: ${money} back in the wallet`, true); }
+      d.close();
+      walletDialog();
+    } catch (error) { failed(error); }
+  } },
+  field("Amount to pay out", { id: "payout-amount", name: "amount", inputmode: "decimal", required: true, autocomplete: "off" }),
+  h("div", { class: "field" }, h("label", { for: "payout-currency" }, "Currency to pay out"), h("select", { id: "payout-currency", name: "currency" }, options(first))),
+  field("Test card to pay out to", { id: "payout-card", name: "card", value: TEST_CARDS[0][0], autocomplete: "off" }),
+  field("PIN for the payout", { id: "payout-pin", name: "pin", type: "password", inputmode: "numeric", required: true, autocomplete: "off" }),
+  h("button", { type: "submit" }, "Pay out"));
   const pinForm = h("form", { class: "row", "aria-label": "Payment PIN", onsubmit: async (ev) => {
     ev.preventDefault();
     const form = ev.target;
@@ -121,6 +150,10 @@ export async function walletDialog() {
     h("h3", {}, "Top up"),
     h("p", { class: "muted small" }, TEST_CARDS.map(([card, what]) => `${card} ${what}`).join(" · ")),
     topUpForm,
+    ...(summary.pin_set && summary.balances.length ? [
+      h("h3", {}, "Pay out"),
+      h("p", { class: "muted small" }, PAYOUT_CARDS.map(([card, what]) => `${card} ${what}`).join(" · ")),
+      payoutForm] : []),
     h("h3", {}, "Payment PIN"),
     h("p", { class: "muted small" }, summary.pin_set ? "Asked before money leaves your wallet." : "Set one to send money."),
     pinForm,

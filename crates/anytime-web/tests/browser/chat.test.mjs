@@ -733,12 +733,19 @@ test("wallet: sandbox top-up, PIN, money sent in a chat arrives and is confirmed
   await wallet.getByRole("button", { name: "Set PIN" }).click();
   await alice.locator("#toast", { hasText: "Payment PIN saved" }).waitFor();
   const reopened = alice.getByRole("dialog");
-  await reopened.getByLabel("Amount").fill("50");
+  await reopened.getByLabel("Amount", { exact: true }).fill("55");
   await reopened.getByRole("button", { name: "Top up" }).click();
-  await alice.locator("#toast", { hasText: "Topped up 50.00 USD" }).waitFor();
+  await alice.locator("#toast", { hasText: "Topped up 55.00 USD" }).waitFor();
+  // Money out: a payout to a sandbox card, held and then captured.
+  await alice.getByRole("dialog").getByLabel("Amount to pay out").fill("5");
+  await alice.getByRole("dialog").getByLabel("PIN for the payout").fill("2468");
+  await alice.getByRole("dialog").getByRole("button", { name: "Pay out" }).click();
+  await alice.locator("#toast", { hasText: "Paid out 5.00 USD" }).waitFor();
   const balances = alice.getByRole("dialog").getByRole("list", { name: "Balances" });
   await balances.locator("li[data-currency=USD]", { hasText: "50.00 USD" }).waitFor();
-  await alice.getByRole("dialog").getByRole("list", { name: "Wallet history" }).locator("li", { hasText: "+50.00 USD" }).waitFor();
+  const history = alice.getByRole("dialog").getByRole("list", { name: "Wallet history" });
+  await history.locator("li", { hasText: "+55.00 USD" }).waitFor();
+  await history.locator("li", { hasText: "Payout (paid)" }).locator("strong", { hasText: "−5.00 USD" }).waitFor();
   await screenshot(alice, "desktop-wallet");
   await alice.getByRole("dialog").getByRole("button", { name: "Close" }).click();
 
@@ -777,7 +784,7 @@ test("wallet in a group: a split bill of three is settled, a red envelope is gra
     await page.getByRole("dialog").getByLabel("Payment PIN (4–8 digits)").fill(pin);
     await page.getByRole("dialog").getByRole("button", { name: "Set PIN" }).click();
     await page.locator("#toast", { hasText: "Payment PIN saved" }).waitFor();
-    await page.getByRole("dialog").getByLabel("Amount").fill("20");
+    await page.getByRole("dialog").getByLabel("Amount", { exact: true }).fill("20");
     await page.getByRole("dialog").getByRole("button", { name: "Top up" }).click();
     await page.locator("#toast", { hasText: "Topped up 20.00 USD" }).waitFor();
     await page.getByRole("dialog").getByRole("button", { name: "Close" }).click();
