@@ -974,11 +974,11 @@ async fn execute(s: &mut Session, command: Command) -> anyhow::Result<()> {
             money::request(s, parse_conv(&chat)?, &amount, &currency, &from, note).await?;
         }
         Command::Split { action: Some(action), .. } => money::split_action(s, action).await?,
-        Command::Split { action: None, chat, total, currency, with, note } => {
+        Command::Split { action: None, chat, total, currency, with, shares, note } => {
             let (Some(chat), Some(total), Some(currency)) = (chat, total, currency) else {
-                bail!("usage: anytime split CHAT TOTAL CURRENCY [--with U1,U2] [--note TEXT]");
+                bail!("usage: anytime split CHAT TOTAL CURRENCY [--with U1,U2 | --share U=AMOUNT...] [--note TEXT]");
             };
-            money::split(s, parse_conv(&chat)?, &total, &currency, &with, note).await?;
+            money::split(s, parse_conv(&chat)?, &total, &currency, &with, &shares, note).await?;
         }
         Command::Envelope { chat, total, currency, shares, equal, note } => {
             money::envelope(s, parse_conv(&chat)?, &total, &currency, shares, equal, note).await?;

@@ -217,6 +217,10 @@ pub enum Command {
         /// every member of the chat, you included.
         #[arg(long, value_delimiter = ',')]
         with: Vec<String>,
+        /// A custom split instead of equal shares: what one member is asked, USERNAME=AMOUNT
+        /// (repeat it for each; your own part of the bill is not asked).
+        #[arg(long = "share", value_name = "USERNAME=AMOUNT", conflicts_with = "with")]
+        shares: Vec<String>,
         /// A note for the chat (end-to-end encrypted).
         #[arg(long, default_value = "")]
         note: String,

@@ -8,7 +8,8 @@ use anytime_client::content::{self, Content};
 use anytime_client::Transport;
 use anytime_proto::frame::{self, ConvKind};
 use anytime_proto::wallet::{
-    EnvelopeRequest, EnvelopeView, GrabResult, MoneyRequestBody, MoneyRequestView, PayRequestBody, SplitBody, SplitView,
+    EnvelopeRequest, EnvelopeView, GrabResult, MoneyRequestBody, MoneyRequestView, PayRequestBody, SplitBody,
+    SplitShare, SplitView,
 };
 use anytime_proto::{ConvId, ErrorCode, UserId};
 use reqwest::Method;
@@ -235,10 +236,27 @@ pub(super) async fn split(
     total: &str,
     currency: &str,
     with: &[String],
+    custom: &[String],
     note: String,
 ) -> anyhow::Result<()> {
     let (_, members) = members_of(s, conv).await?;
-    let people = if with.is_empty() {
+    let mut shares = Vec::new();
+    for share in custom {
+        let Some((username, amount)) = share.split_once('=') else {
+            bail!("--share {share:?}: write USERNAME=AMOUNT, e.g. --share bob=12.50");
+        };
+        let user = s.user(username.trim()).await?.user;
+        if !members.contains(&user) {
+            bail!("{username} is not a member of {conv}: split among people in the chat");
+        }
+        if shares.iter().any(|x: &SplitShare| x.user == user) {
+            bail!("--share names {username} twice: give each member one amount");
+        }
+        shares.push(SplitShare { user, amount: amount.trim().to_owned() });
+    }
+    let people = if !shares.is_empty() {
+        shares.iter().map(|x| x.user).collect()
+    } else if with.is_empty() {
         members
     } else {
         let mut people = Vec::new();
@@ -262,9 +280,10 @@ pub(super) async fn split(
         key: fresh_key(),
         conv,
         currency: currency.to_owned(),
-        total: Some(total.to_owned()),
-        people: people.clone(),
-        shares: Vec::new(),
+        // A custom split names each share; an equal one, the total and who shares it.
+        total: shares.is_empty().then(|| total.to_owned()),
+        people: if shares.is_empty() { people.clone() } else { Vec::new() },
+        shares,
     };
     let made: SplitView = Api::json_retried(api.request(Method::POST, "/v1/wallet/splits").json(&body))
         .await

@@ -49,6 +49,31 @@ fn cli_split_bill_paid_and_declined_then_a_red_envelope_grabbed() {
     assert_eq!(made[0]["asked"], "20.00", "alice's own share is not asked: {made:?}");
     assert_eq!(made[0]["requests"].as_array().map(Vec::len), Some(2), "{made:?}");
 
+    // A custom split: each named member asked their own amount; bad shares ask nothing.
+    let custom = ok(&alice, &["split", &conv, "25.00", "USD", "--share", "bob=12.50", "--share", "carol=7.25"], &[]);
+    let asked: Vec<(String, String)> = custom[0]["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .map(|r| {
+            (
+                r["payer_name"].as_str().unwrap_or_default().to_owned(),
+                r["amount"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        asked.contains(&("bob".into(), "12.50".into())) && asked.contains(&("carol".into(), "7.25".into())),
+        "{asked:?}"
+    );
+    assert_eq!(custom[0]["asked"], "19.75");
+    let error = fails(&alice, &["split", &conv, "5", "USD", "--share", "bob"], &[]);
+    assert!(error.contains("USERNAME=AMOUNT"), "{error}");
+    let error = fails(&alice, &["split", &conv, "5", "USD", "--share", "bob=0"], &[]);
+    assert!(error.contains("invalid_amount"), "{error}");
+    let error = fails(&alice, &["split", &conv, "5", "USD", "--share", "bob=1", "--share", "bob=2"], &[]);
+    assert!(error.contains("twice"), "{error}");
+
     // bob and carol see it with its id, live and in their history.
     let line = format!("🧾 alice split 30.00 USD — dinner [split {split}]");
     let shown = human(&bob, &["sync"]);
