@@ -218,21 +218,40 @@ async function requestDialog(chat) {
 async function splitDialog(chat) {
   const summary = await summaryOrFail();
   if (!summary) return;
+  // Equal shares among the ticked people, or (custom) an amount typed for each other member.
+  const amounts = chat.members.filter((m) => !m.me).map((m) => h("input", {
+    type: "text", class: "share-amount", "data-user": m.user, inputmode: "decimal", autocomplete: "off",
+    "aria-label": `${m.name}'s share`, placeholder: "0.00", hidden: true,
+  }));
+  const amountOf = (user) => amounts.find((a) => a.dataset.user === user);
   const people = chat.members.map((m) => h("label", { class: "radio" },
-    h("input", { type: "checkbox", name: "split-person", value: m.user, checked: true }), m.me ? `${m.name} (you)` : m.name));
+    h("input", { type: "checkbox", name: "split-person", value: m.user, checked: true }), m.me ? `${m.name} (you)` : m.name,
+    m.me ? null : amountOf(m.user)));
+  const legend = h("legend", {}, "Shared equally by");
+  const custom = h("input", { type: "checkbox", id: "split-custom", onchange: () => {
+    for (const a of amounts) a.hidden = !custom.checked;
+    legend.textContent = custom.checked ? "Each one's share (yours is not asked)" : "Shared equally by";
+  } });
   const d = dialog("Split a bill", [
     h("div", { class: "row" }, field("Total", { id: "split-total", inputmode: "decimal", required: true, autocomplete: "off" }),
       currencyField(summary, "split-currency")),
-    h("fieldset", {}, h("legend", {}, "Shared equally by"), people),
+    h("label", { class: "radio" }, custom, "Custom amounts"),
+    h("fieldset", {}, legend, people),
     field("What for (only this chat can read it)", { id: "split-note", autocomplete: "off", maxlength: 200 }),
   ], h("button", { type: "submit", value: "ok", onclick: async (ev) => {
     ev.preventDefault();
     const total = d.querySelector("#split-total").value.trim();
     const currency = d.querySelector("#split-currency").value;
     const chosen = [...d.querySelectorAll("input[name=split-person]:checked")].map((i) => i.value);
-    if (!total || !chosen.length) return;
+    const shares = custom.checked
+      ? amounts.filter((a) => chosen.includes(a.dataset.user) && a.value.trim()).map((a) => ({ user: a.dataset.user, amount: a.value.trim() }))
+      : [];
+    if (!total || !chosen.length || (custom.checked && !shares.length)) return;
+    const body = custom.checked
+      ? { key: newKey(), conv: chat.conv, currency, shares }
+      : { key: newKey(), conv: chat.conv, currency, total, people: chosen };
     try {
-      const split = await api("POST", "/v1/wallet/splits", { key: newKey(), conv: chat.conv, currency, total, people: chosen });
+      const split = await api("POST", "/v1/wallet/splits", body);
       await ctx.app.sendMoneyMessage(chat.conv, "split", split.id, undefined, total, currency, 0, d.querySelector("#split-note").value.trim());
       d.close();
       toast(`Split ${total} ${currency}: asked ${split.asked}`);

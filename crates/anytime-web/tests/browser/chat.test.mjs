@@ -812,6 +812,18 @@ test("wallet in a group: a split bill of three is settled, a red envelope is gra
   assert.equal(await tracker.locator(".tracker li[data-status=paid]").count(), 2);
   await screenshot(alice, "desktop-split-bill-settled");
 
+  // A custom split: bob is asked 4.00 and carol 2.50 of a 9.00 bill.
+  await alice.getByRole("button", { name: "Money", exact: true }).click();
+  await alice.getByRole("dialog").getByRole("button", { name: "🧾 Split a bill" }).click();
+  const uneven = alice.getByRole("dialog");
+  await uneven.getByLabel("Total").fill("9");
+  await uneven.getByLabel("Custom amounts").check();
+  await uneven.getByLabel("bob's share").fill("4");
+  await uneven.getByLabel("carol's share").fill("2.50");
+  await uneven.getByRole("button", { name: "Split", exact: true }).click();
+  await alice.locator("#toast", { hasText: "asked 6.50" }).waitFor();
+  await bob.locator(".message .split-bill").last().getByRole("button", { name: "Pay my share (4.00 USD)" }).waitFor();
+
   // A red envelope of two equal shares: bob opens it and gets half.
   await alice.getByRole("button", { name: "Money", exact: true }).click();
   await alice.getByRole("dialog").getByRole("button", { name: "🧧 Red envelope" }).click();
