@@ -251,6 +251,10 @@ pub const REQUEST_TTL_MS: u64 = 7 * 24 * 3_600_000;
 /// People one split bill asks.
 pub const SPLIT_PEOPLE_MAX: usize = 100;
 
+/// Open requests listed for a payer at most (the wallet screen; older ones stay payable in
+/// their chats).
+pub const REQUESTS_LISTED_MAX: u32 = 200;
+
 /// Shares of one red envelope.
 pub const ENVELOPE_SHARES_MAX: u32 = 200;
 

@@ -29,7 +29,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/wallet/envelopes", post(create_envelope))
         .route("/v1/wallet/envelopes/{id}", get(envelope))
         .route("/v1/wallet/envelopes/{id}/grab", post(grab))
-        .route("/v1/wallet/requests", post(create_request))
+        .route("/v1/wallet/requests", post(create_request).get(requests_of_mine))
         .route("/v1/wallet/requests/{id}", get(request))
         .route("/v1/wallet/requests/{id}/pay", post(pay_request))
         .route("/v1/wallet/requests/{id}/close", post(close_request))
@@ -151,6 +151,10 @@ async fn create_request(State(state): State<AppState>, headers: HeaderMap, body:
         Ok(request) => answer(state.core.wallet_request(&bearer(&headers), request).await),
         Err(code) => error_response(code),
     }
+}
+
+async fn requests_of_mine(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    answer(state.core.wallet_requests_of_mine(&bearer(&headers)).await)
 }
 
 async fn request(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {

@@ -13,6 +13,7 @@ const STEPS: &[&str] = &[
     include_str!("migrations/v1_to_v2.sql"),
     include_str!("migrations/v2_to_v3.sql"),
     include_str!("migrations/v3_to_v4.sql"),
+    include_str!("migrations/v4_to_v5.sql"),
 ];
 /// Serialises schema migrations between nodes starting at once.
 const MIGRATION_LOCK: i64 = 0x616e_7974_696d_6501;

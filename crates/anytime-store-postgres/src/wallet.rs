@@ -225,6 +225,26 @@ impl WalletStore for PgStore {
     async fn split_requests(&self, split: u128) -> Result<Vec<MoneyRequest>, WalletStoreError> {
         self.wallet_requests_where("split = $1", split.to_be_bytes().to_vec()).await
     }
+
+    async fn open_requests_for(
+        &self,
+        payer: UserId,
+        now_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<MoneyRequest>, WalletStoreError> {
+        let c = self.pool.get().await.map_err(failed)?;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {REQUEST_COLUMNS} FROM wallet_requests WHERE payer = $1 AND status = 'open' \
+                     AND expires_at_ms > $2 ORDER BY created_at_ms DESC, position DESC LIMIT $3"
+                ),
+                &[&(payer.0 as i64), &ms(now_ms)?, &i64::from(limit)],
+            )
+            .await
+            .map_err(failed)?;
+        rows.iter().map(request_row).collect()
+    }
 }
 
 const REQUEST_COLUMNS: &str =

@@ -10,6 +10,7 @@ const STEPS: &[&str] = &[
     include_str!("migrations/v1_to_v2.sql"),
     include_str!("migrations/v2_to_v3.sql"),
     include_str!("migrations/v3_to_v4.sql"),
+    include_str!("migrations/v4_to_v5.sql"),
 ];
 
 pub const SCHEMA_VERSION: u32 = STEPS.len() as u32;

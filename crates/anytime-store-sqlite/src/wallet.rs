@@ -136,6 +136,29 @@ impl WalletStore for SqliteStore {
     async fn split_requests(&self, split: u128) -> Result<Vec<MoneyRequest>, WalletStoreError> {
         self.wallet_requests_where("split = ?", split.to_be_bytes().to_vec()).await
     }
+
+    async fn open_requests_for(
+        &self,
+        payer: UserId,
+        now_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<MoneyRequest>, WalletStoreError> {
+        self.engine
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(&format!(
+                        "SELECT {REQUEST_COLUMNS} FROM wallet_requests WHERE payer = ? AND status = 'open' \
+                         AND expires_at_ms > ? ORDER BY created_at_ms DESC, position DESC LIMIT ?"
+                    ))
+                    .map_err(backend)?;
+                let rows = stmt
+                    .query_map(rusqlite::params![payer.0 as i64, now_ms as i64, limit], request_row)
+                    .map_err(backend)?;
+                rows.collect::<Result<_, _>>().map_err(backend)
+            })
+            .await
+            .map_err(failed)
+    }
 }
 
 impl SqliteStore {

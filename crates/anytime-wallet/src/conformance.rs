@@ -17,6 +17,7 @@ pub async fn run_all<S: WalletStore + 'static, F: Future<Output = S>>(mut fresh:
     envelopes_are_created_once(&fresh().await).await;
     concurrent_grabs_take_each_share_once(Arc::new(fresh().await)).await;
     requests_are_created_once_and_settled_once(&fresh().await).await;
+    a_payer_sees_their_open_requests_newest_first(&fresh().await).await;
 }
 
 pub fn request(id: u128, payer: u64, amount: u128, split: Option<u128>) -> MoneyRequest {
@@ -49,6 +50,30 @@ pub async fn requests_are_created_once_and_settled_once<S: WalletStore>(store: &
     assert!(store.set_request_status(10, request::Status::Paid, false).await.expect("forced"));
     assert_eq!(store.request(10).await.expect("read").map(|r| r.status), Some(request::Status::Paid));
     assert!(!store.set_request_status(99, request::Status::Paid, false).await.expect("unknown"));
+}
+
+pub async fn a_payer_sees_their_open_requests_newest_first<S: WalletStore>(store: &S) {
+    let at = |mut r: MoneyRequest, created: u64, expires: u64| {
+        r.created_at_ms = created;
+        r.expires_at_ms = expires;
+        r
+    };
+    let requests = [
+        at(request(20, 2, 100, None), 1_000, 50_000),
+        at(request(21, 3, 200, None), 2_000, 50_000),
+        at(request(22, 2, 300, Some(79)), 3_000, 50_000),
+        at(request(23, 2, 400, None), 4_000, 5_000),
+        at(request(24, 2, 500, None), 5_000, 50_000),
+    ];
+    for r in &requests {
+        assert!(store.create_requests(std::slice::from_ref(r)).await.expect("create"));
+    }
+    assert!(store.set_request_status(24, request::Status::Paid, true).await.expect("pay"));
+    let ids = |list: Vec<MoneyRequest>| list.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let open = store.open_requests_for(UserId(2), 6_000, 10).await.expect("list");
+    assert_eq!(ids(open), [22, 20], "newest first; not another payer's, not paid, not expired");
+    assert_eq!(ids(store.open_requests_for(UserId(2), 4_500, 1).await.expect("list")), [23], "the limit");
+    assert!(store.open_requests_for(UserId(9), 0, 10).await.expect("list").is_empty());
 }
 
 pub fn envelope(id: u128, shares: Vec<u128>, expires_at_ms: u64) -> Envelope {

@@ -47,6 +47,14 @@ pub trait WalletStore: Send + Sync {
     ) -> Result<bool, WalletStoreError>;
     /// The requests of a split bill, in creation order.
     async fn split_requests(&self, split: u128) -> Result<Vec<MoneyRequest>, WalletStoreError>;
+    /// What `payer` is asked to pay: open requests not expired at `now_ms`, newest first, at most
+    /// `limit`.
+    async fn open_requests_for(
+        &self,
+        payer: UserId,
+        now_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<MoneyRequest>, WalletStoreError>;
 }
 
 #[derive(Debug, Default)]
@@ -163,6 +171,20 @@ impl WalletStore for MemoryWalletStore {
     async fn split_requests(&self, split: u128) -> Result<Vec<MoneyRequest>, WalletStoreError> {
         let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         Ok(requests.iter().filter(|r| r.split == Some(split)).cloned().collect())
+    }
+
+    async fn open_requests_for(
+        &self,
+        payer: UserId,
+        now_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<MoneyRequest>, WalletStoreError> {
+        let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let open = requests
+            .iter()
+            .rev()
+            .filter(|r| r.payer == payer && r.status == request::Status::Open && r.expires_at_ms > now_ms);
+        Ok(open.take(limit as usize).cloned().collect())
     }
 }
 

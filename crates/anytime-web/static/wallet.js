@@ -76,6 +76,33 @@ export async function walletDialog() {
       h("strong", { class: t.direction === "out" ? "out" : "in" }, `${t.direction === "out" ? "−" : "+"}${t.amount} ${t.currency}`))));
     if (!page.transfers.length) historyList.append(h("li", { class: "muted" }, "Nothing yet"));
   }
+  // What others asked this account to pay (requests and split-bill shares), payable from here.
+  const askedList = h("ul", { class: "wallet-asked", "aria-label": "Asked of you" });
+  async function loadAsked() {
+    const asked = await api("GET", "/v1/wallet/requests").catch((e) => { failed(e); return null; });
+    if (!asked) return;
+    askedList.replaceChildren(...asked.map((r) => h("li", { "data-request": r.id },
+      h("span", {}, `${ctx.name(r.requester)} asks ${r.split ? "your share of a split bill" : "you"}: `),
+      h("strong", {}, `${r.amount} ${r.currency}`),
+      h("button", { type: "button", class: "secondary", onclick: async () => {
+        const pin = await askPin(`Pay ${r.amount} ${r.currency} to ${ctx.name(r.requester)}`);
+        if (pin === null) return;
+        try {
+          const paid = await api("POST", `/v1/wallet/requests/${r.id}/pay`, { pin });
+          await ctx.app.sendPayment(r.conv, paid.transfer, r.requester, paid.amount, paid.currency, r.split ? "my share" : "");
+          toast(`Paid ${paid.amount} ${paid.currency}`);
+          d.close();
+          walletDialog();
+        } catch (error) { failed(error); }
+      } }, "Pay"),
+      h("button", { type: "button", class: "secondary", onclick: async () => {
+        try {
+          await api("POST", `/v1/wallet/requests/${r.id}/close`);
+          loadAsked();
+        } catch (error) { failed(error); }
+      } }, "Decline"))));
+    if (!asked.length) askedList.append(h("li", { class: "muted" }, "Nobody is asking you for money"));
+  }
   const exportCsv = async () => {
     const response = await fetch(`/v1/wallet/history?currency=${historyCurrency.value}&limit=200&format=csv`,
       { headers: { authorization: `Bearer ${ctx.app.sessionToken()}` } });
@@ -147,6 +174,8 @@ export async function walletDialog() {
         h("strong", { class: "amount" }, `${b.balance} ${b.currency}`),
         b.available !== b.balance ? h("span", { class: "muted" }, ` (${b.available} available)`) : null))
       : h("li", { class: "muted" }, "No money yet: top up below.")),
+    h("h3", {}, "Asked of you"),
+    askedList,
     h("h3", {}, "Top up"),
     h("p", { class: "muted small" }, TEST_CARDS.map(([card, what]) => `${card} ${what}`).join(" · ")),
     topUpForm,
@@ -164,6 +193,7 @@ export async function walletDialog() {
     h("p", { class: "muted small" }, `Limits: ${summary.transfer_units_max.toLocaleString()} per payment, ${summary.daily_units_max.toLocaleString()} per day (in units of the currency).`),
   ], null);
   d.classList.add("wallet");
+  loadAsked();
   loadHistory();
 }
 

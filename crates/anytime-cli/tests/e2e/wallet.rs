@@ -466,8 +466,20 @@ async fn a_split_bill_tracks_who_paid_and_requests_are_paid_once() {
     };
     let (for_bob, for_carol) = (of(&bob), of(&carol));
     assert_eq!(requests.len(), 2, "the maker's own share is not asked");
+    // Each payer's wallet lists what they are asked (and nobody else's).
+    let listed = |list: Value| -> Vec<String> {
+        list.as_array().expect("a list").iter().map(|r| r["id"].as_str().unwrap_or_default().to_owned()).collect()
+    };
+    assert_eq!(listed(api.ok(&bob, "GET", "/v1/wallet/requests", None).await), [for_bob.clone()]);
+    assert_eq!(listed(api.ok(&carol, "GET", "/v1/wallet/requests", None).await), [for_carol.clone()]);
+    assert!(
+        listed(api.ok(&alice, "GET", "/v1/wallet/requests", None).await).is_empty(),
+        "the requester is asked nothing"
+    );
+    assert!(listed(api.ok(&dave, "GET", "/v1/wallet/requests", None).await).is_empty());
 
     let paid = api.ok(&bob, "POST", &format!("/v1/wallet/requests/{for_bob}/pay"), Some(json!({"pin": "2468"}))).await;
+    assert!(listed(api.ok(&bob, "GET", "/v1/wallet/requests", None).await).is_empty(), "paid: no longer asked");
     assert_eq!(paid["status"], "paid");
     let twice = api.ok(&bob, "POST", &format!("/v1/wallet/requests/{for_bob}/pay"), Some(json!({"pin": "2468"}))).await;
     assert_eq!(twice["status"], "paid");

@@ -4,7 +4,7 @@
 //! moves it once). The request's status follows the ledger: once its transfer exists it is paid.
 
 use anytime_ledger::{Account, AccountKind, Command, Posted};
-use anytime_proto::limits::{REQUEST_TTL_MS, SPLIT_PEOPLE_MAX};
+use anytime_proto::limits::{REQUESTS_LISTED_MAX, REQUEST_TTL_MS, SPLIT_PEOPLE_MAX};
 use anytime_proto::wallet::{MoneyRequestBody, MoneyRequestView, SplitBody, SplitView};
 use anytime_proto::{ConvId, ErrorCode, UserId};
 use anytime_wallet::request::{self, MoneyRequest, Status};
@@ -185,6 +185,15 @@ impl ServerCore {
             return Err(ErrorCode::InvalidArgument);
         }
         Ok(r)
+    }
+
+    /// What the caller is asked to pay: open requests (and split-bill shares), newest first.
+    pub async fn wallet_requests_of_mine(&self, token: &str) -> Result<Vec<MoneyRequestView>, ErrorCode> {
+        let user = self.authenticate(token).await?.user;
+        let now = self.env.now_ms();
+        let open =
+            self.wallet()?.store.open_requests_for(user, now, REQUESTS_LISTED_MAX).await.map_err(store_failed)?;
+        Ok(open.iter().map(|r| view(r, now)).collect())
     }
 
     pub async fn wallet_request_view(&self, token: &str, id: &str) -> Result<MoneyRequestView, ErrorCode> {

@@ -823,6 +823,22 @@ test("wallet in a group: a split bill of three is settled, a red envelope is gra
   await uneven.getByRole("button", { name: "Split", exact: true }).click();
   await alice.locator("#toast", { hasText: "asked 6.50" }).waitFor();
   await bob.locator(".message .split-bill").last().getByRole("button", { name: "Pay my share (4.00 USD)" }).waitFor();
+  // bob pays it from his wallet screen, where what he is asked is listed.
+  const back = bob.getByRole("button", { name: "Back to chats" });
+  if (await back.isVisible()) await back.click();
+  await bob.getByRole("button", { name: "Wallet" }).click();
+  const asked = bob.getByRole("dialog").getByRole("list", { name: "Asked of you" }).locator("li", { hasText: "4.00 USD" });
+  await asked.getByText("alice asks your share of a split bill").waitFor();
+  await asked.getByRole("button", { name: "Pay" }).click();
+  // The PIN is asked in a dialog over the wallet's.
+  const pinDialog = bob.getByRole("dialog").last();
+  await pinDialog.getByText("Pay 4.00 USD to alice").waitFor();
+  await pinDialog.getByLabel("Payment PIN").fill("1111");
+  await pinDialog.getByRole("button", { name: "Pay", exact: true }).click();
+  await bob.locator("#toast", { hasText: "Paid 4.00 USD" }).waitFor();
+  await bob.getByRole("dialog").getByRole("list", { name: "Asked of you" }).getByText("Nobody is asking you for money").waitFor();
+  await bob.getByRole("dialog").getByRole("button", { name: "Close" }).click();
+  await openChatNamed(bob, "Road trip");
 
   // A red envelope of two equal shares: bob opens it and gets half.
   await alice.getByRole("button", { name: "Money", exact: true }).click();
