@@ -470,8 +470,8 @@ async fn a_split_bill_tracks_who_paid_and_requests_are_paid_once() {
     let listed = |list: Value| -> Vec<String> {
         list.as_array().expect("a list").iter().map(|r| r["id"].as_str().unwrap_or_default().to_owned()).collect()
     };
-    assert_eq!(listed(api.ok(&bob, "GET", "/v1/wallet/requests", None).await), [for_bob.clone()]);
-    assert_eq!(listed(api.ok(&carol, "GET", "/v1/wallet/requests", None).await), [for_carol.clone()]);
+    assert_eq!(listed(api.ok(&bob, "GET", "/v1/wallet/requests", None).await), std::slice::from_ref(&for_bob));
+    assert_eq!(listed(api.ok(&carol, "GET", "/v1/wallet/requests", None).await), std::slice::from_ref(&for_carol));
     assert!(
         listed(api.ok(&alice, "GET", "/v1/wallet/requests", None).await).is_empty(),
         "the requester is asked nothing"
