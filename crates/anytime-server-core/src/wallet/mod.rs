@@ -328,8 +328,10 @@ impl ServerCore {
         if self.store.user(request.to).await.map_err(crate::auth::store_code)?.is_none() {
             return Err(ErrorCode::UserNotFound);
         }
-        self.wallet_rate(user)?;
+        // The PIN first: a check refused as server_busy (the hashing gate is full) must not use
+        // up the payer's transfers of this minute.
         self.check_pin(user, &request.pin).await?;
+        self.wallet_rate(user)?;
         let (from, to) = (ids::wallet(user, currency), ids::wallet(request.to, currency));
         let commands = vec![
             Command::Open(Account::new(to, currency, AccountKind::Wallet, request.to.0)),

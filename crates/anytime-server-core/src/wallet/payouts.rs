@@ -39,8 +39,8 @@ impl ServerCore {
         if !wallet.provider.pays_out_to(&request.card) {
             return Err(ErrorCode::InvalidArgument);
         }
-        self.wallet_rate(user)?;
         self.check_pin(user, &request.pin).await?;
+        self.wallet_rate(user)?;
         let from = ids::wallet(user, currency);
         let hold_id = ids::transfer_id(user, "payout", &request.key);
         let commands = vec![
