@@ -313,7 +313,8 @@ impl SqliteClientStore {
         }
         if let Some(entry) = changes.outbox_add {
             tx.execute(
-                "INSERT OR IGNORE INTO outbox (conv, msg_id, ciphertext, content) VALUES (?, ?, ?, ?)",
+                "INSERT INTO outbox (conv, msg_id, ciphertext, content) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (msg_id) DO UPDATE SET ciphertext = excluded.ciphertext, content = excluded.content",
                 params![entry.conv.0 as i64, &entry.msg_id.0[..], entry.ciphertext, entry.content.encode()],
             )?;
         }

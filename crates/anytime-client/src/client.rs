@@ -373,6 +373,9 @@ impl<S: ClientStore> Client<S> {
                 let rejoin = self.crypto.has_group(conv) || self.removed_from.contains(&conv);
                 let joined = self.crypto.join(conv, &welcome.payload);
                 self.persist_crypto()?;
+                if joined.is_ok() {
+                    self.requeue(conv)?;
+                }
                 t.notify(frame::AckWelcome { welcome: welcome.welcome }.into()).await?;
                 match joined {
                     Ok(()) if rejoin => {
@@ -388,9 +391,13 @@ impl<S: ClientStore> Client<S> {
                 }
             }
             ServerFrame::ConversationChanged(changed) => {
+                // The group is kept: the server removed the user, but the group drops this
+                // device only with a removal commit. If nobody commits it before the user is
+                // added back, the group is still ours (nobody will send a Welcome); if somebody
+                // does, `reconcile` finds the group behind the server's epoch and lets it go.
+                // Messages from before the removal may also still be on their way.
                 if changed.removed {
-                    self.crypto.drop_group(changed.conv);
-                    self.persist_crypto()?;
+                    self.removed_from.insert(changed.conv);
                 }
                 Ok(vec![Event::ConversationChanged { conv: changed.conv, removed: changed.removed }])
             }
@@ -508,7 +515,9 @@ impl<S: ClientStore> Client<S> {
     /// Encrypts a message into the outbox without sending it (offline): the next
     /// [`Client::flush_outbox`] (every catch-up runs one) sends it. Returns the ciphertext.
     pub fn queue(&mut self, conv: ConvId, content: &Content, msg_id: MsgId) -> Result<Vec<u8>, ClientError> {
-        if !self.crypto.has_group(conv) {
+        // After "removed", the group kept may be stale by now (see `apply_push`): nothing is
+        // encrypted with it until `reconcile` found it current again or a Welcome replaced it.
+        if !self.crypto.has_group(conv) || self.removed_from.contains(&conv) {
             return Err(ClientError::NotInGroup(conv));
         }
         let ciphertext = self.crypto.encrypt(conv, &content.encode())?;
@@ -520,6 +529,29 @@ impl<S: ClientStore> Client<S> {
             ..Changes::default()
         })?;
         Ok(ciphertext)
+    }
+
+    /// Encrypts the queued messages of `conv` again in the group just joined: the ones queued
+    /// in the group it replaces (a stale one, or a copy that had diverged) nobody could read.
+    /// Same ids, so one the server did store after all is answered `duplicate`, not sent twice.
+    /// Entries from before the outbox kept their content cannot be encrypted again; they go as
+    /// they are.
+    fn requeue(&mut self, conv: ConvId) -> Result<(), ClientError> {
+        for queued in self.store.outbox()?.into_iter().filter(|q| q.conv == conv) {
+            let Some(content) = queued.content else { continue };
+            let ciphertext = self.crypto.encrypt(conv, &content.encode())?;
+            self.save(Changes {
+                crypto: Some(self.crypto.export()),
+                outbox_add: Some(OutboxEntry {
+                    conv,
+                    msg_id: queued.msg_id,
+                    ciphertext: &ciphertext,
+                    content: &content,
+                }),
+                ..Changes::default()
+            })?;
+        }
+        Ok(())
     }
 
     /// Resends everything still in the outbox (after a restart or a lost connection).
@@ -817,9 +849,20 @@ impl<S: ClientStore> Client<S> {
     pub async fn reconcile<T: Transport>(&mut self, t: &mut T, conv: ConvId) -> Result<Vec<Event>, ClientError> {
         let info = match t.request(frame::GetConversation { conv }.into()).await? {
             ServerFrame::ConversationInfo(info) => info,
-            // No longer a member: nothing to repair.
-            _ => return Ok(Vec::new()),
+            // No longer a member: nothing to repair. The group is kept (see `apply_push`): pushes
+            // from before the removal may still be queued behind this answer.
+            _ => {
+                if self.crypto.has_group(conv) {
+                    self.removed_from.insert(conv);
+                }
+                return Ok(Vec::new());
+            }
         };
+        let mut events = self.drop_stale_group(t, &info).await?;
+        if self.crypto.has_group(conv) {
+            // A member again, and the group kept is at the server's epoch: still ours.
+            self.removed_from.remove(&conv);
+        }
         if !self.crypto.has_group(conv) {
             if info.epoch == 0 {
                 return self.establish(t, &info).await;
@@ -828,7 +871,6 @@ impl<S: ClientStore> Client<S> {
         }
         let server_devices: BTreeSet<DeviceId> = info.members.iter().flat_map(|m| m.devices.iter().copied()).collect();
         let server_users: BTreeSet<UserId> = info.members.iter().map(|m| m.user).collect();
-        let mut events = Vec::new();
         let gone: Vec<DeviceIdentity> =
             self.crypto.members(conv).into_iter().filter(|m| !server_devices.contains(&m.device)).collect();
         let gone_users: BTreeSet<UserId> = gone.iter().map(|m| m.user).filter(|u| !server_users.contains(u)).collect();
@@ -841,6 +883,30 @@ impl<S: ClientStore> Client<S> {
             events.extend(self.remove_devices(t, conv, leaving).await?);
         }
         events.extend(self.establish(t, &info).await?);
+        Ok(events)
+    }
+
+    /// A member's group that stays behind the server's epoch once everything queued for this
+    /// device has been applied missed commits: the user was out of the conversation meanwhile
+    /// (removed and added back while this device was away, so the commits of that time were
+    /// never its to read). Nothing can be read or sent with it any more: it is dropped, and the
+    /// member that re-adds the device sends a Welcome, taken as a rejoin.
+    async fn drop_stale_group<T: Transport>(
+        &mut self,
+        t: &mut T,
+        info: &frame::ConversationInfo,
+    ) -> Result<Vec<Event>, ClientError> {
+        let conv = info.conv;
+        let mut events = Vec::new();
+        while self.crypto.epoch(conv).is_some_and(|e| e < info.epoch) {
+            let Some(push) = t.next_push(CATCH_UP_WAIT_MS).await? else { break };
+            events.extend(self.apply_push(t, push).await?);
+        }
+        if self.crypto.epoch(conv).is_some_and(|e| e < info.epoch) {
+            self.crypto.drop_group(conv);
+            self.removed_from.insert(conv);
+            self.persist_crypto()?;
+        }
         Ok(events)
     }
 

@@ -50,13 +50,15 @@ impl ClientStore for MemoryStore {
             self.records.push((record.conv, record.seq, record.event.cloned()));
         }
         if let Some(entry) = changes.outbox_add {
-            if !self.outbox.iter().any(|q| q.msg_id == entry.msg_id) {
-                self.outbox.push(Queued {
-                    conv: entry.conv,
-                    msg_id: entry.msg_id,
-                    ciphertext: entry.ciphertext.to_vec(),
-                    content: Some(entry.content.clone()),
-                });
+            let queued = Queued {
+                conv: entry.conv,
+                msg_id: entry.msg_id,
+                ciphertext: entry.ciphertext.to_vec(),
+                content: Some(entry.content.clone()),
+            };
+            match self.outbox.iter_mut().find(|q| q.msg_id == entry.msg_id) {
+                Some(old) => *old = queued,
+                None => self.outbox.push(queued),
             }
         }
         if let Some(msg_id) = changes.outbox_remove {

@@ -43,6 +43,8 @@ pub fn last_seq_only_moves_forward<S: ClientStore>(store: &mut S) {
     assert_eq!(store.last_seq(ConvId(8)).expect("last_seq"), 0, "cursors are per conversation");
 }
 
+/// Queued again under the same id (encrypted anew, after the group was replaced), a message
+/// keeps its place and holds the newest ciphertext: the one that will be sent.
 pub fn outbox_keeps_order_and_content_once_per_message<S: ClientStore>(store: &mut S) {
     let (first, second) = (text("first"), text("second"));
     store.save(queue(1, &first, b"c1")).expect("queue 1");
@@ -52,8 +54,8 @@ pub fn outbox_keeps_order_and_content_once_per_message<S: ClientStore>(store: &m
     let summary: Vec<_> = queued.iter().map(|q| (q.msg_id, q.ciphertext.clone(), q.content.clone())).collect();
     assert_eq!(
         summary,
-        vec![(MsgId([1; 16]), b"c1".to_vec(), Some(first)), (MsgId([2; 16]), b"c2".to_vec(), Some(second))],
-        "in the order queued, once each, with what they say"
+        vec![(MsgId([1; 16]), b"c1 again".to_vec(), Some(first)), (MsgId([2; 16]), b"c2".to_vec(), Some(second))],
+        "in the order first queued, once each, the newest ciphertext, with what they say"
     );
     store.save(Changes { outbox_remove: Some(MsgId([1; 16])), ..Changes::default() }).expect("remove");
     store.save(Changes { outbox_remove: Some(MsgId([9; 16])), ..Changes::default() }).expect("remove unknown");

@@ -157,3 +157,46 @@ fn safety_numbers_from_group_keys_match_on_both_sides_and_change_with_devices() 
     assert_ne!(changed, at_alice);
     let _ = &mut bob2;
 }
+
+#[test]
+fn a_message_sent_before_its_sender_was_removed_opens_after_the_removal_was_merged() {
+    let (mut alice, mut bob, mut carol) = (device(1, 10), device(2, 20), device(3, 30));
+    group(&mut alice, &mut [&mut bob, &mut carol]);
+    let from_bob = bob.encrypt(CONV, b"before my removal").unwrap();
+    // Alice removes bob before she has read his message; the server orders the message first.
+    alice.remove_devices(CONV, &[bob.identity()]).unwrap();
+    alice.merge_pending(CONV).unwrap();
+    assert_eq!(decrypt(&mut carol, &from_bob), b"before my removal");
+    assert_eq!(decrypt(&mut alice, &from_bob), b"before my removal");
+}
+
+#[test]
+fn a_message_from_a_re_added_device_opens_after_its_next_removal_was_merged() {
+    let (mut alice, mut bob, mut carol) = (device(1, 10), device(2, 20), device(3, 30));
+    group(&mut alice, &mut [&mut bob, &mut carol]);
+    let removal = alice.remove_devices(CONV, &[bob.identity()]).unwrap();
+    alice.merge_pending(CONV).unwrap();
+    carol.process(CONV, &removal.commit).unwrap();
+    let package = bob.key_packages(1).unwrap().remove(0);
+    let add = alice.add_devices(CONV, &[package]).unwrap();
+    alice.merge_pending(CONV).unwrap();
+    carol.process(CONV, &add.commit).unwrap();
+    bob.join(CONV, add.welcome.as_ref().unwrap()).unwrap();
+    let from_bob = bob.encrypt(CONV, b"back again").unwrap();
+    alice.remove_devices(CONV, &[bob.identity()]).unwrap();
+    alice.merge_pending(CONV).unwrap();
+    assert_eq!(decrypt(&mut carol, &from_bob), b"back again");
+    assert_eq!(decrypt(&mut alice, &from_bob), b"back again");
+}
+
+#[test]
+fn a_message_sent_before_its_sender_was_removed_opens_after_a_restart() {
+    let (mut alice, mut bob, mut carol) = (device(1, 10), device(2, 20), device(3, 30));
+    group(&mut alice, &mut [&mut bob, &mut carol]);
+    let from_bob = bob.encrypt(CONV, b"before my removal").unwrap();
+    alice.remove_devices(CONV, &[bob.identity()]).unwrap();
+    alice.merge_pending(CONV).unwrap();
+    let mut alice = DeviceCrypto::import(&alice.export()).unwrap();
+    assert_eq!(decrypt(&mut alice, &from_bob), b"before my removal");
+    let _ = &mut carol;
+}

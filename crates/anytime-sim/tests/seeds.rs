@@ -1,11 +1,10 @@
 //! The simulation in `cargo test`: a fixed set of seeds must pass, each deliberately broken
-//! rule must be caught (with the seed that shows it), a fixed bug stays fixed, and the known bug
-//! below stays pinned.
+//! rule must be caught (with the seed that shows it), and the bugs it found stay fixed.
 
 use anytime_sim::{run, Config, Fault, Report};
 
-/// Seeds that keep every invariant at 300 steps (1..=1000 at 300 steps: 994 pass; the six
-/// that fail are the known bug below and rarer ones listed in docs/simulation.md).
+/// Seeds that keep every invariant at 300 steps (1..=1000 at 300 steps pass; figures in
+/// docs/simulation.md).
 const SEEDS: [u64; 12] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
 
 #[test]
@@ -67,32 +66,21 @@ fn a_commit_whose_answer_is_lost_is_applied_or_dropped_not_left_pending() {
     }
 }
 
-/// FIXME (client core, `Client::reconcile`): a device whose user was removed from a group while
-/// it missed the push (membership pushes are ephemeral) asks the server on reconnect, hears it
-/// is no member, and keeps its MLS group anyway. Once the user is added back, it uses that stale
-/// state. Seed 573: device 1's user was removed at seq 6 and added back at seq 14; at step 94 the
-/// device sent from epoch 1 into a group at epoch 11, which nobody can read (caught at step 96).
-/// Seed 776: such a device tries to repair the group from its old epoch and gives up after ten
-/// attempts (step 155; seeds 304 and 431 likewise). Today's output is asserted.
+/// Were bugs (client core), found by this simulation. (1) A device whose user was removed from a
+/// group while it missed the push kept its MLS group; once the user was added back it sent from
+/// that stale epoch (seed 573) or tried to repair the group from it (seeds 776, 304, 431, 980).
+/// Now `reconcile` lets a member's group go that stays behind the server's epoch once its queue
+/// is applied, and waits for the Welcome. (2) A device dropped its group on "removed" although the
+/// group drops a device only with a removal commit; with the removal never committed and the user
+/// added back, nobody re-added it (seed 421). Now the group is kept, and not used for sending
+/// until it is known to be current again. (3) Found once (1) was fixed: a message queued in the
+/// stale group went out after the rejoin as it was, unreadable (seeds 514, 576); queued messages
+/// are now encrypted again in the group a Welcome brings.
 #[test]
-fn fixme_a_device_removed_unawares_keeps_its_group() {
-    let violation = run(Config::new(573)).expect_err("seed 573 sends from a stale group");
-    assert_eq!(violation.step, 96, "{violation}");
-    assert!(violation.what.contains("made in an epoch too long before it was ordered"), "{violation}");
-    let violation = run(Config::new(776)).expect_err("seed 776 repairs from a stale group");
-    assert_eq!(violation.step, 155, "{violation}");
-    assert!(violation.what.contains("gave up after 10 attempts"), "{violation}");
-}
-
-/// FIXME (client core): a device drops its MLS group as soon as it hears "removed", but the group
-/// drops the device only with a removal commit. Seed 421: the admin's removal commit was lost and
-/// the user was added back (both at seq 13) before any member committed the removal, so the
-/// device's leaf is still in everyone's group, no member adds it again, and it waits for a
-/// Welcome that never comes: out of the conversation for good, found after catching up. Today's
-/// output is asserted.
-#[test]
-fn fixme_a_device_that_dropped_its_group_for_an_uncommitted_removal_stays_out() {
-    let violation = run(Config::new(421)).expect_err("seed 421 leaves a device out");
-    assert_eq!(violation.step, 301, "{violation}");
-    assert!(violation.what.contains("device 6 is at epoch None"), "{violation}");
+fn a_device_removed_and_added_back_uses_only_the_group_it_is_really_in() {
+    for seed in [573, 776, 304, 431, 980, 421, 514, 576] {
+        if let Err(violation) = run(Config::new(seed)) {
+            panic!("{violation}\nreplay: cargo run -p anytime-sim -- --seed {seed} --trace");
+        }
+    }
 }

@@ -942,11 +942,13 @@ impl ClientStore for WebStore {
             }
         }
         if let Some(entry) = changes.outbox_add {
-            if !data.meta.outbox.iter().any(|(_, id, _)| *id == entry.msg_id) {
-                data.meta.outbox.push((entry.conv, entry.msg_id, entry.ciphertext.to_vec()));
-                data.outbox_content.insert(entry.msg_id, entry.content.encode());
-                self.0.touch_meta();
+            let queued = (entry.conv, entry.msg_id, entry.ciphertext.to_vec());
+            match data.meta.outbox.iter_mut().find(|(_, id, _)| *id == entry.msg_id) {
+                Some(old) => *old = queued,
+                None => data.meta.outbox.push(queued),
             }
+            data.outbox_content.insert(entry.msg_id, entry.content.encode());
+            self.0.touch_meta();
         }
         if let Some(msg_id) = changes.outbox_remove {
             data.meta.outbox.retain(|(_, id, _)| *id != msg_id);
