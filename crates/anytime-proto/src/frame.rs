@@ -234,6 +234,12 @@ pub struct ApproveDevice {
     pub code: String,
 }
 
+/// A wallet operation (`crate::wallet::WalletOp`), answered by `WalletResult` or `Error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletCall {
+    pub op: crate::wallet::WalletOp,
+}
+
 /// End this device's session (the device is revoked) and close the connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Logout {}
@@ -416,6 +422,12 @@ pub struct PresenceEvent {
     pub last_seen_ms: Option<u64>,
 }
 
+/// The answer to a `WalletCall`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletResult {
+    pub reply: crate::wallet::WalletReply,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresenceList {
     pub presence: Vec<PresenceEvent>,
@@ -532,6 +544,7 @@ frame_enum! {
         32 => Logout,
         33 => ApproveDevice,
         34 => SendSilent,
+        35 => WalletCall,
     }
 }
 
@@ -552,6 +565,7 @@ frame_enum! {
         111 => Profile,
         112 => BlockedUsers,
         113 => PresenceList,
+        114 => WalletResult,
         200 => Message,
         201 => Welcome,
         202 => TypingEvent,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::UserId;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalletSummary {
     /// The payment provider is the sandbox: test cards, no real money.
     pub sandbox: bool,
@@ -27,7 +27,7 @@ pub struct Balance {
     pub available: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinRequest {
     pub pin: String,
     /// Required to change a PIN that is set.
@@ -35,7 +35,7 @@ pub struct PinRequest {
     pub current_pin: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopUpRequest {
     /// Idempotency key: a retry with the same key tops up once.
     pub key: String,
@@ -45,13 +45,13 @@ pub struct TopUpRequest {
     pub card: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopUpConfirm {
     pub challenge: String,
     pub code: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopUpResult {
     /// "succeeded" or "confirmation_required" (then `challenge` names the second step).
     pub status: String,
@@ -61,7 +61,7 @@ pub struct TopUpResult {
     pub transfer: Option<TransferView>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PayRequest {
     /// Idempotency key: a retry with the same key pays once and gets the first answer.
     pub key: String,
@@ -71,7 +71,7 @@ pub struct PayRequest {
     pub pin: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PayoutRequest {
     /// Idempotency key: a retry with the same key pays out once and gets the first answer.
     pub key: String,
@@ -115,7 +115,7 @@ pub struct TransferView {
     pub hold: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {
     pub transfers: Vec<TransferView>,
     /// Pass as `before` for the next (older) page; absent on the last page.
@@ -123,7 +123,7 @@ pub struct History {
     pub next: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvelopeRequest {
     /// Idempotency key: a retry makes the envelope once.
     pub key: String,
@@ -173,7 +173,7 @@ pub struct GrabResult {
     pub envelope: EnvelopeView,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MoneyRequestBody {
     pub key: String,
     /// The chat it is asked in: both people must be members.
@@ -183,7 +183,7 @@ pub struct MoneyRequestBody {
     pub amount: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SplitBody {
     pub key: String,
     pub conv: crate::ConvId,
@@ -236,7 +236,68 @@ pub struct SplitView {
     pub asked: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PayRequestBody {
     pub pin: String,
+}
+
+/// One wallet operation sent over the WebSocket in a `WalletCall` frame: the same operations,
+/// bodies, rules and error codes as the HTTP routes (docs/protocol.md), for clients that keep
+/// one connection. The session's own token authenticates it, checked again on every call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WalletOp {
+    /// `GET /v1/wallet`
+    Summary,
+    /// `POST /v1/wallet/pin`
+    SetPin(PinRequest),
+    /// `POST /v1/wallet/top-up`
+    TopUp(TopUpRequest),
+    /// `POST /v1/wallet/top-up/confirm`
+    ConfirmTopUp(TopUpConfirm),
+    /// `POST /v1/wallet/pay`
+    Pay(PayRequest),
+    /// `POST /v1/wallet/payouts`
+    Payout(PayoutRequest),
+    /// `GET /v1/wallet/history`
+    History { currency: String, before: Option<String>, limit: u32 },
+    /// `GET /v1/wallet/transfers/{id}`
+    Transfer { id: String },
+    /// `POST /v1/wallet/envelopes`
+    CreateEnvelope(EnvelopeRequest),
+    /// `GET /v1/wallet/envelopes/{id}`
+    Envelope { id: String },
+    /// `POST /v1/wallet/envelopes/{id}/grab`
+    GrabEnvelope { id: String },
+    /// `POST /v1/wallet/requests`
+    CreateRequest(MoneyRequestBody),
+    /// `GET /v1/wallet/requests`: open requests asked of the caller.
+    RequestsOfMine,
+    /// `GET /v1/wallet/requests/{id}`
+    Request { id: String },
+    /// `POST /v1/wallet/requests/{id}/pay`
+    PayRequest { id: String, pin: String },
+    /// `POST /v1/wallet/requests/{id}/close`
+    CloseRequest { id: String },
+    /// `POST /v1/wallet/splits`
+    CreateSplit(SplitBody),
+    /// `GET /v1/wallet/splits/{id}`
+    Split { id: String },
+}
+
+/// The answer to a `WalletOp`, in a `WalletResult` frame (a refusal is an `Error` frame with the
+/// wallet's stable code instead).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WalletReply {
+    Summary(WalletSummary),
+    /// The PIN was set.
+    Done,
+    TopUp(TopUpResult),
+    Transfer(TransferView),
+    Payout(PayoutResult),
+    History(History),
+    Envelope(EnvelopeView),
+    Grab(GrabResult),
+    Request(MoneyRequestView),
+    Requests(Vec<MoneyRequestView>),
+    Split(SplitView),
 }

@@ -99,6 +99,9 @@ pub(crate) struct Authed {
     pub delivered: HashMap<ConvId, Seq>,
     /// Set by `Logout` / self-revocation: close after answering.
     pub closing: bool,
+    /// The session token the device said Hello with: wallet calls are authenticated with it
+    /// again each time, as the HTTP routes are (a revoked or expired session cannot pay).
+    pub token: String,
 }
 
 pub struct Session {
@@ -279,6 +282,7 @@ impl Session {
             conn_id: registered.conn_id,
             delivered: HashMap::new(),
             closing: false,
+            token: hello.token.clone(),
         });
         let hello_ok = frame::HelloOk { user: device.user, device: device.id, server_time_ms: self.core.env.now_ms() };
         self.send_frame(request_id, &ServerFrame::HelloOk(hello_ok)).await;

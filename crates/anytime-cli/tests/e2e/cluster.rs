@@ -11,7 +11,7 @@ use anytime_testkit::{msg_id, RawClient, ServerOptions, ServerProcess, TestDatab
 
 use crate::support::*;
 
-struct Cluster {
+pub(crate) struct Cluster {
     nodes: Vec<ServerProcess>,
     _database: TestDatabase,
     _dir: tempfile::TempDir,
@@ -21,6 +21,11 @@ impl Cluster {
     /// These tests are `#[ignore]`d unless asked for (`-- --include-ignored`); asked for without
     /// PostgreSQL and NATS, they fail and say what to set.
     fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    /// `start` with more arguments for every node.
+    pub(crate) fn start_with(n: usize, args: &[&str]) -> Cluster {
         let (Ok(admin), Ok(nats)) = (std::env::var("ANYTIME_E2E_DATABASE"), std::env::var("ANYTIME_E2E_NATS")) else {
             panic!("set ANYTIME_E2E_DATABASE (postgres://…) and ANYTIME_E2E_NATS (nats://…) to run the cluster tests");
         };
@@ -35,6 +40,7 @@ impl Cluster {
                         .iter()
                         .map(|s| s.to_string()),
                 );
+                options.extra_args.extend(args.iter().map(|s| s.to_string()));
                 let work = dir.path().join(format!("node{i}"));
                 std::fs::create_dir_all(&work).unwrap();
                 ServerProcess::start(Path::new(env!("CARGO_BIN_EXE_anytime")), &work, options).expect("node starts")
@@ -43,7 +49,7 @@ impl Cluster {
         Cluster { nodes, _database: database, _dir: dir }
     }
 
-    fn base(&self, node: usize) -> String {
+    pub(crate) fn base(&self, node: usize) -> String {
         self.nodes[node].base_url()
     }
 

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use anytime_proto::http::SessionResponse;
-use anytime_proto::UserId;
+use anytime_proto::wallet::{PayRequest, PinRequest, TopUpConfirm, TopUpRequest, WalletOp, WalletReply};
+use anytime_proto::{frame, ErrorCode, ServerFrame, UserId};
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -679,4 +680,127 @@ async fn payouts_hold_the_money_then_capture_or_release_it_and_an_unanswered_one
         payouts,
         [("20.00".into(), "expired".into()), ("10.00".into(), "released".into()), ("30.00".into(), "captured".into())]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and NATS: ANYTIME_E2E_DATABASE and ANYTIME_E2E_NATS, then -- --include-ignored"]
+async fn the_daily_limit_holds_across_nodes_of_a_cluster() {
+    let c = crate::cluster::Cluster::start_with(2, &["--argon2-memory-kib", "1024", "--argon2-iterations", "1"]);
+    let (n0, n1) = (Api::new(c.base(0)), Api::new(c.base(1)));
+    let alice = anytime_testkit::register(&c.base(0), "alice").await.unwrap();
+    let bob = anytime_testkit::register(&c.base(1), "bob").await.unwrap();
+    n0.ok(&alice, "POST", "/v1/wallet/pin", Some(json!({"pin": "2468"}))).await;
+    for n in 0..7 {
+        n0.ok(&alice, "POST", "/v1/wallet/top-up", Some(top_up(&format!("d{n}"), "10000", "4242424242424242"))).await;
+    }
+    // Six payments of 10,000 (the daily limit is 50,000), three on each node, at once: each node
+    // alone would let its three through.
+    let mut tasks = Vec::new();
+    for n in 0..6 {
+        let api = Api::new(c.base(n % 2));
+        let (alice, to) = (alice.clone(), bob.user_id);
+        tasks.push(tokio::spawn(async move {
+            let (status, body) =
+                api.call(&alice, "POST", "/v1/wallet/pay", Some(pay(&format!("p{n}"), to, "10000", "2468"))).await;
+            (status, body["code"].as_str().unwrap_or_default().to_owned())
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    let paid = outcomes.iter().filter(|(status, _)| *status == 200).count();
+    let refused: Vec<&str> = outcomes.iter().filter(|(s, _)| *s != 200).map(|(_, code)| code.as_str()).collect();
+    assert_eq!((paid, refused), (5, vec!["limit_exceeded"]), "{outcomes:?}");
+    assert_eq!(n1.balance(&alice, "USD").await, "20000.00");
+    assert_eq!(n0.balance(&bob, "USD").await, "50000.00");
+    // Neither node lets more through afterwards.
+    for (n, api) in [&n0, &n1].into_iter().enumerate() {
+        let code =
+            api.refused(&alice, "POST", "/v1/wallet/pay", Some(pay(&format!("q{n}"), bob.user_id, "0.01", "2468")));
+        assert_eq!(code.await, "limit_exceeded", "node {n}");
+    }
+}
+
+/// One wallet call over the WebSocket.
+async fn call(client: &mut anytime_testkit::RawClient, op: WalletOp) -> Result<WalletReply, ErrorCode> {
+    match client.request(frame::WalletCall { op }.into()).await.expect("the server answers") {
+        ServerFrame::WalletResult(result) => Ok(result.reply),
+        ServerFrame::Error(error) => Err(error.code),
+        other => panic!("not a wallet answer: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wallet_works_over_the_websocket_with_the_same_rules_and_codes_as_over_http() {
+    let h = Harness::start_with(&["--argon2-memory-kib", "1024", "--argon2-iterations", "1"]);
+    let (alice, bob) = (h.register("alice").await, h.register("bob").await);
+    let (mut a, mut b) = (h.connect(&alice).await, h.connect(&bob).await);
+    assert_eq!(
+        call(&mut a, WalletOp::SetPin(PinRequest { pin: "2468".into(), current_pin: None })).await,
+        Ok(WalletReply::Done)
+    );
+    let card = |key: &str, amount: &str, card: &str| TopUpRequest {
+        key: key.into(),
+        currency: "USD".into(),
+        amount: amount.into(),
+        card: card.into(),
+    };
+    let Ok(WalletReply::TopUp(topped)) = call(&mut a, WalletOp::TopUp(card("t1", "50.00", "4242424242424242"))).await
+    else {
+        panic!("top-up")
+    };
+    assert_eq!(topped.status, "succeeded");
+    // A card that needs a second step, answered over the socket too.
+    let Ok(WalletReply::TopUp(step)) = call(&mut a, WalletOp::TopUp(card("t2", "5.00", "4000000000003220"))).await
+    else {
+        panic!("second-step top-up")
+    };
+    let challenge = step.challenge.clone().expect("a challenge");
+    let confirm = TopUpConfirm { challenge, code: "123456".into() };
+    let Ok(WalletReply::TopUp(confirmed)) = call(&mut a, WalletOp::ConfirmTopUp(confirm)).await else {
+        panic!("confirm")
+    };
+    assert_eq!(confirmed.status, "succeeded");
+
+    let pay = |key: &str, amount: &str, pin: &str| PayRequest {
+        key: key.into(),
+        to: bob.user_id,
+        currency: "USD".into(),
+        amount: amount.into(),
+        pin: pin.into(),
+    };
+    let Ok(WalletReply::Transfer(paid)) = call(&mut a, WalletOp::Pay(pay("p1", "12.50", "2468"))).await else {
+        panic!("pay")
+    };
+    assert_eq!((paid.amount.as_str(), paid.duplicate), ("12.50", false));
+    // The same key again moves nothing and answers the first transfer, as over HTTP.
+    let Ok(WalletReply::Transfer(again)) = call(&mut a, WalletOp::Pay(pay("p1", "12.50", "2468"))).await else {
+        panic!("retry")
+    };
+    assert_eq!((again.id.as_str(), again.duplicate), (paid.id.as_str(), true));
+    // Refusals carry the wallet's stable codes and move nothing.
+    let before = ledger_snapshot(&h);
+    assert_eq!(call(&mut a, WalletOp::Pay(pay("p2", "1.00", "1111"))).await, Err(ErrorCode::PinWrong));
+    assert_eq!(call(&mut a, WalletOp::Pay(pay("p3", "100.00", "2468"))).await, Err(ErrorCode::InsufficientFunds));
+    assert_eq!(call(&mut a, WalletOp::Pay(pay("p4", "0", "2468"))).await, Err(ErrorCode::InvalidAmount));
+    assert_eq!(call(&mut a, WalletOp::Pay(pay("p1", "13.00", "2468"))).await, Err(ErrorCode::Duplicate));
+    assert!(call(&mut b, WalletOp::Transfer { id: "00".repeat(16) }).await.is_err(), "no such transfer");
+    assert_eq!(ledger_snapshot(&h), before, "refused calls change nothing");
+
+    // Bob sees it over his socket, and HTTP sees the same ledger.
+    let Ok(WalletReply::Summary(summary)) = call(&mut b, WalletOp::Summary).await else { panic!("summary") };
+    let usd = summary.balances.iter().find(|b| b.currency == "USD").expect("a USD balance");
+    assert_eq!(usd.balance, "12.50");
+    assert_eq!(Api::new(h.base()).balance(&alice, "USD").await, "42.50");
+    let history = WalletOp::History { currency: "USD".into(), before: None, limit: 10 };
+    let Ok(WalletReply::History(history)) = call(&mut b, history).await else { panic!("history") };
+    assert_eq!(
+        history.transfers.iter().map(|t| (t.id.as_str(), t.direction.as_str())).collect::<Vec<_>>(),
+        [(paid.id.as_str(), "in")]
+    );
+    let Ok(WalletReply::Transfer(seen)) = call(&mut b, WalletOp::Transfer { id: paid.id.clone() }).await else {
+        panic!("transfer")
+    };
+    assert_eq!((seen.id, seen.amount), (paid.id, "12.50".to_owned()));
 }

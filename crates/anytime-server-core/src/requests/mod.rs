@@ -80,7 +80,14 @@ impl Session {
             F::ListBlocked(_) => self.list_blocked().await,
             F::Logout(_) => self.revoke_device(self.device()).await,
             F::ApproveDevice(r) => self.approve_device(&r.code).await,
+            F::WalletCall(r) => self.wallet_call(r.op).await,
         }
+    }
+
+    async fn wallet_call(&self, op: anytime_proto::wallet::WalletOp) -> Answer {
+        let token = self.auth.as_ref().map(|a| a.token.as_str()).unwrap_or_default();
+        let reply = self.core.wallet_call(token, op).await?;
+        Ok(Some(ServerFrame::WalletResult(frame::WalletResult { reply })))
     }
 
     fn user(&self) -> UserId {

@@ -4,6 +4,7 @@
 //! ledger writer (`writer.rs`). The note of a payment never comes here: the client sends it in
 //! the chat, end to end encrypted, referring to the transfer id answered here.
 
+mod calls;
 mod envelopes;
 mod payouts;
 mod requests;
