@@ -804,3 +804,25 @@ async fn the_wallet_works_over_the_websocket_with_the_same_rules_and_codes_as_ov
     };
     assert_eq!((seen.id, seen.amount), (paid.id, "12.50".to_owned()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_payout_gives_back_its_part_of_the_daily_limit() {
+    let h = Harness::start_with(&["--argon2-memory-kib", "1024", "--argon2-iterations", "1"]);
+    let api = Api::new(h.base());
+    let (alice, bob) = (h.register("alice").await, h.register("bob").await);
+    api.ok(&alice, "POST", "/v1/wallet/pin", Some(json!({"pin": "2468"}))).await;
+    api.ok(&alice, "POST", "/v1/wallet/top-up", Some(top_up("fund", "10000", "4242424242424242"))).await;
+    // Five payouts of 10,000 (the whole daily limit) held and released by the provider.
+    for n in 0..5 {
+        let declined = api.ok(
+            &alice,
+            "POST",
+            "/v1/wallet/payouts",
+            Some(payout(&format!("o{n}"), "10000", "4000000000000002", "2468")),
+        );
+        assert_eq!(declined.await["status"], "declined");
+    }
+    // Nothing left the wallet today, so a payment of 10,000 is within the limit.
+    api.ok(&alice, "POST", "/v1/wallet/pay", Some(pay("p", bob.user_id, "10000", "2468"))).await;
+    assert_eq!(api.balance(&bob, "USD").await, "10000.00");
+}
