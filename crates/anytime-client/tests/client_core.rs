@@ -15,6 +15,8 @@ struct Scripted {
     down: bool,
     next_seq: Seq,
     requests: Vec<ClientFrame>,
+    /// The answer to `GetConversation` (`None`: not a member).
+    info: Option<frame::ConversationInfo>,
 }
 
 #[async_trait(?Send)]
@@ -22,6 +24,12 @@ impl Transport for Scripted {
     async fn request(&mut self, frame: ClientFrame) -> Result<ServerFrame, ClientError> {
         if self.down {
             return Err(ClientError::Transport("connection lost".into()));
+        }
+        if let ClientFrame::GetConversation(_) = frame {
+            return Ok(match &self.info {
+                Some(info) => ServerFrame::ConversationInfo(info.clone()),
+                None => ServerFrame::error(ErrorCode::ConversationNotFound),
+            });
         }
         self.requests.push(frame);
         self.next_seq += 1;
@@ -159,4 +167,45 @@ async fn written_offline_a_message_waits_in_the_outbox_and_goes_out_in_order_on_
     let history = anytime_client::ClientStore::history(client.store(), CONV, 10).unwrap();
     let bodies: Vec<(&str, u64)> = history.iter().map(|e| (e.body.as_str(), e.seq)).collect();
     assert_eq!(bodies, vec![("first", 1), ("second", 2)], "now in history with the server's numbers");
+}
+
+/// The server's view of CONV: alice and bob, each with the one device in the group, at `epoch`.
+fn both_members(epoch: u64) -> frame::ConversationInfo {
+    let member = |user, device| frame::Member { user: UserId(user), admin: false, devices: vec![DeviceId(device)] };
+    frame::ConversationInfo {
+        conv: CONV,
+        kind: frame::ConvKind::Group,
+        name: String::new(),
+        epoch,
+        last_seq: 1,
+        members: vec![member(1, 10), member(2, 20)],
+    }
+}
+
+#[tokio::test]
+async fn after_removed_the_group_is_kept_but_unused_until_it_is_known_current_or_stale() {
+    let removed = || ServerFrame::ConversationChanged(frame::ConversationChanged { conv: CONV, removed: true });
+    let text = Content::Text(Text { body: "still here?".into(), mentions: Vec::new() });
+    let mut client = alice_in_a_group();
+    let mut net = Scripted::default();
+    client.handle_push(&mut net, removed()).await.unwrap();
+    assert!(client.has_group(CONV), "only a removal commit takes a device out of the group");
+    let refused = client.send(&mut net, CONV, text.clone(), MsgId([1; 16])).await;
+    assert!(matches!(refused, Err(ClientError::NotInGroup(_))), "{refused:?}");
+    // Not a member: still nothing is sent with it, and it is kept.
+    client.reconcile(&mut net, CONV).await.unwrap();
+    assert!(client.has_group(CONV));
+    assert!(client.send(&mut net, CONV, text.clone(), MsgId([2; 16])).await.is_err());
+    // Added back before anyone committed the removal: the group is at the server's epoch, still ours.
+    net.info = Some(both_members(1));
+    client.reconcile(&mut net, CONV).await.unwrap();
+    assert_eq!(client.send(&mut net, CONV, text.clone(), MsgId([3; 16])).await.ok(), Some(1));
+
+    // Removed again, and this time the group moved on without this device (it missed the commits).
+    let mut client = alice_in_a_group();
+    client.handle_push(&mut net, removed()).await.unwrap();
+    net.info = Some(both_members(4));
+    client.reconcile(&mut net, CONV).await.unwrap();
+    assert!(!client.has_group(CONV), "a group left behind the server's epoch is dropped");
+    assert!(matches!(client.send(&mut net, CONV, text, MsgId([4; 16])).await, Err(ClientError::NotInGroup(_))));
 }
