@@ -80,7 +80,6 @@ async fn settle(
         let results = match post(ledger, store, now, &all, &expire).await {
             Ok(results) => results,
             Err(Attempt::Conflict) => {
-                ledger.reset();
                 spent.clear();
                 continue;
             }
@@ -131,25 +130,11 @@ async fn within_limits(
     for job in batch {
         if let Some(spend) = &job.spend {
             let earlier = provisional.get(&spend.account).copied().unwrap_or(0);
-            let mut verdict = Ok(());
-            for fresh in [false, true] {
-                if fresh {
-                    spent.remove(&(spend.account, day));
-                }
-                let so_far = match spent_today(store, spent, spend.account, day).await {
-                    Ok(so_far) => so_far + earlier,
-                    Err(code) => {
-                        verdict = Err(code);
-                        break;
-                    }
-                };
-                verdict = limits::check(spend.currency, spend.amount, so_far).map_err(|error| {
-                    tracing::debug!(%error, "wallet limit");
-                    ErrorCode::LimitExceeded
-                });
-                if verdict.is_ok() {
-                    break;
-                }
+            let remembered = spent.contains_key(&(spend.account, day));
+            let mut verdict = fits(spent, store, spend, day, earlier).await;
+            if remembered && verdict == Err(ErrorCode::LimitExceeded) {
+                spent.remove(&(spend.account, day));
+                verdict = fits(spent, store, spend, day, earlier).await;
             }
             if let Err(code) = verdict {
                 let _ = job.reply.send(Err(code));
@@ -160,6 +145,21 @@ async fn within_limits(
         accepted.push(job);
     }
     accepted
+}
+
+/// Whether `spend` fits under today's limit after what the account sent today and `earlier`.
+async fn fits(
+    spent: &mut HashMap<(AccountId, u64), u128>,
+    store: &dyn LedgerStore,
+    spend: &Spend,
+    day: u64,
+    earlier: u128,
+) -> Result<(), ErrorCode> {
+    let so_far = spent_today(store, spent, spend.account, day).await? + earlier;
+    limits::check(spend.currency, spend.amount, so_far).map_err(|error| {
+        tracing::debug!(%error, "wallet limit");
+        ErrorCode::LimitExceeded
+    })
 }
 
 /// Why one attempt at a batch did not commit.
@@ -196,7 +196,10 @@ async fn post(
     let changes = ledger.take_changes();
     match store.commit(&changes).await {
         Ok(()) => Ok(results),
-        Err(CommitError::Conflict) => Err(Attempt::Conflict),
+        Err(CommitError::Conflict) => {
+            ledger.reset();
+            Err(Attempt::Conflict)
+        }
         Err(CommitError::Store(e)) => {
             tracing::error!(error = %e, "ledger commit failed");
             ledger.reset();
