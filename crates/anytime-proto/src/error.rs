@@ -107,6 +107,11 @@ error_codes! {
     UnknownCurrency = 66, "unknown_currency", "not a currency this server knows";
     InvalidAmount = 67, "invalid_amount", "amounts are positive whole minor units within the limit";
     LedgerConflict = 68, "ledger_conflict", "the ledger changed meanwhile; retry";
+    BlobNotFound = 70, "blob_not_found", "no such attachment, or it was not sent to a conversation you are a member of";
+    QuotaExceeded = 71, "quota_exceeded", "your account's attachment storage is full; it frees up as recipients fetch earlier files";
+    OffsetMismatch = 72, "offset_mismatch", "the upload is at another offset; ask for its status and continue from there";
+    BlobIncomplete = 73, "blob_incomplete", "the upload of this attachment has not finished yet";
+    UploadBusy = 74, "upload_busy", "another request is writing to this upload; retry when it finished";
     Internal = 90, "internal", "the server failed; retry later";
     ShuttingDown = 91, "shutting_down", "the server is shutting down; reconnect shortly";
     ServerBusy = 92, "server_busy", "the server is busy; retry in a moment";

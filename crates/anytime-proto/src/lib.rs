@@ -5,6 +5,7 @@
 //! all encode and decode through this crate, so there is exactly one definition of the format.
 //! The format is documented for humans in `docs/protocol.md`.
 
+pub mod blob;
 pub mod cluster;
 pub mod codec;
 pub mod envelope;

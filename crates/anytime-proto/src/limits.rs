@@ -267,3 +267,41 @@ const _: () = assert!(HANDSHAKE_BYTES_MAX < FRAME_BYTES_MAX);
 const _: () = assert!(FRAME_BYTES_MAX < WS_MESSAGE_BYTES_MAX);
 const _: () = assert!(USERS_PER_REQUEST_MAX <= GROUP_MEMBERS_MAX);
 const _: () = assert!(KEY_PACKAGES_PER_UPLOAD_MAX <= KEY_PACKAGES_PER_DEVICE_MAX);
+
+// ---- attachments (encrypted blobs; docs/protocol.md "Attachments")
+
+/// Largest attachment a server accepts by default, bytes of ciphertext. Operators change it with
+/// `--blob-bytes-max`; 2 GiB holds a long phone video.
+pub const BLOB_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
+
+/// Attachment storage one account may hold at once by default, bytes of ciphertext (blobs not yet
+/// collected: not fetched by every recipient and within retention). `--blob-quota-bytes`.
+pub const BLOB_QUOTA_BYTES: u64 = 10 * 1024 * 1024 * 1024;
+
+/// Uploads and downloads move in parts of this size: every upload request but the last of a blob
+/// carries a whole number of parts, so an interrupted upload resumes at a part boundary and an
+/// object store can keep one object per part. Bytes.
+pub const BLOB_PART_BYTES: u64 = 1024 * 1024;
+
+/// Largest body of one upload request, bytes: what the server buffers before the write (the body
+/// is written only whole, so a cut connection leaves the upload at the previous boundary).
+pub const BLOB_UPLOAD_BYTES_MAX: u64 = 8 * BLOB_PART_BYTES;
+
+/// An upload not finished within this is abandoned and collected, ms.
+pub const BLOB_UPLOAD_TTL_MS: u64 = 24 * 3_600_000;
+
+/// Plaintext bytes per AEAD chunk of an attachment: each chunk is sealed on its own, so files of
+/// any size encrypt and decrypt in constant memory. 64 KiB keeps the tag overhead at 0.02 %.
+pub const ATTACHMENT_CHUNK_BYTES: u32 = 64 * 1024;
+
+/// A file name, MIME type or caption inside an attachment message, bytes of UTF-8.
+pub const ATTACHMENT_NAME_BYTES_MAX: u32 = 255;
+pub const ATTACHMENT_MIME_BYTES_MAX: u32 = 127;
+
+/// An inline thumbnail inside an attachment message, bytes (it travels in the MLS message, which
+/// is at most `MESSAGE_BYTES_MAX`).
+pub const ATTACHMENT_THUMBNAIL_BYTES_MAX: u32 = 48 * 1024;
+
+const _: () = assert!(BLOB_UPLOAD_BYTES_MAX % BLOB_PART_BYTES == 0);
+const _: () = assert!(BLOB_BYTES_MAX <= BLOB_QUOTA_BYTES);
+const _: () = assert!(ATTACHMENT_THUMBNAIL_BYTES_MAX < MESSAGE_BYTES_MAX / 2);
