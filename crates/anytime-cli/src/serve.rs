@@ -75,6 +75,18 @@ pub struct ServeArgs {
     /// Without it only the browsers' own push services (Google, Mozilla, Apple, Microsoft) are.
     #[arg(long = "push-endpoint-prefix")]
     push_endpoint_prefixes: Vec<String>,
+    /// Where sealed attachments are kept. Default: `blobs/` in the data directory.
+    #[arg(long, env = "ANYTIME_BLOB_DIR")]
+    blob_dir: Option<PathBuf>,
+    /// Largest attachment accepted, bytes (of the sealed file).
+    #[arg(long, default_value_t = anytime_proto::limits::BLOB_BYTES_MAX)]
+    blob_bytes_max: u64,
+    /// Attachment storage per account, bytes; it frees up as recipients fetch their files.
+    #[arg(long, default_value_t = anytime_proto::limits::BLOB_QUOTA_BYTES)]
+    blob_quota_bytes: u64,
+    /// How long an unfinished upload is kept (tests only; the product says 24 hours).
+    #[arg(long, default_value_t = anytime_proto::limits::BLOB_UPLOAD_TTL_MS / 1000, hide = true)]
+    blob_upload_ttl_secs: u64,
 }
 
 /// Where the web client is when `--web-dir` is not given: installed beside the binary, or in the
@@ -128,6 +140,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         web_dir: args.web_dir.or_else(default_web_dir),
         vapid_key_file: args.vapid_key_file,
         push_contact: args.push_contact,
+        blob_dir: args.blob_dir,
+        blob_limits: anytime_media::BlobLimits {
+            blob_bytes_max: args.blob_bytes_max,
+            quota_bytes: args.blob_quota_bytes,
+            retention_ms: args.retention_secs.saturating_mul(1000),
+            upload_ttl_ms: args.blob_upload_ttl_secs.saturating_mul(1000),
+        },
     };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("while starting the async runtime")?;

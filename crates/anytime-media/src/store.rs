@@ -63,7 +63,8 @@ pub trait BlobBytes: Send + Sync {
     /// Writes `bytes` at `offset` of the blob (creating it), durably. Offsets are multiples of
     /// `BLOB_PART_BYTES`; what lay at and after `offset` is replaced.
     async fn write_at(&self, id: BlobId, offset: u64, bytes: &[u8]) -> BlobResult<()>;
-    /// Up to `len` bytes from `offset` (fewer at the end). `NotFound` if the blob has no bytes.
+    /// Up to `len` bytes from `offset`: fewer at the end, and a backend may cap one read (1 MiB
+    /// for files), so callers read in a loop. `NotFound` if the blob has no bytes.
     async fn read(&self, id: BlobId, offset: u64, len: u64) -> BlobResult<Vec<u8>>;
     /// Removes the bytes; a missing blob is not an error.
     async fn delete(&self, id: BlobId) -> BlobResult<()>;

@@ -305,3 +305,7 @@ pub const ATTACHMENT_THUMBNAIL_BYTES_MAX: u32 = 48 * 1024;
 const _: () = assert!(BLOB_UPLOAD_BYTES_MAX % BLOB_PART_BYTES == 0);
 const _: () = assert!(BLOB_BYTES_MAX <= BLOB_QUOTA_BYTES);
 const _: () = assert!(ATTACHMENT_THUMBNAIL_BYTES_MAX < MESSAGE_BYTES_MAX / 2);
+
+/// One upload request's body must arrive within this, ms: `BLOB_UPLOAD_BYTES_MAX` at 70 KB/s, a
+/// poor mobile link; a client on a slower one sends smaller requests.
+pub const BLOB_UPLOAD_TIMEOUT_MS: u64 = 120_000;

@@ -66,6 +66,8 @@ pub struct ServerCore {
     pub metrics: Arc<Metrics>,
     /// Set by [`ServerCore::with_wallet`].
     pub(crate) wallet: Option<Arc<crate::wallet::Wallet>>,
+    /// Set by [`ServerCore::with_blobs`].
+    pub(crate) blobs: Option<Arc<crate::blobs::Blobs>>,
 }
 
 impl ServerCore {
@@ -87,6 +89,7 @@ impl ServerCore {
             config,
             metrics,
             wallet: None,
+            blobs: None,
         }
     }
 

@@ -9,6 +9,7 @@
 //! ciphertext, stored and forwarded as opaque bytes and never logged.
 
 pub mod auth;
+mod blobs;
 pub mod cluster;
 mod core;
 pub mod env;

@@ -60,6 +60,8 @@ pub(crate) fn router(state: AppState, web_dir: Option<&Path>) -> Router {
         .route("/v1/push/endpoint", post(push_endpoint))
         .merge(crate::wallet_http::routes())
         .layer(axum::middleware::from_fn(refuse_declared_oversize))
+        // After the small-body guard: uploads carry megabytes and check their own bound.
+        .merge(crate::blob_http::routes())
         .with_state(state)
 }
 

@@ -5,6 +5,8 @@
 //! lives in the core, every byte layout in `anytime-proto`.
 
 mod admission;
+mod blob_fs;
+mod blob_http;
 mod http;
 mod listener;
 mod nats_bus;
@@ -60,6 +62,9 @@ pub struct ServeConfig {
     pub vapid_key_file: Option<PathBuf>,
     /// Contact the push services may use (`mailto:…` or `https://…`), sent in every push.
     pub push_contact: String,
+    /// Where sealed attachments are kept; `None`: `blobs/` in `data_dir`.
+    pub blob_dir: Option<PathBuf>,
+    pub blob_limits: anytime_media::BlobLimits,
 }
 
 /// A started server: its address, and a handle to stop it.
@@ -103,14 +108,15 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::default());
     // The server store, and the wallet's stores (the same database).
     type WalletStores = (Arc<dyn anytime_ledger::LedgerStore>, Arc<dyn anytime_wallet::WalletStore>);
-    let (store, wallet): (Arc<dyn ServerStore>, Option<WalletStores>) = match &config.database {
+    type Stores = (Arc<dyn ServerStore>, Option<WalletStores>, Arc<dyn anytime_media::BlobIndex>);
+    let (store, wallet, blob_index): Stores = match &config.database {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             let store = Arc::new(
                 anytime_store_postgres::PgStore::open(url, POSTGRES_CONNECTIONS, metrics.clone())
                     .await
                     .context("while opening the PostgreSQL database")?,
             );
-            (store.clone(), Some((store.clone(), store)))
+            (store.clone(), Some((store.clone(), store.clone())), store)
         }
         Some(other) => anyhow::bail!("--database takes a postgres:// URL, not {other:?}; omit it for embedded SQLite"),
         None => {
@@ -119,13 +125,19 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
                 SqliteStore::open(&db_path, metrics.clone())
                     .with_context(|| format!("while opening the database in {}", config.data_dir.display()))?,
             );
-            (store.clone(), Some((store.clone(), store)))
+            (store.clone(), Some((store.clone(), store.clone())), store)
         }
     };
+    let blob_dir = config.blob_dir.clone().unwrap_or_else(|| config.data_dir.join("blobs"));
+    let blob_bytes = Arc::new(
+        blob_fs::FsBlobBytes::open(&blob_dir)
+            .with_context(|| format!("while opening the attachment directory {}", blob_dir.display()))?,
+    );
     let vapid_path = config.vapid_key_file.clone().unwrap_or_else(|| config.data_dir.join("vapid-private-key"));
     let vapid = Arc::new(vapid::Vapid::load_or_create(&vapid_path, config.push_contact.clone())?);
     let mut core = ServerCore::new(store, Arc::new(SystemEnv), metrics, config.core.clone())
         .with_push(Arc::new(web_push::WebPushSender::new(vapid.clone()).context("while setting up Web Push")?));
+    core = core.with_blobs(blob_index, blob_bytes, config.blob_limits);
     if let Some((ledger, wallet)) = wallet {
         core = core.with_wallet(ledger, wallet, Arc::new(anytime_wallet::provider::SandboxProvider));
     }
@@ -187,6 +199,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
                         }
                         Ok(_) => {}
                         Err(code) => tracing::warn!(%code, "garbage collection failed"),
+                    }
+                    match gc_core.blob_sweep().await {
+                        Ok(0) => {}
+                        Ok(swept) => tracing::debug!(swept, "attachments collected"),
+                        Err(code) => tracing::warn!(%code, "attachment collection failed"),
                     }
                     match gc_core.wallet_sweep().await {
                         Ok(0) => {}

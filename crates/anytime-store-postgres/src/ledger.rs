@@ -652,6 +652,22 @@ mod tests {
             .await;
     }
 
+    /// The attachment index shares this test server helper too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: ANYTIME_TEST_PG_URL, then -- --ignored (cargo xtask test does both when it is set)"]
+    async fn blob_index_passes_the_blob_index_conformance_cases() {
+        Server::connect("blobs")
+            .await
+            .run(|server| async move {
+                anytime_media::conformance::run_index(|| {
+                    let server = server.clone();
+                    async move { server.fresh().await }
+                })
+                .await;
+            })
+            .await;
+    }
+
     /// The wallet's own store (PINs, red envelopes) shares this test server helper.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "needs PostgreSQL: ANYTIME_TEST_PG_URL, then -- --ignored (cargo xtask test does both when it is set)"]

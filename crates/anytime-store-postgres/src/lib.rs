@@ -12,6 +12,7 @@
 
 mod accounts;
 mod batch;
+mod blobs;
 mod conversations;
 mod delivery;
 mod keys;

@@ -14,6 +14,7 @@ const STEPS: &[&str] = &[
     include_str!("migrations/v2_to_v3.sql"),
     include_str!("migrations/v3_to_v4.sql"),
     include_str!("migrations/v4_to_v5.sql"),
+    include_str!("migrations/v5_to_v6.sql"),
 ];
 /// Serialises schema migrations between nodes starting at once.
 const MIGRATION_LOCK: i64 = 0x616e_7974_696d_6501;

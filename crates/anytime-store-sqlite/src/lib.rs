@@ -5,6 +5,7 @@
 //! transaction holding it has been fsynced, and concurrent writes share that fsync.
 
 mod accounts;
+mod blobs;
 mod conversations;
 mod delivery;
 mod engine;

@@ -11,6 +11,7 @@ const STEPS: &[&str] = &[
     include_str!("migrations/v2_to_v3.sql"),
     include_str!("migrations/v3_to_v4.sql"),
     include_str!("migrations/v4_to_v5.sql"),
+    include_str!("migrations/v5_to_v6.sql"),
 ];
 
 pub const SCHEMA_VERSION: u32 = STEPS.len() as u32;
