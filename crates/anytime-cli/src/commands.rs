@@ -1,5 +1,6 @@
 //! Every client subcommand: open the profile, connect, catch up, act, print.
 
+mod files;
 mod message_tools;
 mod money;
 mod wallet;
@@ -208,6 +209,9 @@ fn describe_event(
                 value["preview"] = json!({"url": p.url, "title": p.title, "description": p.description});
                 value["preview_for"] = json!(hex(&p.to.0));
             }
+            if let Content::Attachment(a) = content {
+                value["attachment"] = json!({"name": a.name, "mime": a.mime, "size": a.size, "blob": a.blob});
+            }
             if let Content::Payment(p) = content {
                 value["payment"] =
                     json!({"transfer": p.transfer, "to": p.to, "amount": p.amount, "currency": p.currency});
@@ -318,6 +322,15 @@ fn describe(content: &Content) -> (&'static str, String) {
         Content::LinkPreview(p) => {
             ("link_preview", format!("(link preview for {}) {} — {}", hex(&p.to.0), p.title, p.url))
         }
+        Content::Attachment(a) => (
+            "attachment",
+            format!(
+                "📎 {} ({}){}",
+                a.name,
+                crate::profile::human_size(a.size),
+                if a.caption.is_empty() { String::new() } else { format!(" — {}", a.caption) }
+            ),
+        ),
         Content::Unsupported { kind } => ("unsupported", format!("unsupported message (kind {kind})")),
     }
 }
@@ -963,6 +976,15 @@ async fn execute(s: &mut Session, command: Command) -> anyhow::Result<()> {
             s.out.print(format!("revoked {device}"), json!({"revoked": device}))?;
         }
         Command::Wallet { action } => wallet::run(s, action).await?,
+        Command::SendFile { chat, path, caption, mime, limit_rate } => {
+            let path = s.out.path(&path);
+            files::send_file(s, parse_conv(&chat)?, &path, caption, mime, limit_rate).await?;
+        }
+        Command::Download { chat, message, output } => {
+            let output = output.map(|o| s.out.path(&o));
+            let cwd = s.out.path(Path::new("."));
+            files::download(s, parse_conv(&chat)?, parse_msg_id(&message)?, output, &cwd).await?;
+        }
         Command::Pay { chat, amount, currency, to, note } => {
             wallet::pay(s, parse_conv(&chat)?, &amount, &currency, to.as_deref(), note).await?;
         }

@@ -158,6 +158,31 @@ pub enum Command {
     Approve { code: String },
     /// Revoke one of this account's devices.
     Revoke { device: String },
+    /// Send a file (photo, video, voice note, document) to a chat: sealed on this device with a
+    /// fresh key, uploaded (an interrupted upload resumes when the same command runs again),
+    /// then announced in an end-to-end encrypted message that carries the key.
+    SendFile {
+        chat: String,
+        path: PathBuf,
+        /// Text to go with the file.
+        #[arg(long, default_value = "")]
+        caption: String,
+        /// The MIME type; by default guessed from the file name.
+        #[arg(long)]
+        mime: Option<String>,
+        /// Upload at most this many bytes per second (a metered link; tests).
+        #[arg(long)]
+        limit_rate: Option<u64>,
+    },
+    /// Fetch and open the file of a message (`anytime history CHAT` shows its id), checking that it
+    /// is byte for byte what was sent. An interrupted download resumes.
+    Download {
+        chat: String,
+        message: String,
+        /// Where to save it; by default its name in the current directory.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// The wallet: balances, whether a payment PIN is set, and the limits. Its provider is the
     /// SANDBOX: test cards, no real money.
     Wallet {

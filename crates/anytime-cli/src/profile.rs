@@ -38,6 +38,25 @@ pub struct HistoryEntry {
     /// A payment message: `{transfer, to, amount, currency}` as its sender claims (the text is
     /// its note; `anytime wallet check TRANSFER` asks the server).
     pub payment: Option<PaymentInfo>,
+    /// A file: `{name, mime, size, blob}` (`anytime download CHAT MSG` fetches and opens it;
+    /// its key stays in the profile).
+    pub attachment: Option<serde_json::Value>,
+}
+
+/// "1.2 MB" for people.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 impl HistoryEntry {
@@ -63,6 +82,10 @@ impl HistoryEntry {
             preview: entry.preview,
             starred: entry.starred,
             payment: entry.payment,
+            attachment: entry.attachment.map(|a| {
+                serde_json::json!({"name": a.name, "mime": a.mime, "size": a.size, "blob": a.blob,
+                    "width": a.width, "height": a.height})
+            }),
         }
     }
 
@@ -70,9 +93,15 @@ impl HistoryEntry {
     /// written, flags, "(mentions you)" when `me` is mentioned, reactions, and the link preview
     /// on a line of its own.
     pub fn text_line(&self, me: Option<&str>) -> String {
-        let body = match &self.payment {
-            Some(p) => format!("💸 {} {}{}", p.amount, p.currency, note_suffix(&self.text)),
-            None => self.text.clone(),
+        let body = match (&self.payment, &self.attachment) {
+            (Some(p), _) => format!("💸 {} {}{}", p.amount, p.currency, note_suffix(&self.text)),
+            (None, Some(a)) => format!(
+                "📎 {} ({}){}",
+                a["name"].as_str().unwrap_or_default(),
+                human_size(a["size"].as_u64().unwrap_or_default()),
+                note_suffix(&self.text)
+            ),
+            (None, None) => self.text.clone(),
         };
         self.decorated(&body, me)
     }

@@ -56,8 +56,8 @@ pub(crate) fn apply(db: &Connection, conv: ConvId, effect: Effect) -> rusqlite::
         }
         Effect::Delete { to, author } => {
             let changed = db.execute(
-                "UPDATE messages SET body = '', deleted = 1, mentions = '', preview_url = NULL, preview_title = NULL, preview_description = NULL
-                 WHERE msg_id = ? AND conv = ? AND sender_user = ?",
+                "UPDATE messages SET body = '', deleted = 1, mentions = '', preview_url = NULL, preview_title = NULL, preview_description = NULL,
+                 attachment = NULL WHERE msg_id = ? AND conv = ? AND sender_user = ?",
                 params![&to.0[..], conv_id, author.0 as i64],
             )?;
             if changed > 0 {
@@ -127,8 +127,8 @@ fn insert(db: &Connection, conv: ConvId, entry: &Entry) -> rusqlite::Result<()> 
     let inserted = db.execute(
         "INSERT OR IGNORE INTO messages (msg_id, conv, seq, sender_user, sender_device, sent_at_ms, kind, body, reply_to, edited, deleted, own, expires_at_ms,
              mentions, forwarded, preview_url, preview_title, preview_description, starred,
-             payment_transfer, payment_to, payment_amount, payment_currency, payment_shares, local_order)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+             payment_transfer, payment_to, payment_amount, payment_currency, payment_shares, attachment, local_order)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
              (SELECT COALESCE(MAX(local_order), 0) + 1 FROM messages))",
         params![
             &entry.msg_id.0[..],
@@ -155,6 +155,7 @@ fn insert(db: &Connection, conv: ConvId, entry: &Entry) -> rusqlite::Result<()> 
             entry.payment.as_ref().map(|p| &p.amount),
             entry.payment.as_ref().map(|p| &p.currency),
             entry.payment.as_ref().map_or(0, |p| p.shares),
+            entry.attachment.as_ref().map(|a| anytime_client::content::Content::Attachment(a.clone()).encode()),
         ],
     )?;
     if inserted > 0 {

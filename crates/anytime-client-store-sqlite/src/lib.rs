@@ -45,7 +45,7 @@ pub struct Verified {
 const ENTRY_COLUMNS: &str =
     "conv, msg_id, seq, sender_user, sender_device, sent_at_ms, kind, body, reply_to, edited, deleted, own,
     expires_at_ms, mentions, forwarded, preview_url, preview_title, preview_description, starred,
-    payment_transfer, payment_to, payment_amount, payment_currency, payment_shares";
+    payment_transfer, payment_to, payment_amount, payment_currency, payment_shares, attachment";
 
 fn system_clock() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -95,6 +95,11 @@ impl SqliteClientStore {
                 params![key, value],
             )
             .context("writing a setting")?;
+        Ok(())
+    }
+
+    pub fn remove(&self, key: &str) -> Result<(), ProfileError> {
+        self.db.execute("DELETE FROM kv WHERE key = ?", [key]).context("removing a setting")?;
         Ok(())
     }
 
@@ -262,6 +267,10 @@ impl SqliteClientStore {
                     (Some(transfer), Some(to), Some(amount), Some(currency)) => {
                         Some(PaymentInfo { transfer, to: UserId(to as u64), amount, currency, shares: r.get(23)? })
                     }
+                    _ => None,
+                },
+                attachment: match r.get::<_, Option<Vec<u8>>>(24)?.map(|b| Content::decode(&b)) {
+                    Some(Ok(Content::Attachment(attachment))) => Some(attachment),
                     _ => None,
                 },
             };

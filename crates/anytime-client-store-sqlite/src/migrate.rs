@@ -48,6 +48,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
      ALTER TABLE messages ADD COLUMN payment_amount TEXT;
      ALTER TABLE messages ADD COLUMN payment_currency TEXT;
      ALTER TABLE messages ADD COLUMN payment_shares INTEGER NOT NULL DEFAULT 0;",
+    // 5: attachments (key, digest and what the file is), kept as the content envelope of kind 14
+    // they arrived in, so the column needs no layout of its own.
+    "ALTER TABLE messages ADD COLUMN attachment BLOB;",
 ];
 
 pub(crate) fn migrate(db: &mut Connection) -> Result<(), ProfileError> {

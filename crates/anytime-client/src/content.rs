@@ -115,6 +115,56 @@ pub struct RedEnvelope {
     pub note: String,
 }
 
+/// A file sealed on the sending device (`anytime_media::seal`) and uploaded as a blob: the key
+/// and digest travel only here, inside the MLS message, so the server keeps bytes it cannot read.
+/// Photos, clips and voice notes are attachments whose `mime` says so, with their dimensions or
+/// length, a small thumbnail and a placeholder string drawn while the file loads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The server's blob id, 32 hex digits.
+    pub blob: String,
+    pub key: [u8; 32],
+    /// SHA-256 of the sealed bytes, checked before a download is trusted.
+    pub digest: [u8; 32],
+    /// Bytes of the file itself.
+    pub size: u64,
+    pub name: String,
+    pub mime: String,
+    /// What the sender wrote with it.
+    pub caption: String,
+    /// Pixels, for photos and clips; 0 when not known.
+    pub width: u32,
+    pub height: u32,
+    /// For clips and voice notes; 0 otherwise.
+    pub duration_ms: u32,
+    /// A small JPEG shown before the file is fetched; empty when there is none.
+    pub thumbnail: Vec<u8>,
+    /// A blurhash-style placeholder; empty when there is none.
+    pub placeholder: String,
+}
+
+impl Attachment {
+    /// Whether a receiving device can use it: a blob id, sizes within the limits, text fields
+    /// within theirs. Anything else is shown as an unsupported message.
+    pub fn acceptable(&self) -> bool {
+        use anytime_proto::limits::{
+            ATTACHMENT_MIME_BYTES_MAX, ATTACHMENT_NAME_BYTES_MAX, ATTACHMENT_THUMBNAIL_BYTES_MAX, BLOB_BYTES_MAX,
+        };
+        anytime_media::blob::id_from_hex(&self.blob).is_some()
+            && anytime_media::seal::sealed_len(self.size) <= BLOB_BYTES_MAX
+            && self.name.len() <= ATTACHMENT_NAME_BYTES_MAX as usize
+            && self.mime.len() <= ATTACHMENT_MIME_BYTES_MAX as usize
+            && self.caption.len() <= anytime_proto::limits::MESSAGE_BYTES_MAX as usize / 2
+            && self.thumbnail.len() <= ATTACHMENT_THUMBNAIL_BYTES_MAX as usize
+            && self.placeholder.len() <= 128
+    }
+
+    /// Bytes of the sealed blob.
+    pub fn sealed_size(&self) -> u64 {
+        anytime_media::seal::sealed_len(self.size)
+    }
+}
+
 /// Sets the chat's disappearing-message timer; 0 turns it off.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timer {
@@ -136,6 +186,7 @@ pub enum Content {
     MoneyRequest(MoneyRequest),
     SplitBill(SplitBill),
     RedEnvelope(RedEnvelope),
+    Attachment(Attachment),
     /// A kind this build does not know (from a newer client).
     Unsupported {
         kind: u16,
@@ -173,6 +224,7 @@ impl Content {
                 | Content::MoneyRequest(_)
                 | Content::SplitBill(_)
                 | Content::RedEnvelope(_)
+                | Content::Attachment(_)
         )
     }
 }
@@ -229,6 +281,7 @@ kinds! {
     11 => MoneyRequest,
     12 => SplitBill,
     13 => RedEnvelope,
+    14 => Attachment,
 }
 
 #[cfg(test)]
@@ -286,6 +339,20 @@ mod tests {
                 currency: "USD".into(),
                 shares: 5,
                 note: "happy new year".into(),
+            }),
+            Content::Attachment(Attachment {
+                blob: "04".repeat(16),
+                key: [5; 32],
+                digest: [6; 32],
+                size: 1234,
+                name: "photo.jpg".into(),
+                mime: "image/jpeg".into(),
+                caption: "the view".into(),
+                width: 4000,
+                height: 3000,
+                duration_ms: 0,
+                thumbnail: vec![0xff, 0xd8],
+                placeholder: "LEHV6nWB2yk8".into(),
             }),
         ];
         for content in samples {

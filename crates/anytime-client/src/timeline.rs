@@ -28,10 +28,12 @@ pub enum EntryKind {
     MoneyRequest,
     SplitBill,
     RedEnvelope,
+    /// A file, photo, clip or voice note (`Entry::attachment`); the body is its caption.
+    Attachment,
 }
 
 impl EntryKind {
-    const ALL: [EntryKind; 10] = [
+    const ALL: [EntryKind; 11] = [
         EntryKind::Text,
         EntryKind::Reply,
         EntryKind::Timer,
@@ -42,6 +44,7 @@ impl EntryKind {
         EntryKind::MoneyRequest,
         EntryKind::SplitBill,
         EntryKind::RedEnvelope,
+        EntryKind::Attachment,
     ];
 
     /// A stable name, for stores that keep the kind as text (and the CLI's JSON).
@@ -57,6 +60,7 @@ impl EntryKind {
             EntryKind::MoneyRequest => "money_request",
             EntryKind::SplitBill => "split_bill",
             EntryKind::RedEnvelope => "red_envelope",
+            EntryKind::Attachment => "attachment",
         }
     }
 
@@ -74,6 +78,7 @@ impl EntryKind {
                 | EntryKind::MoneyRequest
                 | EntryKind::SplitBill
                 | EntryKind::RedEnvelope
+                | EntryKind::Attachment
         )
     }
 }
@@ -108,6 +113,8 @@ pub struct Entry {
     pub starred: bool,
     /// For `EntryKind::Payment`: what was sent, as the message says.
     pub payment: Option<PaymentInfo>,
+    /// For `EntryKind::Attachment`: the sealed file, its key and what it is.
+    pub attachment: Option<crate::content::Attachment>,
 }
 
 /// The money of a payment, request, split bill or red envelope entry.
@@ -265,6 +272,16 @@ impl Effect {
                         }),
                         ..entry(EntryKind::RedEnvelope, e.note.clone(), None, expires)
                     }),
+                    Content::Attachment(attachment) if attachment.acceptable() => Effect::Insert(Entry {
+                        attachment: Some(attachment.clone()),
+                        ..entry(EntryKind::Attachment, attachment.caption.clone(), None, expires)
+                    }),
+                    Content::Attachment(_) => Effect::Insert(entry(
+                        EntryKind::Unsupported,
+                        "an attachment this device cannot use".into(),
+                        None,
+                        expires,
+                    )),
                     Content::LinkPreview(preview) => {
                         if !crate::preview::acceptable(preview) {
                             return None;
@@ -366,6 +383,7 @@ fn local_entry(msg_id: MsgId, seq: Seq, sender: UserId, kind: EntryKind, body: S
         preview: None,
         starred: false,
         payment: None,
+        attachment: None,
     }
 }
 
@@ -471,6 +489,8 @@ impl Timeline {
                     entry.reactions.clear();
                     entry.preview = None;
                     entry.mentions.clear();
+                    // Its key goes too: the file can no longer be opened from this device.
+                    entry.attachment = None;
                     Applied::Updated
                 }
                 None => Applied::Nothing,

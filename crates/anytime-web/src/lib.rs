@@ -17,6 +17,7 @@ mod persist;
 mod search_index;
 mod session;
 mod stored;
+mod stored_frozen;
 mod view;
 mod window;
 mod ws;

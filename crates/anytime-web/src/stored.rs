@@ -17,10 +17,15 @@ use serde::{Deserialize, Serialize};
 /// Entries per chunk: a chunk of ordinary messages is a few tens of kilobytes.
 pub const CHUNK_ENTRIES: usize = 256;
 
-/// The first byte of every chunk (and of format 1 heads).
-const FORMAT: u8 = 1;
-/// The first byte of heads with a summary and pending effects.
-const HEAD_FORMAT: u8 = 2;
+/// The first byte of chunks and heads written before lazy loading and attachments (their
+/// entries are `stored_frozen::EntryV1`).
+const FORMAT_V1: u8 = 1;
+/// Heads with a summary and pending effects, from before attachments (`EffectV1`).
+const HEAD_FORMAT_V2: u8 = 2;
+/// The first byte of every chunk written now (entries with attachments).
+const FORMAT: u8 = 3;
+/// The first byte of every head written now.
+const HEAD_FORMAT: u8 = 4;
 
 /// A history's head as read: format 1 heads (before lazy loading) have no summary, so their
 /// history is loaded whole once, summarised and indexed for search.
@@ -81,8 +86,18 @@ struct HeadV1 {
     chunks: u32,
 }
 
-#[derive(Serialize, Deserialize)]
+/// Format 2 heads, field for field.
+#[derive(Deserialize)]
 struct HeadV2 {
+    timer_seconds: u32,
+    unread: u32,
+    chunks: u32,
+    summary: Summary,
+    pending: Vec<crate::stored_frozen::EffectV1>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HeadV4 {
     timer_seconds: u32,
     unread: u32,
     chunks: u32,
@@ -136,7 +151,7 @@ pub fn encode_chunk_from(timeline: &Timeline, base: u32, chunk: u32) -> Vec<u8> 
 pub fn encode_head(timeline: &Timeline, base: u32, summary: &Summary, pending: &[Effect]) -> Vec<u8> {
     versioned_as(
         HEAD_FORMAT,
-        &HeadV2 {
+        &HeadV4 {
             timer_seconds: timeline.timer_seconds,
             unread: timeline.unread,
             chunks: base + chunks_of(timeline.entries.len()),
@@ -165,18 +180,10 @@ pub enum StoredError {
     Corrupt(String),
 }
 
-fn unversioned<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoredError> {
-    match bytes.split_first() {
-        Some((&FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| StoredError::Corrupt(e.to_string())),
-        Some((&newer, _)) => Err(StoredError::Newer(newer)),
-        None => Err(StoredError::Corrupt("empty".into())),
-    }
-}
-
 pub fn decode_head(bytes: &[u8]) -> Result<Head, StoredError> {
     let corrupt = |e: postcard::Error| StoredError::Corrupt(e.to_string());
     match bytes.split_first() {
-        Some((&FORMAT, rest)) => {
+        Some((&FORMAT_V1, rest)) => {
             let v1: HeadV1 = postcard::from_bytes(rest).map_err(corrupt)?;
             Ok(Head {
                 timer_seconds: v1.timer_seconds,
@@ -186,14 +193,24 @@ pub fn decode_head(bytes: &[u8]) -> Result<Head, StoredError> {
                 pending: Vec::new(),
             })
         }
-        Some((&HEAD_FORMAT, rest)) => {
+        Some((&HEAD_FORMAT_V2, rest)) => {
             let v2: HeadV2 = postcard::from_bytes(rest).map_err(corrupt)?;
             Ok(Head {
                 timer_seconds: v2.timer_seconds,
                 unread: v2.unread,
                 chunks: v2.chunks,
                 summary: Some(v2.summary),
-                pending: v2.pending,
+                pending: v2.pending.into_iter().map(Effect::from).collect(),
+            })
+        }
+        Some((&HEAD_FORMAT, rest)) => {
+            let v4: HeadV4 = postcard::from_bytes(rest).map_err(corrupt)?;
+            Ok(Head {
+                timer_seconds: v4.timer_seconds,
+                unread: v4.unread,
+                chunks: v4.chunks,
+                summary: Some(v4.summary),
+                pending: v4.pending,
             })
         }
         Some((&newer, _)) => Err(StoredError::Newer(newer)),
@@ -202,7 +219,16 @@ pub fn decode_head(bytes: &[u8]) -> Result<Head, StoredError> {
 }
 
 pub fn decode_chunk(bytes: &[u8]) -> Result<Vec<Entry>, StoredError> {
-    unversioned(bytes)
+    let corrupt = |e: postcard::Error| StoredError::Corrupt(e.to_string());
+    match bytes.split_first() {
+        Some((&FORMAT_V1, rest)) => {
+            let v1: Vec<crate::stored_frozen::EntryV1> = postcard::from_bytes(rest).map_err(corrupt)?;
+            Ok(v1.into_iter().map(Entry::from).collect())
+        }
+        Some((&FORMAT, rest)) => postcard::from_bytes(rest).map_err(corrupt),
+        Some((&newer, _)) => Err(StoredError::Newer(newer)),
+        None => Err(StoredError::Corrupt("empty".into())),
+    }
 }
 
 /// A conversation as loaded: its head and whichever chunks were found.
@@ -302,6 +328,7 @@ pub fn legacy_timeline(bytes: &[u8]) -> Result<Timeline, StoredError> {
             preview: None,
             starred: false,
             payment: None,
+            attachment: None,
         })
         .collect();
     Ok(Timeline { conv: old.conv, entries, timer_seconds: old.timer_seconds, unread: old.unread })
@@ -391,7 +418,7 @@ mod tests {
 
     #[test]
     fn a_format_1_head_reads_without_a_summary() {
-        let old = [FORMAT, 30, 2, 5];
+        let old = [FORMAT_V1, 30, 2, 5];
         let head = decode_head(&old).expect("v1 head");
         assert_eq!((head.timer_seconds, head.unread, head.chunks, head.summary), (30, 2, 5, None));
     }
@@ -406,15 +433,52 @@ mod tests {
             ..Entry::plain(MsgId([0xab; 16]), 300, UserId(0x1234_5678_9abc_def0), DeviceId(7), 1_000, "hé".into())
         };
         let timeline = Timeline { entries: vec![e], ..Timeline::new(ConvId(1)) };
-        let hex: String = encode_chunk(&timeline, 0).iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(
-            hex,
-            format!(
-                "0101{}ac02f0bdf3d589cf959a12{}",
-                "ab".repeat(16),
-                "07e807000368c3a900000001000001ac02000000000000"
-            )
+        // The fixture writes format 1 (before attachments), which the app still reads.
+        let fixture = format!(
+            "0101{}ac02f0bdf3d589cf959a12{}",
+            "ab".repeat(16),
+            "07e807000368c3a900000001000001ac02000000000000"
         );
+        let bytes: Vec<u8> =
+            (0..fixture.len()).step_by(2).map(|i| u8::from_str_radix(&fixture[i..i + 2], 16).expect("hex")).collect();
+        assert_eq!(decode_chunk(&bytes), Ok(timeline.entries.clone()));
+        // Format 3 is the same entry with an (absent) attachment after it.
+        let hex: String = encode_chunk(&timeline, 0).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, format!("03{}00", &fixture[2..]));
+    }
+
+    #[test]
+    fn chunks_and_heads_from_before_attachments_read_and_entries_with_one_round_trip() {
+        let mut with = entry(1);
+        with.kind = EntryKind::Attachment;
+        with.attachment = Some(anytime_client::content::Attachment {
+            blob: "0a".repeat(16),
+            key: [1; 32],
+            digest: [2; 32],
+            size: 10,
+            name: "a.pdf".into(),
+            mime: "application/pdf".into(),
+            caption: String::new(),
+            width: 0,
+            height: 0,
+            duration_ms: 0,
+            thumbnail: Vec::new(),
+            placeholder: String::new(),
+        });
+        let timeline = Timeline { entries: vec![entry(0), with], ..Timeline::new(ConvId(1)) };
+        assert_eq!(decode_chunk(&encode_chunk(&timeline, 0)), Ok(timeline.entries.clone()));
+        // A format 2 head with a pending insert, as the previous version wrote it: the current
+        // layout of an entry without attachment, less its last byte (the absent attachment).
+        let plain = entry(5);
+        let mut v2 = vec![HEAD_FORMAT_V2];
+        v2.extend(postcard::to_allocvec(&(0u32, 1u32, 2u32, Summary::default())).expect("encode"));
+        v2.push(1); // one pending effect
+        let effect = postcard::to_allocvec(&Effect::Insert(plain.clone())).expect("encode");
+        assert_eq!(effect.last(), Some(&0), "the absent attachment is one zero byte at the end");
+        v2.extend(&effect[..effect.len() - 1]);
+        let head = decode_head(&v2).expect("format 2 head");
+        assert_eq!((head.unread, head.chunks), (1, 2));
+        assert_eq!(head.pending, vec![Effect::Insert(plain)]);
     }
 
     #[test]

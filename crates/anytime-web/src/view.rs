@@ -210,6 +210,7 @@ fn entry_json(view: &View, timeline: &Timeline, older: bool, me: UserId, e: &Ent
             EntryKind::MoneyRequest => "money_request",
             EntryKind::SplitBill => "split_bill",
             EntryKind::RedEnvelope => "red_envelope",
+            EntryKind::Attachment => "attachment",
         },
         "text": e.body,
         "reply": reply,
@@ -224,6 +225,8 @@ fn entry_json(view: &View, timeline: &Timeline, older: bool, me: UserId, e: &Ent
         "starred": e.starred,
         "preview": e.preview.as_ref().map(|p| json!({"url": p.url, "title": p.title, "description": p.description})),
         "payment": e.payment.as_ref().map(|p| json!({"transfer": p.transfer, "to": name(view, p.to), "to_me": p.to == me, "amount": p.amount, "currency": p.currency, "shares": p.shares})),
+        // The key stays in wasm: the page asks the client to fetch and open the file by message.
+        "attachment": e.attachment.as_ref().map(|a| json!({"name": a.name, "mime": a.mime, "size": a.size, "width": a.width, "height": a.height})),
     })
 }
 

@@ -135,8 +135,8 @@ fn advice(code: ErrorCode) -> Option<String> {
 
 /// The wallet API as this profile's account.
 pub(super) struct Api {
-    base: String,
-    token: String,
+    pub(super) base: String,
+    pub(super) token: String,
     http: reqwest::Client,
 }
 

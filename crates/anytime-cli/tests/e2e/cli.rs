@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::support::Harness;
 
+mod files;
 mod message_tools;
 mod money;
 mod wallet;

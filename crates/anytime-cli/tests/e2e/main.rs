@@ -4,6 +4,7 @@
 mod support;
 
 mod bad_input;
+mod blobs;
 mod cli;
 mod cluster;
 mod concurrency;
