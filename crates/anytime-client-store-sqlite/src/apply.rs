@@ -155,7 +155,7 @@ fn insert(db: &Connection, conv: ConvId, entry: &Entry) -> rusqlite::Result<()> 
             entry.payment.as_ref().map(|p| &p.amount),
             entry.payment.as_ref().map(|p| &p.currency),
             entry.payment.as_ref().map_or(0, |p| p.shares),
-            entry.attachment.as_ref().map(|a| anytime_client::content::Content::Attachment(a.clone()).encode()),
+            entry.attachment.as_ref().map(|a| anytime_client::content::Content::Attachment(Box::new(a.clone())).encode()),
         ],
     )?;
     if inserted > 0 {

@@ -270,7 +270,7 @@ impl SqliteClientStore {
                     _ => None,
                 },
                 attachment: match r.get::<_, Option<Vec<u8>>>(24)?.map(|b| Content::decode(&b)) {
-                    Some(Ok(Content::Attachment(attachment))) => Some(attachment),
+                    Some(Ok(Content::Attachment(attachment))) => Some(*attachment),
                     _ => None,
                 },
             };

@@ -186,7 +186,8 @@ pub enum Content {
     MoneyRequest(MoneyRequest),
     SplitBill(SplitBill),
     RedEnvelope(RedEnvelope),
-    Attachment(Attachment),
+    /// Boxed: the key and digest make it the largest kind by far.
+    Attachment(Box<Attachment>),
     /// A kind this build does not know (from a newer client).
     Unsupported {
         kind: u16,
@@ -340,7 +341,7 @@ mod tests {
                 shares: 5,
                 note: "happy new year".into(),
             }),
-            Content::Attachment(Attachment {
+            Content::Attachment(Box::new(Attachment {
                 blob: "04".repeat(16),
                 key: [5; 32],
                 digest: [6; 32],
@@ -353,7 +354,7 @@ mod tests {
                 duration_ms: 0,
                 thumbnail: vec![0xff, 0xd8],
                 placeholder: "LEHV6nWB2yk8".into(),
-            }),
+            })),
         ];
         for content in samples {
             assert_eq!(Content::decode(&content.encode()), Ok(content));

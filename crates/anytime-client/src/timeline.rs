@@ -273,7 +273,7 @@ impl Effect {
                         ..entry(EntryKind::RedEnvelope, e.note.clone(), None, expires)
                     }),
                     Content::Attachment(attachment) if attachment.acceptable() => Effect::Insert(Entry {
-                        attachment: Some(attachment.clone()),
+                        attachment: Some((**attachment).clone()),
                         ..entry(EntryKind::Attachment, attachment.caption.clone(), None, expires)
                     }),
                     Content::Attachment(_) => Effect::Insert(entry(

@@ -72,7 +72,7 @@ pub fn check_upload(blob: &BlobRecord, offset: u64, len: u64) -> Result<(), Erro
     if end > blob.size {
         return Err(ErrorCode::PayloadTooLarge);
     }
-    if end != blob.size && len % BLOB_PART_BYTES != 0 {
+    if end != blob.size && !len.is_multiple_of(BLOB_PART_BYTES) {
         return Err(ErrorCode::InvalidArgument);
     }
     Ok(())

@@ -302,7 +302,7 @@ pub const ATTACHMENT_MIME_BYTES_MAX: u32 = 127;
 /// is at most `MESSAGE_BYTES_MAX`).
 pub const ATTACHMENT_THUMBNAIL_BYTES_MAX: u32 = 48 * 1024;
 
-const _: () = assert!(BLOB_UPLOAD_BYTES_MAX % BLOB_PART_BYTES == 0);
+const _: () = assert!(BLOB_UPLOAD_BYTES_MAX.is_multiple_of(BLOB_PART_BYTES));
 const _: () = assert!(BLOB_BYTES_MAX <= BLOB_QUOTA_BYTES);
 const _: () = assert!(ATTACHMENT_THUMBNAIL_BYTES_MAX < MESSAGE_BYTES_MAX / 2);
 

@@ -31,7 +31,7 @@ const WS_READ_BUFFER_BYTES: usize = 1024;
 /// the sender's browser, which fetches the page itself (the server never fetches a URL); that
 /// is reading, not running, and only where the site allows it (CORS).
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
-     connect-src 'self' ws: wss: https: http:; img-src 'self' data:; style-src 'self'; object-src 'none'; \
+     connect-src 'self' ws: wss: https: http:; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self'; object-src 'none'; \
      base-uri 'none'; frame-ancestors 'none'";
 
 pub(crate) fn router(state: AppState, web_dir: Option<&Path>) -> Router {

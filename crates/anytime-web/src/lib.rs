@@ -13,6 +13,7 @@ macro_rules! console_log {
 }
 pub(crate) use console_log;
 
+mod files;
 mod persist;
 mod search_index;
 mod session;
@@ -354,6 +355,26 @@ impl App {
         note: String,
     ) -> Promise {
         self.run(Cmd::MoneyMessage { conv, kind, id, payer, amount, currency, shares, note })
+    }
+
+    /// Sends the chat message of a file the page sealed (`FileSealer`) and uploaded: `fields`
+    /// is JSON `{blob, key, digest, size, name, mime, caption}`.
+    #[wasm_bindgen(js_name = sendAttachment)]
+    pub fn send_attachment(&self, conv: String, fields: String) -> Promise {
+        self.run(Cmd::Attachment { conv, fields })
+    }
+
+    /// An opener for the file of message `msg` in `conv`, for the page to feed the download to.
+    #[wasm_bindgen(js_name = attachmentOpener)]
+    pub fn attachment_opener(&self, conv: String, msg: String) -> Result<files::FileOpener, JsValue> {
+        let conv: anytime_proto::ConvId = conv.parse().map_err(|_| js_err("not a chat id"))?;
+        let msg = view::parse_msg_id(&msg).ok_or_else(|| js_err("not a message id"))?;
+        let data = self.shared.persist.data.borrow();
+        let entry = data.timelines.get(&conv).and_then(|t| t.find(msg));
+        let attachment = entry
+            .and_then(|e| e.attachment.clone())
+            .ok_or_else(|| js_err("that message has no file on this device"))?;
+        Ok(files::FileOpener::new(attachment))
     }
 
     pub fn star(&self, conv: String, msg: String, starred: bool) -> Promise {

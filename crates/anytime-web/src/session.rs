@@ -83,6 +83,11 @@ pub(crate) enum Cmd {
         shares: u32,
         note: String,
     },
+    /// Tell the chat about a file the page sealed and uploaded (`files::AttachmentFields`, JSON).
+    Attachment {
+        conv: String,
+        fields: String,
+    },
     /// Star or unstar a message (on this device only).
     Star {
         conv: String,
@@ -283,6 +288,11 @@ fn outgoing_content(shared: &Shared, cmd: &Cmd) -> Option<Result<(ConvId, Conten
             let entry = data.timelines.get(&from).and_then(|t| t.find(msg));
             let entry = entry.ok_or_else(|| ClientError::Protocol("that message is not on this device".into()))?;
             entry.forward().ok_or_else(|| ClientError::Protocol("that message has no text to forward".into()))
+        }),
+        Cmd::Attachment { conv, fields } => content(conv, &|_| {
+            let fields: crate::files::AttachmentFields = serde_json::from_str(fields)
+                .map_err(|e| ClientError::Protocol(format!("the file's description is malformed: {e}")))?;
+            crate::files::attachment(fields).map(|a| Content::Attachment(Box::new(a))).map_err(ClientError::Protocol)
         }),
         Cmd::Payment { conv, transfer, to, amount, currency, note } => content(conv, &|_| {
             Ok(Content::Payment(content::Payment {
@@ -686,7 +696,8 @@ impl Session {
             | Cmd::Delete { .. }
             | Cmd::Forward { .. }
             | Cmd::Payment { .. }
-            | Cmd::MoneyMessage { .. } => {
+            | Cmd::MoneyMessage { .. }
+            | Cmd::Attachment { .. } => {
                 match outgoing_content(&self.shared, &cmd) {
                     Some(writes) => {
                         let (conv, content) = writes?;

@@ -66,6 +66,11 @@ fn preview(entry: &Entry) -> String {
             _ => "💸",
         };
         format!("{icon} {} {}{}{note}", p.amount, p.currency, if note.is_empty() { "" } else { " · " })
+    } else if let Some(a) = &entry.attachment {
+        let caption: String = entry.body.chars().take(60).collect();
+        let name: String = a.name.chars().take(40).collect();
+        let icon = if a.mime.starts_with("image/") { "📷" } else { "📎" };
+        format!("{icon} {name}{}{caption}", if caption.is_empty() { "" } else { " · " })
     } else {
         entry.body.chars().take(80).collect()
     }
@@ -264,6 +269,7 @@ fn pending_json(view: &View, data: &Data, conv: ConvId, me: UserId) -> Vec<Value
                 Content::MoneyRequest(r) => ("money_request", r.note, None, false),
                 Content::SplitBill(b) => ("split_bill", b.note, None, false),
                 Content::RedEnvelope(e) => ("red_envelope", e.note, None, false),
+                Content::Attachment(a) => ("attachment", a.caption, None, false),
                 _ => return None,
             };
             let reply = reply_to.map(|to| reply_json(view, data.timelines.get(&conv), to));

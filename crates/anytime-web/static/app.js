@@ -6,6 +6,7 @@ import init, { openApp } from "/pkg/anytime_web.js";
 import { h, toast, call, time, dayKey, dayLabel, avatar, presenceText, dialog, field } from "/dom.js";
 import * as tools from "/message_tools.js";
 import * as wallet from "/wallet.js";
+import * as files from "/files.js";
 
 const root = document.getElementById("root");
 let app = null;
@@ -102,6 +103,7 @@ function start() {
   prefs.load();
   tools.setup({ app, ui, prefs, openChat, startReply, startEdit, deleteMessage, queueRender });
   wallet.setup({ app, account, name: (user) => (user && app.nameOf(user)) || "someone" });
+  files.setup({ app, queueRender });
   app.start((kind, conv) => onChange(kind, conv));
   // Endpoints can change: refresh the registration when notifications are already allowed.
   if ("Notification" in window && Notification.permission === "granted") subscribePush().catch(() => {});
@@ -315,7 +317,9 @@ function renderChatFrame() {
     h("div", { id: "composer-context", class: "composer-context", "aria-live": "polite" }),
     h("label", { for: "composer-input", class: "visually-hidden" }, "Message"),
     h("textarea", { id: "composer-input", rows: 1, placeholder: "Message", autocomplete: "off", onkeydown: composerKey, oninput: composerInput }),
+    h("div", { id: "upload-status", class: "upload-status muted", "aria-live": "polite" }),
     h("div", { class: "composer-buttons" },
+      ...files.attachButton(() => ui.open),
       h("button", { type: "button", class: "secondary", "aria-label": "Money", title: "Send, request or split money",
         onclick: () => { const chat = JSON.parse(app.chat(ui.open, 1)); if (chat) wallet.moneyMenu(chat); } }, "💸"),
       h("button", { type: "submit", "aria-label": "Send" }, "Send")));
@@ -352,7 +356,7 @@ function renderChat() {
     `${chat.title}'s safety number changed: a device was added or removed. Compare it again in Info.`) : "");
   renderRequest(chat);
   const timeline = document.getElementById("timeline");
-  const html = JSON.stringify(chat.entries) + ui.replyTo?.msg_id + ui.editing + ui.firstUnread + chat.more + chat.newer + wallet.paymentChecks();
+  const html = JSON.stringify(chat.entries) + ui.replyTo?.msg_id + ui.editing + ui.firstUnread + chat.more + chat.newer + wallet.paymentChecks() + files.state();
   if (html === ui.lastTimelineHtml) return;
   ui.lastTimelineHtml = html;
   const atBottom = timeline.scrollHeight - timeline.scrollTop - timeline.clientHeight < 40;
@@ -490,7 +494,8 @@ function renderEntry(chat, e, withAvatar) {
     e.forwarded ? h("div", { class: "forwarded muted" }, "↪ Forwarded") : null,
     e.reply ? h("blockquote", { class: "quote" }, h("strong", {}, e.reply.sender), " ", e.reply.text) : null,
     e.payment && !e.deleted ? wallet.paymentBody(e, queueRender, chat) : null,
-    e.deleted || !e.payment || e.text ? h("p", { class: "text" }, e.deleted ? "This message was deleted" : tools.textWithMentions(e)) : null,
+    e.attachment && !e.deleted ? files.attachmentBody(chat, e) : null,
+    e.deleted || !(e.payment || e.attachment) || e.text ? h("p", { class: "text" }, e.deleted ? "This message was deleted" : tools.textWithMentions(e)) : null,
     e.preview && !e.deleted ? tools.previewCard(e.preview) : null,
     reactions.length ? h("div", { class: "reactions" }, reactions) : null,
     e.own ? h("span", { class: "receipt", "data-status": e.status }, STATUS_TEXT[e.status] || "") : null,

@@ -2,8 +2,8 @@
 // picked up at once), and Web Push shows a notification without content — the server cannot
 // read messages, so it can only say that one arrived.
 
-const CACHE = "anytime-shell-v3";
-const SHELL = ["/", "/index.html", "/app.js", "/dom.js", "/message_tools.js", "/wallet.js", "/style.css", "/icon.svg", "/manifest.webmanifest",
+const CACHE = "anytime-shell-v4";
+const SHELL = ["/", "/index.html", "/app.js", "/dom.js", "/message_tools.js", "/wallet.js", "/files.js", "/style.css", "/icon.svg", "/manifest.webmanifest",
   "/pkg/anytime_web.js", "/pkg/anytime_web_bg.wasm"];
 
 self.addEventListener("install", (event) => {

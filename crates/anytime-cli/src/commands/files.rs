@@ -211,7 +211,7 @@ pub(super) async fn send_file(
         thumbnail: Vec::new(),
         placeholder: String::new(),
     };
-    let (msg_id, seq) = s.send_quietly(conv, Content::Attachment(attachment)).await.with_context(|| {
+    let (msg_id, seq) = s.send_quietly(conv, Content::Attachment(Box::new(attachment))).await.with_context(|| {
         format!(
             "{name} is uploaded, but its message could not be sent to {conv}; run the same command again to send it"
         )

@@ -78,7 +78,9 @@ async fn hostile_blob_requests_get_their_code_and_change_nothing() {
     let at = |offset: u64| format!("/v1/blobs/{id}?offset={offset}");
     let before = h.snapshot();
     // Uploads that break the rules.
-    let rows: Vec<(&str, &SessionResponse, String, Vec<u8>, u16, &str)> = vec![
+    // (what, who, path, body, status, code)
+    type Row<'a> = (&'a str, &'a SessionResponse, String, Vec<u8>, u16, &'a str);
+    let rows: Vec<Row> = vec![
         ("not at the blob's offset", &alice, at(part), vec![1; part as usize], 409, "offset_mismatch"),
         ("not whole parts", &alice, at(0), vec![1; 100], 400, "invalid_argument"),
         ("past the end", &alice, at(0), vec![1; (3 * part) as usize], 413, "payload_too_large"),

@@ -6,7 +6,8 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
 import { join } from "node:path";
 import {
   startServer, launchBrowser, openDevice, signUp, waitOnline, screenshot, cli, cliAsync, cliBackground, tempProfile,
@@ -29,6 +30,9 @@ after(async () => {
 });
 
 const message = (page, text) => page.locator(".message", { hasText: text });
+const sha256 = (bytes) => createHash("sha256").update(bytes).digest("hex");
+// The CLI user of the shared group, for the tests after the one that makes it.
+let terminal = null;
 
 async function openChatNamed(page, title) {
   // At phone width the list and the chat are separate screens.
@@ -290,6 +294,7 @@ test("a CLI user and browser users talk in the same group", async () => {
   const chats = cli(dave, "chats");
   const trip = chats.find((c) => c.name === "Trip");
   assert.ok(trip, `dave's chats: ${JSON.stringify(chats)}`);
+  terminal = { profile: dave, conv: String(trip.conv) };
   cli(dave, "send", String(trip.conv), "hello from the terminal");
   await message(alice, "hello from the terminal").waitFor();
   await message(carol, "hello from the terminal").waitFor();
@@ -335,6 +340,41 @@ test("a CLI user and browser users talk in the same group", async () => {
   } finally {
     follow.stop();
   }
+});
+
+test("files: a terminal's file downloads in the browser with the same SHA-256, and a browser's photo reaches the terminal", async () => {
+  const { alice } = pages;
+  assert.ok(terminal, "runs after the CLI group test");
+  const { profile: dave, conv } = terminal;
+  const notes = randomBytes(300_000 + 17);
+  const notesPath = join(dave, "notes.bin");
+  writeFileSync(notesPath, notes);
+  cli(dave, "send-file", conv, notesPath, "--caption", "from the terminal");
+  const card = message(alice, "notes.bin");
+  await card.waitFor();
+  await card.locator(".file-size", { hasText: "300.0 kB" }).waitFor();
+  const [download] = await Promise.all([
+    alice.waitForEvent("download"),
+    card.getByRole("button", { name: "Download" }).click(),
+  ]);
+  assert.equal(download.suggestedFilename(), "notes.bin");
+  assert.equal(sha256(readFileSync(await download.path())), sha256(notes), "the same bytes in the browser");
+
+  const photo = randomBytes(200_000);
+  await alice.locator("#attach-input").setInputFiles({ name: "view.jpg", mimeType: "image/jpeg", buffer: photo });
+  await message(alice, "view.jpg").waitFor();
+  let sent = null;
+  for (let attempt = 0; attempt < 30 && !sent; attempt++) {
+    cli(dave, "sync");
+    sent = cli(dave, "history", conv).find((e) => e.kind === "attachment" && e.attachment?.name === "view.jpg");
+    if (!sent) await new Promise((r) => setTimeout(r, 300));
+  }
+  assert.ok(sent, "the terminal received the browser's file");
+  assert.equal(sent.attachment.mime, "image/jpeg");
+  const saved = cli(dave, "download", conv, sent.msg_id, "--output", join(dave, "view.jpg"));
+  assert.equal(saved.at(-1).sha256, sha256(photo), "the same bytes in the terminal");
+  assert.ok(!server.blobsContain(photo.subarray(1000, 1064)), "the server keeps only ciphertext");
+  await screenshot(alice, "chat-file-message");
 });
 
 test("group info: rename, make admin, remove a member", async () => {

@@ -2,7 +2,7 @@
 // Chromium driven by playwright-core, and the `anytime` CLI for cross-client tests.
 
 import { spawn, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -40,10 +40,18 @@ export async function startServer() {
       ({ child, url } = await spawnServer(data, url.replace("http://", "")));
     },
     stop() { child.kill("SIGTERM"); rmSync(data, { recursive: true, force: true }); },
+    /** Whether any stored attachment (data/blobs/…) contains `bytes`. */
+    blobsContain(bytes) {
+      const dir = join(data, "blobs");
+      if (!existsSync(dir)) return false;
+      return readdirSync(dir).some((shard) =>
+        readdirSync(join(dir, shard)).some((name) => readFileSync(join(dir, shard, name)).includes(bytes)));
+    },
     /** Whether any file of the server's data directory (database, WAL) contains `text`. */
     databaseContains(text) {
       const needle = Buffer.from(text);
-      return readdirSync(data).some((name) => readFileSync(join(data, name)).includes(needle));
+      return readdirSync(data, { withFileTypes: true })
+        .some((e) => e.isFile() && readFileSync(join(data, e.name)).includes(needle));
     },
   };
 }
@@ -73,7 +81,7 @@ export async function launchBrowser() {
 
 /** A browser context (its own IndexedDB: one device) with a page on the app. */
 export async function openDevice(browser, url, viewport = DESKTOP) {
-  const context = await browser.newContext({ viewport });
+  const context = await browser.newContext({ viewport, acceptDownloads: true });
   const page = await context.newPage();
   page.on("dialog", (d) => d.accept());
   page.on("pageerror", (e) => console.error("page error:", e.message));
