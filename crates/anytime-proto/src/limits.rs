@@ -309,3 +309,10 @@ const _: () = assert!(ATTACHMENT_THUMBNAIL_BYTES_MAX < MESSAGE_BYTES_MAX / 2);
 /// One upload request's body must arrive within this, ms: `BLOB_UPLOAD_BYTES_MAX` at 70 KB/s, a
 /// poor mobile link; a client on a slower one sends smaller requests.
 pub const BLOB_UPLOAD_TIMEOUT_MS: u64 = 120_000;
+
+/// Blobs one collection pass deletes, so one pass stays short; the next pass takes the rest.
+pub const BLOB_SWEEP_LEN_MAX: u32 = 500;
+
+/// The most one read of a stored blob returns, bytes: downloads stream in pieces of this size,
+/// so a large blob never sits in the server's memory.
+pub const BLOB_READ_BYTES_MAX: u64 = 1024 * 1024;

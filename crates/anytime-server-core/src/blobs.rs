@@ -10,16 +10,13 @@ use std::sync::{Arc, Mutex};
 use anytime_media::blob::{self, BlobId, BlobLimits, BlobRecord};
 use anytime_media::{BlobBytes, BlobIndex, BlobStoreError};
 use anytime_proto::blob::{BlobStatus, NewBlob};
-use anytime_proto::limits::{BLOB_PART_BYTES, BLOB_UPLOAD_BYTES_MAX};
+use anytime_proto::limits::{BLOB_PART_BYTES, BLOB_SWEEP_LEN_MAX, BLOB_UPLOAD_BYTES_MAX};
 use anytime_proto::ErrorCode;
 
 use crate::auth::store_code;
 use crate::env::EnvExt;
 use crate::store::DeviceRecord;
 use crate::ServerCore;
-
-/// Blobs collected per sweep, so one sweep stays short.
-const SWEEP_BLOBS_MAX: u32 = 500;
 
 pub(crate) struct Blobs {
     index: Arc<dyn BlobIndex>,
@@ -199,7 +196,7 @@ impl ServerCore {
         let now_ms = self.env.now_ms();
         let completed_before = now_ms.saturating_sub(blobs.limits.retention_ms);
         let created_before = now_ms.saturating_sub(blobs.limits.upload_ttl_ms);
-        let due = blobs.index.due(completed_before, created_before, SWEEP_BLOBS_MAX).await.map_err(index_code)?;
+        let due = blobs.index.due(completed_before, created_before, BLOB_SWEEP_LEN_MAX).await.map_err(index_code)?;
         let mut collected = 0;
         for id in due {
             let Some(record) = blobs.index.blob(id).await.map_err(index_code)? else { continue };

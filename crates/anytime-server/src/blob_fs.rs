@@ -10,8 +10,7 @@ use anytime_media::blob::{id_to_hex, BlobId};
 use anytime_media::{BlobBytes, BlobResult, BlobStoreError};
 use async_trait::async_trait;
 
-/// The most one read returns, bytes: downloads stream in pieces of this size.
-pub(crate) const READ_BYTES_MAX: u64 = 1024 * 1024;
+pub(crate) use anytime_proto::limits::BLOB_READ_BYTES_MAX as READ_BYTES_MAX;
 
 pub struct FsBlobBytes {
     dir: PathBuf,

@@ -10,12 +10,19 @@ use std::process::Command;
 /// the layers of ARCHITECTURE.md only; a new edge is a design decision, made here on purpose.
 const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
     ("anytime-proto", &[]),
-    ("anytime-client", &["anytime-proto"]),
+    ("anytime-client", &["anytime-proto", "anytime-media"]),
+    ("anytime-media", &["anytime-proto"]),
     ("anytime-ledger", &["anytime-proto"]),
     ("anytime-wallet", &["anytime-proto", "anytime-ledger"]),
-    ("anytime-server-core", &["anytime-proto", "anytime-ledger", "anytime-wallet"]),
-    ("anytime-store-sqlite", &["anytime-proto", "anytime-server-core", "anytime-ledger", "anytime-wallet"]),
-    ("anytime-store-postgres", &["anytime-proto", "anytime-server-core", "anytime-ledger", "anytime-wallet"]),
+    ("anytime-server-core", &["anytime-proto", "anytime-ledger", "anytime-wallet", "anytime-media"]),
+    (
+        "anytime-store-sqlite",
+        &["anytime-proto", "anytime-server-core", "anytime-ledger", "anytime-wallet", "anytime-media"],
+    ),
+    (
+        "anytime-store-postgres",
+        &["anytime-proto", "anytime-server-core", "anytime-ledger", "anytime-wallet", "anytime-media"],
+    ),
     ("anytime-store-memory", &["anytime-proto", "anytime-server-core"]),
     ("anytime-store-conformance", &["anytime-proto", "anytime-server-core"]),
     (
@@ -27,11 +34,12 @@ const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
             "anytime-store-postgres",
             "anytime-ledger",
             "anytime-wallet",
+            "anytime-media",
         ],
     ),
     ("anytime-client-tokio", &["anytime-proto"]),
     ("anytime-client-store-sqlite", &["anytime-proto", "anytime-client"]),
-    ("anytime-web", &["anytime-proto", "anytime-client"]),
+    ("anytime-web", &["anytime-proto", "anytime-client", "anytime-media"]),
     ("anytime-testkit", &["anytime-proto", "anytime-client-tokio"]),
     ("anytime-load", &["anytime-proto", "anytime-testkit"]),
     (
@@ -43,6 +51,7 @@ const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
             "anytime-client-tokio",
             "anytime-server",
             "anytime-server-core",
+            "anytime-media",
         ],
     ),
     ("anytime-sim", &["anytime-proto", "anytime-client", "anytime-server-core", "anytime-store-memory"]),
@@ -52,7 +61,7 @@ const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
 /// Crates that hold protocol logic and state: no I/O, no clock, no randomness of their own
 /// (time and randomness come in through `Env`, the network through `Transport`).
 const CORE_CRATES: &[&str] =
-    &["anytime-proto", "anytime-client", "anytime-server-core", "anytime-ledger", "anytime-wallet"];
+    &["anytime-proto", "anytime-client", "anytime-server-core", "anytime-ledger", "anytime-wallet", "anytime-media"];
 
 /// Crates a core crate must not depend on directly: network, storage, runtimes' I/O, OS
 /// randomness.
@@ -102,6 +111,7 @@ const LIMITS_CRATES: &[&str] = &[
     "anytime-proto",
     "anytime-ledger",
     "anytime-wallet",
+    "anytime-media",
     "anytime-client",
     "anytime-server-core",
     "anytime-server",
