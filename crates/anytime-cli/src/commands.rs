@@ -976,9 +976,10 @@ async fn execute(s: &mut Session, command: Command) -> anyhow::Result<()> {
             s.out.print(format!("revoked {device}"), json!({"revoked": device}))?;
         }
         Command::Wallet { action } => wallet::run(s, action).await?,
-        Command::SendFile { chat, path, caption, mime, limit_rate } => {
+        Command::SendFile { chat, path, caption, mime, limit_rate, as_file } => {
             let path = s.out.path(&path);
-            files::send_file(s, parse_conv(&chat)?, &path, caption, mime, limit_rate).await?;
+            let options = files::SendOptions { caption, mime, limit_rate, as_file };
+            files::send_file(s, parse_conv(&chat)?, &path, options).await?;
         }
         Command::Download { chat, message, output } => {
             let output = output.map(|o| s.out.path(&o));

@@ -173,6 +173,10 @@ pub enum Command {
         /// Upload at most this many bytes per second (a metered link; tests).
         #[arg(long)]
         limit_rate: Option<u64>,
+        /// Send a photo as it is, camera metadata (location!) included. By default photos are
+        /// turned upright, scaled to 2560 pixels and sent without their metadata.
+        #[arg(long)]
+        as_file: bool,
     },
     /// Fetch and open the file of a message (`anytime history CHAT` shows its id), checking that it
     /// is byte for byte what was sent. An interrupted download resumes.

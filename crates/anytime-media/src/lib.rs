@@ -3,6 +3,7 @@
 //! - [`seal`]: how a device seals a file for a chat before it leaves the device, and opens it.
 //! - [`blob`]: the server's rules for the sealed blobs it keeps without reading them.
 //! - [`store`]: the index and byte store traits, with in-memory implementations.
+//! - `photo` (feature `photo`): the photo pipeline of the sending device.
 //!
 //! Nothing here reads a clock, draws randomness or touches a file: keys, ids, times and bytes
 //! are inputs, so the CLI, the web client (wasm) and the server share one implementation.
@@ -10,6 +11,8 @@
 pub mod blob;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "photo")]
+pub mod photo;
 pub mod seal;
 pub mod store;
 

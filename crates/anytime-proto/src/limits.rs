@@ -316,3 +316,22 @@ pub const BLOB_SWEEP_LEN_MAX: u32 = 500;
 /// The most one read of a stored blob returns, bytes: downloads stream in pieces of this size,
 /// so a large blob never sits in the server's memory.
 pub const BLOB_READ_BYTES_MAX: u64 = 1024 * 1024;
+
+// ---- photos (anytime-media's photo pipeline, on the sending device)
+
+/// Pixels of a photo a device decodes, width x height: 50 megapixels holds every phone camera;
+/// a header asking for more (a decompression bomb) is refused before anything is allocated.
+pub const PHOTO_PIXELS_MAX: u64 = 50_000_000;
+
+/// What the image decoders may allocate for one photo, bytes: 50 megapixels of RGBA and room to
+/// spare.
+pub const PHOTO_ALLOC_BYTES_MAX: u64 = 512 * 1024 * 1024;
+
+/// The longer side of a photo as it is sent, pixels (larger ones are scaled down): sharp on any
+/// phone screen, a few hundred kilobytes as JPEG.
+pub const PHOTO_SIDE_MAX: u32 = 2560;
+
+/// The longer side of a photo's thumbnail, pixels.
+pub const PHOTO_THUMBNAIL_SIDE: u32 = 320;
+
+const _: () = assert!(PHOTO_PIXELS_MAX * 4 <= PHOTO_ALLOC_BYTES_MAX);

@@ -137,24 +137,95 @@ fn upload_key(path: &Path, meta: &std::fs::Metadata, conv: ConvId) -> String {
 }
 
 /// `anytime send-file CHAT PATH`.
-pub(super) async fn send_file(
-    s: &mut Session,
-    conv: ConvId,
-    path: &Path,
-    caption: String,
-    mime: Option<String>,
-    limit_rate: Option<u64>,
-) -> anyhow::Result<()> {
+/// What `anytime send-file` was told besides the chat and the file.
+pub(super) struct SendOptions {
+    pub(super) caption: String,
+    pub(super) mime: Option<String>,
+    pub(super) limit_rate: Option<u64>,
+    /// Send a photo's bytes as they are (metadata included).
+    pub(super) as_file: bool,
+}
+
+/// A photo larger than this is sent as a file: it is read whole to be decoded. Bytes.
+const PHOTO_FILE_BYTES_MAX: u64 = 200 * 1024 * 1024;
+
+/// What a photo becomes before it is sent: the prepared file (upright, scaled, no metadata),
+/// with its dimensions, thumbnail and placeholder.
+struct PhotoFile {
+    path: PathBuf,
+    width: u32,
+    height: u32,
+    thumbnail: Vec<u8>,
+    placeholder: String,
+}
+
+impl Drop for PhotoFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Runs the photo pipeline on `path` into a file of its own (same name for the same source,
+/// so a resumed upload seals the same bytes).
+fn prepare_photo(path: &Path, remembered: &str) -> anyhow::Result<(PhotoFile, &'static str)> {
+    let bytes = std::fs::read(path).with_context(|| format!("while reading {}", path.display()))?;
+    let prepared = anytime_media::photo::prepare(&bytes).map_err(|error| {
+        anyhow::anyhow!(
+            "{} cannot be sent as a photo: {error}; send it with --as-file to send its bytes as they are",
+            path.display()
+        )
+    })?;
+    let out = std::env::temp_dir().join(format!("anytime-{}.photo", remembered.replace(':', "-")));
+    std::fs::write(&out, &prepared.bytes).with_context(|| format!("while writing {}", out.display()))?;
+    let photo = PhotoFile {
+        path: out,
+        width: prepared.width,
+        height: prepared.height,
+        thumbnail: prepared.thumbnail,
+        placeholder: prepared.placeholder,
+    };
+    Ok((photo, prepared.mime))
+}
+
+/// `name` with the extension `mime` is written with (a WebP sent as JPEG is `x.jpg`).
+fn renamed(name: &str, mime: &str) -> String {
+    let ext = match mime {
+        "image/jpeg" => "jpg",
+        "image/png" => "png",
+        "image/gif" => "gif",
+        _ => return name.to_owned(),
+    };
+    let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+    format!("{stem}.{ext}")
+}
+
+pub(super) async fn send_file(s: &mut Session, conv: ConvId, path: &Path, options: SendOptions) -> anyhow::Result<()> {
+    let SendOptions { caption, mime, limit_rate, as_file } = options;
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if !meta.is_file() {
         bail!("{} is not a file", path.display());
     }
-    let plain_len = meta.len();
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
     let name: String = name.chars().take(anytime_proto::limits::ATTACHMENT_NAME_BYTES_MAX as usize / 4).collect();
-    let mime = mime.unwrap_or_else(|| guess_mime(path).to_owned());
-    let api = Api::of(s)?;
+    let mut mime = mime.unwrap_or_else(|| guess_mime(path).to_owned());
     let remembered = upload_key(path, &meta, conv);
+    let is_photo = matches!(mime.as_str(), "image/jpeg" | "image/png" | "image/webp" | "image/gif");
+    let photo = match is_photo && !as_file {
+        true if meta.len() <= PHOTO_FILE_BYTES_MAX => {
+            let (photo, sent_as) = prepare_photo(path, &remembered)?;
+            mime = sent_as.to_owned();
+            Some(photo)
+        }
+        true => {
+            s.out.note(&format!("{name} is too large to prepare as a photo; it is sent as a file"));
+            None
+        }
+        false => None,
+    };
+    let name = if photo.is_some() { renamed(&name, &mime) } else { name };
+    let source = photo.as_ref().map_or(path, |p| p.path.as_path());
+    let plain_len = std::fs::metadata(source).with_context(|| format!("cannot read {}", source.display()))?.len();
+    let api = Api::of(s)?;
     let store = s.client.store();
     let pending: Option<PendingUpload> = store.get_text(&remembered)?.and_then(|text| serde_json::from_str(&text).ok());
     let mut resumed = None;
@@ -195,8 +266,8 @@ pub(super) async fn send_file(
             (key, status)
         }
     };
-    let digest = sealed_digest(path, &key, plain_len)?;
-    upload(&api, path, &key, plain_len, &mut status, limit_rate, &name).await?;
+    let digest = sealed_digest(source, &key, plain_len)?;
+    upload(&api, source, &key, plain_len, &mut status, limit_rate, &name).await?;
     let attachment = content::Attachment {
         blob: status.id.clone(),
         key,
@@ -205,11 +276,11 @@ pub(super) async fn send_file(
         name: name.clone(),
         mime: mime.clone(),
         caption,
-        width: 0,
-        height: 0,
+        width: photo.as_ref().map_or(0, |p| p.width),
+        height: photo.as_ref().map_or(0, |p| p.height),
         duration_ms: 0,
-        thumbnail: Vec::new(),
-        placeholder: String::new(),
+        thumbnail: photo.as_ref().map(|p| p.thumbnail.clone()).unwrap_or_default(),
+        placeholder: photo.as_ref().map(|p| p.placeholder.clone()).unwrap_or_default(),
     };
     let (msg_id, seq) = s.send_quietly(conv, Content::Attachment(Box::new(attachment))).await.with_context(|| {
         format!(
@@ -220,7 +291,8 @@ pub(super) async fn send_file(
     s.out.print(
         format!("sent {name} ({}) as {} (#{seq})", human_size(plain_len), hex(&msg_id.0)),
         json!({"msg_id": hex(&msg_id.0), "seq": seq, "conv": conv, "blob": status.id, "name": name,
-            "mime": mime, "size": plain_len}),
+            "mime": mime, "size": plain_len, "width": photo.as_ref().map(|p| p.width),
+            "height": photo.as_ref().map(|p| p.height)}),
     )
 }
 

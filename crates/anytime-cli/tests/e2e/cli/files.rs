@@ -174,3 +174,58 @@ fn an_upload_killed_halfway_resumes_where_the_server_stopped() {
     let saved = bob.run(&["download", &conv, msg_id, "--output", out.to_str().expect("utf-8")]);
     assert_eq!(saved.last().expect("output")["sha256"], sha256_hex(&plain));
 }
+
+/// A JPEG as a phone camera writes it: EXIF orientation 6 ("rotate 90° to view") and `marker`
+/// where the GPS position would be.
+fn camera_jpeg(width: u32, height: u32, marker: &[u8]) -> Vec<u8> {
+    use image::ImageEncoder;
+    let mut exif = b"II\x2a\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0\x06\0\0\0\0\0\0\0".to_vec();
+    exif.extend_from_slice(marker);
+    let pixels: Vec<u8> = (0..width * height).flat_map(|i| [(i % 251) as u8, (i / width) as u8, 90]).collect();
+    let mut out = Vec::new();
+    let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90);
+    encoder.set_exif_metadata(exif).expect("exif");
+    encoder.write_image(&pixels, width, height, image::ExtendedColorType::Rgb8).expect("encode");
+    out
+}
+
+#[test]
+fn a_photo_arrives_upright_without_its_location_and_as_file_keeps_the_bytes() {
+    let h = Harness::start();
+    let alice = Device::new(&h, "alice", "laptop", true);
+    let bob = Device::new(&h, "bob", "phone", true);
+    let conv = alice.conv(&["direct", "bob"]);
+    let marker = b"GPS-48.8584N-2.2945E-MARKER";
+    let original = camera_jpeg(640, 480, marker);
+    let path = h.path().join("IMG_0001.JPG");
+    std::fs::write(&path, &original).expect("write the photo");
+
+    let sent = alice.run(&["send-file", &conv, path.to_str().expect("utf-8")]);
+    let sent = sent.last().expect("output");
+    assert_eq!((sent["width"].as_u64(), sent["height"].as_u64()), (Some(480), Some(640)), "upright");
+    assert_eq!(sent["mime"], "image/jpeg");
+    let got = message_of(&bob.run(&["sync"]));
+    let out = h.path().join("bob-photo.jpg");
+    bob.run(&["download", &conv, got["msg_id"].as_str().expect("id"), "--output", out.to_str().expect("utf-8")]);
+    let received = std::fs::read(&out).expect("the photo");
+    assert!(received.starts_with(&[0xff, 0xd8]), "a JPEG");
+    assert!(!contains(&received, marker), "the location did not travel");
+    assert!(!contains(&received, b"Exif"), "no EXIF at all");
+    let history = bob.run(&["history", &conv]);
+    let entry = history.iter().find(|e| e["kind"] == "attachment").expect("in history");
+    assert_eq!((entry["attachment"]["width"].as_u64(), entry["attachment"]["height"].as_u64()), (Some(480), Some(640)));
+
+    // --as-file: the bytes exactly as they are, metadata and all (the user asked for it).
+    alice.run(&["send-file", &conv, path.to_str().expect("utf-8"), "--as-file"]);
+    let got = message_of(&bob.run(&["sync"]));
+    let out = h.path().join("bob-original.jpg");
+    bob.run(&["download", &conv, got["msg_id"].as_str().expect("id"), "--output", out.to_str().expect("utf-8")]);
+    assert_eq!(std::fs::read(&out).expect("the file"), original);
+
+    // Not a photo at all, though named like one: refused with what to do.
+    let fake = h.path().join("fake.png");
+    std::fs::write(&fake, b"this is not a PNG").expect("write");
+    let error =
+        super::anytime(&alice.profile, &["send-file", &conv, fake.to_str().expect("utf-8")]).expect_err("refused");
+    assert!(error.contains("cannot be sent as a photo") && error.contains("--as-file"), "{error}");
+}
