@@ -2,6 +2,7 @@
 //!
 //! - [`seal`]: how a device seals a file for a chat before it leaves the device, and opens it.
 //! - [`blob`]: the server's rules for the sealed blobs it keeps without reading them.
+//! - [`filter`]: photo and video-frame filters and sliders, on RGBA frames.
 //! - [`store`]: the index and byte store traits, with in-memory implementations.
 //! - `photo` (feature `photo`): the photo pipeline of the sending device.
 //!
@@ -11,6 +12,7 @@
 pub mod blob;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod filter;
 #[cfg(feature = "photo")]
 pub mod photo;
 pub mod seal;
