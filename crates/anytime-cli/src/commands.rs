@@ -976,9 +976,25 @@ async fn execute(s: &mut Session, command: Command) -> anyhow::Result<()> {
             s.out.print(format!("revoked {device}"), json!({"revoked": device}))?;
         }
         Command::Wallet { action } => wallet::run(s, action).await?,
-        Command::SendFile { chat, path, caption, mime, limit_rate, as_file } => {
+        Command::SendFile {
+            chat,
+            path,
+            caption,
+            mime,
+            limit_rate,
+            as_file,
+            filter,
+            brightness,
+            contrast,
+            saturation,
+        } => {
             let path = s.out.path(&path);
-            let options = files::SendOptions { caption, mime, limit_rate, as_file };
+            let Some(filter) = anytime_media::filter::Filter::from_name(&filter) else {
+                let names: Vec<&str> = anytime_media::filter::Filter::ALL.iter().map(|f| f.name()).collect();
+                bail!("there is no filter {filter:?}; the filters are {}", names.join(", "));
+            };
+            let adjust = anytime_media::filter::Adjust { brightness, contrast, saturation };
+            let options = files::SendOptions { caption, mime, limit_rate, as_file, filter, adjust };
             files::send_file(s, parse_conv(&chat)?, &path, options).await?;
         }
         Command::Download { chat, message, output } => {

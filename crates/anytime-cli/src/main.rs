@@ -177,6 +177,19 @@ pub enum Command {
         /// turned upright, scaled to 2560 pixels and sent without their metadata.
         #[arg(long)]
         as_file: bool,
+        /// A filter for a photo: original, mono, sepia, vivid, warm, cool, fade, vignette, blur,
+        /// sharpen, pixelate.
+        #[arg(long, default_value = "original")]
+        filter: String,
+        /// Photo brightness, -100 to 100.
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = clap::value_parser!(i8).range(-100..=100))]
+        brightness: i8,
+        /// Photo contrast, -100 to 100.
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = clap::value_parser!(i8).range(-100..=100))]
+        contrast: i8,
+        /// Photo saturation, -100 to 100.
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = clap::value_parser!(i8).range(-100..=100))]
+        saturation: i8,
     },
     /// Fetch and open the file of a message (`anytime history CHAT` shows its id), checking that it
     /// is byte for byte what was sent. An interrupted download resumes.

@@ -18,6 +18,8 @@ use image::codecs::png::PngEncoder;
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageEncoder, ImageFormat, ImageReader, Limits};
 
+use crate::filter::{Adjust, Filter};
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PhotoError {
     #[error("this is not a photo Anytime can read (JPEG, PNG, WebP or GIF)")]
@@ -73,14 +75,30 @@ pub fn decode(bytes: &[u8]) -> Result<(DynamicImage, ImageFormat), PhotoError> {
 
 /// Prepares the photo in `bytes` for sending (see the module documentation).
 pub fn prepare(bytes: &[u8]) -> Result<Prepared, PhotoError> {
+    prepare_filtered(bytes, Filter::Original, Adjust::default())
+}
+
+/// [`prepare`], with a filter and the sliders applied after scaling (a filtered GIF is sent as
+/// a still JPEG).
+pub fn prepare_filtered(bytes: &[u8], filter: Filter, adjust: Adjust) -> Result<Prepared, PhotoError> {
     let (image, format) = decode(bytes)?;
     let image = if image.width().max(image.height()) > PHOTO_SIDE_MAX {
         image.resize(PHOTO_SIDE_MAX, PHOTO_SIDE_MAX, FilterType::Triangle)
     } else {
         image
     };
+    let unfiltered = filter == Filter::Original && adjust == Adjust::default();
+    let image = if unfiltered {
+        image
+    } else {
+        let mut rgba = image.to_rgba8();
+        let (width, height) = rgba.dimensions();
+        // The buffer is width x height RGBA by construction.
+        crate::filter::apply(&mut rgba, width, height, filter, adjust).expect("an RGBA buffer of its own size");
+        DynamicImage::ImageRgba8(rgba)
+    };
     let (bytes, mime) = match format {
-        ImageFormat::Gif => (bytes.to_vec(), "image/gif"),
+        ImageFormat::Gif if unfiltered => (bytes.to_vec(), "image/gif"),
         ImageFormat::Png => (encode_png(&image)?, "image/png"),
         _ => (encode_jpeg(&image, 85)?, "image/jpeg"),
     };

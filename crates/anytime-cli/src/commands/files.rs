@@ -126,13 +126,16 @@ fn sealed_digest(path: &Path, key: &[u8; 32], plain_len: u64) -> anyhow::Result<
 
 /// The profile key remembering an upload of this file (path, size and modification time), so
 /// a changed file starts over.
-fn upload_key(path: &Path, meta: &std::fs::Metadata, conv: ConvId) -> String {
+/// `how` names what is done to the file before it is sent (filter, sliders), so another choice
+/// starts over.
+fn upload_key(path: &Path, meta: &std::fs::Metadata, conv: ConvId, how: &str) -> String {
     let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
     let mut hash = Sha256::new();
     hash.update(path.to_string_lossy().as_bytes());
     hash.update(meta.len().to_be_bytes());
     hash.update(modified.map_or(0, |d| d.as_nanos()).to_be_bytes());
     hash.update(conv.0.to_be_bytes());
+    hash.update(how.as_bytes());
     format!("upload:{}", hex(&hash.finalize()[..16]))
 }
 
@@ -144,6 +147,8 @@ pub(super) struct SendOptions {
     pub(super) limit_rate: Option<u64>,
     /// Send a photo's bytes as they are (metadata included).
     pub(super) as_file: bool,
+    pub(super) filter: anytime_media::filter::Filter,
+    pub(super) adjust: anytime_media::filter::Adjust,
 }
 
 /// A photo larger than this is sent as a file: it is read whole to be decoded. Bytes.
@@ -167,9 +172,14 @@ impl Drop for PhotoFile {
 
 /// Runs the photo pipeline on `path` into a file of its own (same name for the same source,
 /// so a resumed upload seals the same bytes).
-fn prepare_photo(path: &Path, remembered: &str) -> anyhow::Result<(PhotoFile, &'static str)> {
+fn prepare_photo(
+    path: &Path,
+    remembered: &str,
+    filter: anytime_media::filter::Filter,
+    adjust: anytime_media::filter::Adjust,
+) -> anyhow::Result<(PhotoFile, &'static str)> {
     let bytes = std::fs::read(path).with_context(|| format!("while reading {}", path.display()))?;
-    let prepared = anytime_media::photo::prepare(&bytes).map_err(|error| {
+    let prepared = anytime_media::photo::prepare_filtered(&bytes, filter, adjust).map_err(|error| {
         anyhow::anyhow!(
             "{} cannot be sent as a photo: {error}; send it with --as-file to send its bytes as they are",
             path.display()
@@ -200,7 +210,7 @@ fn renamed(name: &str, mime: &str) -> String {
 }
 
 pub(super) async fn send_file(s: &mut Session, conv: ConvId, path: &Path, options: SendOptions) -> anyhow::Result<()> {
-    let SendOptions { caption, mime, limit_rate, as_file } = options;
+    let SendOptions { caption, mime, limit_rate, as_file, filter, adjust } = options;
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if !meta.is_file() {
         bail!("{} is not a file", path.display());
@@ -208,11 +218,11 @@ pub(super) async fn send_file(s: &mut Session, conv: ConvId, path: &Path, option
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
     let name: String = name.chars().take(anytime_proto::limits::ATTACHMENT_NAME_BYTES_MAX as usize / 4).collect();
     let mut mime = mime.unwrap_or_else(|| guess_mime(path).to_owned());
-    let remembered = upload_key(path, &meta, conv);
+    let remembered = upload_key(path, &meta, conv, &format!("{as_file} {filter:?} {adjust:?}"));
     let is_photo = matches!(mime.as_str(), "image/jpeg" | "image/png" | "image/webp" | "image/gif");
     let photo = match is_photo && !as_file {
         true if meta.len() <= PHOTO_FILE_BYTES_MAX => {
-            let (photo, sent_as) = prepare_photo(path, &remembered)?;
+            let (photo, sent_as) = prepare_photo(path, &remembered, filter, adjust)?;
             mime = sent_as.to_owned();
             Some(photo)
         }

@@ -215,6 +215,21 @@ fn a_photo_arrives_upright_without_its_location_and_as_file_keeps_the_bytes() {
     let entry = history.iter().find(|e| e["kind"] == "attachment").expect("in history");
     assert_eq!((entry["attachment"]["width"].as_u64(), entry["attachment"]["height"].as_u64()), (Some(480), Some(640)));
 
+    // A filter is applied on the sending device: mono arrives grey.
+    alice.run(&["send-file", &conv, path.to_str().expect("utf-8"), "--filter", "mono", "--contrast", "-20"]);
+    let got = message_of(&bob.run(&["sync"]));
+    let out = h.path().join("bob-mono.jpg");
+    bob.run(&["download", &conv, got["msg_id"].as_str().expect("id"), "--output", out.to_str().expect("utf-8")]);
+    let mono = image::load_from_memory(&std::fs::read(&out).expect("the photo")).expect("decodes").to_rgb8();
+    assert_eq!(mono.dimensions(), (480, 640));
+    let colourful =
+        mono.pixels().filter(|p| p.0.iter().max().unwrap_or(&0) - p.0.iter().min().unwrap_or(&0) > 6).count();
+    assert_eq!(colourful, 0, "every pixel grey (JPEG rounding aside)");
+    let error =
+        super::anytime(&alice.profile, &["send-file", &conv, path.to_str().expect("utf-8"), "--filter", "lomo"])
+            .expect_err("unknown filter");
+    assert!(error.contains("there is no filter \"lomo\"") && error.contains("sepia"), "{error}");
+
     // --as-file: the bytes exactly as they are, metadata and all (the user asked for it).
     alice.run(&["send-file", &conv, path.to_str().expect("utf-8"), "--as-file"]);
     let got = message_of(&bob.run(&["sync"]));
