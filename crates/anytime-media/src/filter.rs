@@ -174,15 +174,18 @@ fn clamp_u8(x: i32) -> u8 {
     x.clamp(0, 255) as u8
 }
 
-/// The hot loop: straight-line integer arithmetic per pixel, no branches but the clamps (which
-/// compile to min/max), so it vectorises.
+/// The hot loop: straight-line integer arithmetic on whole pixels (`[u8; 4]`, so no bounds
+/// checks) and clamps that compile to min/max. (A table of products per coefficient measured
+/// the same on this machine; BENCHMARKS.md.)
 fn apply_matrix(rgba: &mut [u8], m: &Matrix) {
     let half = 1 << (SHIFT - 1);
-    for px in rgba.chunks_exact_mut(4) {
+    let [[m00, m01, m02, o0], [m10, m11, m12, o1], [m20, m21, m22, o2]] = *m;
+    let (pixels, _) = rgba.as_chunks_mut::<4>();
+    for px in pixels {
         let (r, g, b) = (i32::from(px[0]), i32::from(px[1]), i32::from(px[2]));
-        px[0] = clamp_u8(((m[0][0] * r + m[0][1] * g + m[0][2] * b + half) >> SHIFT) + m[0][3]);
-        px[1] = clamp_u8(((m[1][0] * r + m[1][1] * g + m[1][2] * b + half) >> SHIFT) + m[1][3]);
-        px[2] = clamp_u8(((m[2][0] * r + m[2][1] * g + m[2][2] * b + half) >> SHIFT) + m[2][3]);
+        px[0] = clamp_u8(((m00 * r + m01 * g + m02 * b + half) >> SHIFT) + o0);
+        px[1] = clamp_u8(((m10 * r + m11 * g + m12 * b + half) >> SHIFT) + o1);
+        px[2] = clamp_u8(((m20 * r + m21 * g + m22 * b + half) >> SHIFT) + o2);
     }
 }
 
@@ -207,42 +210,75 @@ fn vignette(rgba: &mut [u8], w: usize, h: usize) {
     }
 }
 
-/// One horizontal and one vertical box pass of `radius` (edges clamp), with running sums: cost
-/// independent of the radius.
+/// One horizontal and one vertical box pass of `radius` (edges clamp), with running sums: the
+/// cost does not grow with the radius, and both passes walk memory row by row.
 fn box_blur(rgba: &mut [u8], w: usize, h: usize, radius: usize) {
-    let mut line = Vec::new();
+    let mut line = vec![0u8; w * 4];
     for y in 0..h {
-        line.clear();
-        line.extend_from_slice(&rgba[y * w * 4..(y + 1) * w * 4]);
-        blur_line(&line, &mut rgba[y * w * 4..(y + 1) * w * 4], w, 4, radius);
+        let row = &mut rgba[y * w * 4..(y + 1) * w * 4];
+        line.copy_from_slice(row);
+        blur_row(&line, row, w, radius);
     }
-    let mut column = vec![0u8; h * 4];
-    let mut out = vec![0u8; h * 4];
-    for x in 0..w {
-        for y in 0..h {
-            column[y * 4..y * 4 + 4].copy_from_slice(&rgba[(y * w + x) * 4..(y * w + x) * 4 + 4]);
+    blur_columns(rgba, w, h, radius);
+}
+
+fn blur_row(src: &[u8], dst: &mut [u8], n: usize, radius: usize) {
+    let window = (2 * radius + 1) as u32;
+    let last = n - 1;
+    let px = |i: usize| &src[i.min(last) * 4..i.min(last) * 4 + 3];
+    let mut sum = [0u32; 3];
+    for i in 0..=2 * radius {
+        // Window of pixel 0: indices -radius..=radius, clamped.
+        let p = px(i.saturating_sub(radius));
+        for c in 0..3 {
+            sum[c] += u32::from(p[c]);
         }
-        blur_line(&column, &mut out, h, 4, radius);
-        for y in 0..h {
-            rgba[(y * w + x) * 4..(y * w + x) * 4 + 3].copy_from_slice(&out[y * 4..y * 4 + 3]);
+    }
+    for i in 0..n {
+        for c in 0..3 {
+            dst[i * 4 + c] = ((sum[c] + window / 2) / window) as u8;
+        }
+        let (add, sub) = (px(i + radius + 1), px(i.saturating_sub(radius)));
+        for c in 0..3 {
+            sum[c] = sum[c] + u32::from(add[c]) - u32::from(sub[c]);
         }
     }
 }
 
-fn blur_line(src: &[u8], dst: &mut [u8], n: usize, stride: usize, radius: usize) {
+/// The vertical pass: a running sum per column, updated a row at a time.
+fn blur_columns(rgba: &mut [u8], w: usize, h: usize, radius: usize) {
     let window = (2 * radius + 1) as u32;
-    let at = |i: isize, c: usize| u32::from(src[(i.clamp(0, n as isize - 1) as usize) * stride + c]);
-    for c in 0..3 {
-        let mut sum: u32 = (-(radius as isize)..=radius as isize).map(|i| at(i, c)).sum();
-        for i in 0..n {
-            dst[i * stride + c] = ((sum + window / 2) / window) as u8;
-            sum += at(i as isize + radius as isize + 1, c);
-            sum -= at(i as isize - radius as isize, c);
+    let stride = w * 4;
+    let last = h - 1;
+    let mut sums = vec![0u32; stride];
+    for i in 0..=2 * radius {
+        let y = i.saturating_sub(radius).min(last);
+        for (sum, &v) in sums.iter_mut().zip(&rgba[y * stride..(y + 1) * stride]) {
+            *sum += u32::from(v);
         }
     }
-    if stride == 4 {
-        for i in 0..n {
-            dst[i * 4 + 3] = src[i * 4 + 3];
+    // Rows are overwritten as the window passes them; the rows still needed are kept here.
+    let keep = 2 * radius + 2;
+    let mut ring: Vec<Vec<u8>> = (0..keep).map(|_| Vec::new()).collect();
+    let original = |rgba: &[u8], ring: &[Vec<u8>], y: usize, upto: usize| -> Vec<u8> {
+        if y < upto {
+            ring[y % keep].clone()
+        } else {
+            rgba[y * stride..(y + 1) * stride].to_vec()
+        }
+    };
+    for y in 0..h {
+        ring[y % keep] = rgba[y * stride..(y + 1) * stride].to_vec();
+        let out = &mut rgba[y * stride..(y + 1) * stride];
+        for (x, (o, sum)) in out.iter_mut().zip(&sums).enumerate() {
+            if x % 4 != 3 {
+                *o = ((sum + window / 2) / window) as u8;
+            }
+        }
+        let add = original(rgba, &ring, (y + radius + 1).min(last), y + 1);
+        let sub = &ring[y.saturating_sub(radius) % keep];
+        for ((sum, &a), &s) in sums.iter_mut().zip(&add).zip(sub) {
+            *sum = *sum + u32::from(a) - u32::from(s);
         }
     }
 }
@@ -355,6 +391,42 @@ mod tests {
         apply(&mut blocks, 24, 24, Filter::Pixelate(12), none).expect("apply");
         assert_eq!(pixel(&blocks, 24, 0, 0), pixel(&blocks, 24, 11, 11));
         assert_eq!(pixel(&blocks, 24, 12, 12), pixel(&blocks, 24, 23, 23));
+    }
+
+    /// Box blur the slow, obvious way: each pixel the rounded mean of its clamped window.
+    fn naive_box_blur(rgba: &[u8], w: usize, h: usize, r: usize) -> Vec<u8> {
+        let pass = |src: &[u8], horizontal: bool| -> Vec<u8> {
+            let mut out = src.to_vec();
+            for y in 0..h {
+                for x in 0..w {
+                    for c in 0..3 {
+                        let mut sum = 0u32;
+                        for d in -(r as isize)..=r as isize {
+                            let (xx, yy) = if horizontal {
+                                ((x as isize + d).clamp(0, w as isize - 1) as usize, y)
+                            } else {
+                                (x, (y as isize + d).clamp(0, h as isize - 1) as usize)
+                            };
+                            sum += u32::from(src[(yy * w + xx) * 4 + c]);
+                        }
+                        let n = (2 * r + 1) as u32;
+                        out[(y * w + x) * 4 + c] = ((sum + n / 2) / n) as u8;
+                    }
+                }
+            }
+            out
+        };
+        pass(&pass(rgba, true), false)
+    }
+
+    #[test]
+    fn the_fast_blur_equals_the_obvious_one() {
+        for (w, h, r) in [(9, 7, 1), (9, 7, 2), (5, 3, 4), (1, 6, 2), (6, 1, 3)] {
+            let input = frame(w, h);
+            let mut fast = input.clone();
+            box_blur(&mut fast, w as usize, h as usize, r);
+            assert_eq!(fast, naive_box_blur(&input, w as usize, h as usize, r), "{w} x {h}, radius {r}");
+        }
     }
 
     #[test]
