@@ -94,8 +94,7 @@ fn two_cli_users_chat_both_ways_and_the_server_never_sees_the_plaintext() {
     assert_eq!(alice.texts(&conv), [format!("hello bob {marker}"), "hi alice".to_owned()]);
     assert_eq!(bob.texts(&conv), [format!("hello bob {marker}"), "hi alice".to_owned()]);
     // The recipients read it; the server's disk and log never had it, even undelivered.
-    for entry in std::fs::read_dir(h.server.data_dir()).unwrap() {
-        let path = entry.unwrap().path();
+    for path in files::files_under(h.server.data_dir()) {
         assert!(!contains(&std::fs::read(&path).unwrap(), marker.as_bytes()), "marker in {}", path.display());
     }
     assert!(!contains(&std::fs::read(h.server.log_path()).unwrap(), marker.as_bytes()), "marker in the server log");
